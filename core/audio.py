@@ -1,0 +1,68 @@
+"""Speech audio in: any file soundfile/libsndfile reads (wav, flac, ogg, mp3), any rate and channel count,
+out: 16 kHz mono float32 — what the speech features and the model expect.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .errors import AudioError
+
+SAMPLE_RATE = 16000
+SUPPORTED = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff")
+
+
+def to_mono_16k(samples: np.ndarray, rate: int) -> np.ndarray:
+    """(N,) or (N, C) at `rate` -> (M,) float32 at 16 kHz. Channels are averaged."""
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.ndim == 2:
+        samples = samples.mean(axis=1)
+    if rate != SAMPLE_RATE and len(samples):
+        import soxr  # librosa's resampler; high quality and fast
+
+        samples = soxr.resample(samples, rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
+    return np.ascontiguousarray(samples)
+
+
+def load_speech(path: str | os.PathLike, max_seconds: float | None = None) -> np.ndarray:
+    """Read an audio file as 16 kHz mono float32 in [-1, 1].
+
+    Raises AudioError with the file name and what to do when the file is missing, unreadable or empty.
+    """
+    path = os.fspath(path)
+    name = os.path.basename(path)
+    if not path:
+        raise AudioError("No speech audio was given: choose a sound strip or an audio file.")
+    if not os.path.exists(path):
+        raise AudioError(f"Speech file not found: {path}. Check the path, or re-link the sound in Blender.")
+    if os.path.isdir(path):
+        raise AudioError(f"{path} is a folder, not an audio file.")
+    if os.path.getsize(path) == 0:
+        raise AudioError(f"{name} is empty (0 bytes).")
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(path) as f:
+            rate = f.samplerate
+            frames = f.frames if max_seconds is None else min(f.frames, int(max_seconds * rate))
+            samples = f.read(frames, dtype="float32", always_2d=True)
+    except Exception as exc:
+        ext = os.path.splitext(name)[1].lower()
+        hint = ("the file looks damaged; re-export it" if ext in SUPPORTED
+                else f"use one of {', '.join(SUPPORTED)}")
+        raise AudioError(f"Cannot read speech from {name}: {exc}. ({hint})") from None
+    if samples.shape[0] == 0:
+        raise AudioError(f"{name} contains no audio samples.")
+    audio = to_mono_16k(samples, rate)
+    if not np.isfinite(audio).all():
+        raise AudioError(f"{name} contains invalid (NaN) samples; re-export it.")
+    return audio
+
+
+def is_silent(audio: np.ndarray, threshold_db: float = -50.0) -> bool:
+    """True when the whole clip is below `threshold_db` RMS (dBFS)."""
+    if len(audio) == 0:
+        return True
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    return 20 * np.log10(max(rms, 1e-10)) < threshold_db

@@ -45,14 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smplx-model", default=None, help="your own SMPL-X model file (.npz) to also build the mesh")
     p.set_defaults(func=cmd_import_take)
 
-    # Further commands (generate, train, eval, features, convert-official) register here.
-    for register in _COMMAND_REGISTRARS:
-        register(sub)
+    # Further commands (generate, train, eval, features, convert-official) are added below, one block each;
+    # heavy imports (torch, librosa) stay inside the command functions so `--help` is instant.
     return parser
-
-
-# Modules that add commands append a function(subparsers) here (kept explicit, no import magic).
-_COMMAND_REGISTRARS: list = []
 
 
 def main(argv=None) -> int:

@@ -27,3 +27,7 @@ class WeightsError(EchoMaskError):
 
 class DeviceError(EchoMaskError):
     """A compute device was asked for that this machine does not have."""
+
+
+class SmplxModelError(EchoMaskError):
+    """The user's SMPL-X model file (.npz) is missing, unreadable or lacks the arrays a mesh needs."""

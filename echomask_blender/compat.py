@@ -1,0 +1,154 @@
+"""Every Blender-version difference EchoMask touches, in one place (4.2 LTS, 4.5 LTS, 5.0).
+
+- Actions: 4.2/4.3 keep F-curves on `action.fcurves`; 4.4+ have slots, layers, keyframe strips and
+  channelbags (`action.fcurves` is a first-slot shim on 4.4/4.5 and gone in 5.0). A slot must be created and
+  assigned by hand: an Action assigned without a slot animates nothing.
+- NLA strips know which slot they play from 4.4 on (`NlaStrip.action_slot`).
+- VSE: `SequenceEditor.sequences` became `strips` (both on 4.4/4.5, only `strips` on 5.0).
+- Sound: the PyPI bpy 4.2 wheel is built without Audaspace (no `aud`, no sound strips).
+Callers never test versions themselves; they use these helpers.
+"""
+from __future__ import annotations
+
+import bpy
+import numpy as np
+
+from ..core.errors import AudioError
+
+HAS_SLOTTED_ACTIONS = "slots" in bpy.types.Action.bl_rna.properties
+HAS_AUDASPACE = bool(getattr(bpy.app.build_options, "audaspace", True))
+
+_INTERPOLATION = {item.identifier: item.value
+                  for item in bpy.types.Keyframe.bl_rna.properties["interpolation"].enum_items}
+
+
+# --------------------------------------------------------------------------------------------- Actions
+
+def new_action_for(owner_id: bpy.types.ID, name: str):
+    """Create a new Action, assign it to `owner_id` (an Object or a shape-key Key) and return
+    (action, container) where `container.fcurves` / `.groups` is where its F-curves go.
+
+    On 4.4+ a slot for this owner is created and assigned explicitly, so the keys play.
+    """
+    action = bpy.data.actions.new(name)
+    anim = owner_id.animation_data or owner_id.animation_data_create()
+    if not HAS_SLOTTED_ACTIONS:
+        action.id_root = owner_id.id_type  # lists the action for this ID type only (4.2/4.3)
+        anim.action = action
+        return action, action
+    slot = action.slots.new(id_type=owner_id.id_type, name=owner_id.name)
+    layer = action.layers.new("Layer")
+    strip = layer.strips.new(type="KEYFRAME")
+    anim.action = action
+    anim.action_slot = slot
+    return action, strip.channelbag(slot, ensure=True)
+
+
+def assigned_slot(owner_id: bpy.types.ID):
+    """The slot the owner's action plays (None on 4.2/4.3 or when nothing is assigned)."""
+    anim = owner_id.animation_data
+    if anim is None or not HAS_SLOTTED_ACTIONS:
+        return None
+    return anim.action_slot
+
+
+def action_fcurves(action: bpy.types.Action, slot=None):
+    """F-curves of `action` (for `slot` on 4.4+; the first slot when None). Read-only use."""
+    if not HAS_SLOTTED_ACTIONS:
+        return list(action.fcurves)
+    if slot is None:
+        if not action.slots:
+            return []
+        slot = action.slots[0]
+    out = []
+    for layer in action.layers:
+        for strip in layer.strips:
+            bag = strip.channelbag(slot)
+            if bag is not None:
+                out.extend(bag.fcurves)
+    return out
+
+
+def write_fcurve(container, data_path: str, index: int, frames: np.ndarray, values: np.ndarray,
+                 group: str | None = None, interpolation: str = "LINEAR"):
+    """One F-curve with all its keys written in bulk (keyframe_points.add + foreach_set)."""
+    fcurve = container.fcurves.new(data_path, index=index)
+    if group:
+        fcurve.group = container.groups.get(group) or container.groups.new(group)
+    n = len(frames)
+    points = fcurve.keyframe_points
+    points.add(n)
+    co = np.empty(2 * n, np.float32)
+    co[0::2] = frames
+    co[1::2] = values
+    points.foreach_set("co", co)
+    points.foreach_set("interpolation", np.full(n, _INTERPOLATION[interpolation], np.int32))
+    fcurve.update()
+    return fcurve
+
+
+def stash_active_action(owner_id: bpy.types.ID, track_name: str = "[Stash] EchoMask") -> str | None:
+    """Move the owner's active action onto a new muted NLA track, keeping its slot; returns its name.
+
+    The action itself is untouched; the NLA track keeps a user on it so nothing is lost, and the animator
+    can bring it back from the NLA editor.
+    """
+    anim = owner_id.animation_data
+    if anim is None or anim.action is None:
+        return None
+    action = anim.action
+    slot = anim.action_slot if HAS_SLOTTED_ACTIONS else None
+    start = int(action.frame_range[0])
+    track = anim.nla_tracks.new()
+    track.name = track_name
+    strip = track.strips.new(action.name, start, action)
+    if slot is not None and strip.action_slot != slot:
+        strip.action_slot = slot
+    track.mute = True
+    track.lock = True
+    anim.action = None
+    return action.name
+
+
+# --------------------------------------------------------------------------------------------- VSE / sound
+
+def sequence_strips(scene: bpy.types.Scene):
+    """The top-level strips collection of the scene's sequence editor (None when there is none)."""
+    editor = scene.sequence_editor
+    if editor is None:
+        return None
+    return editor.strips if hasattr(editor, "strips") else editor.sequences
+
+
+def all_sound_strips(scene: bpy.types.Scene) -> list:
+    editor = scene.sequence_editor
+    if editor is None:
+        return []
+    strips = editor.strips_all if hasattr(editor, "strips_all") else editor.sequences_all
+    return [s for s in strips if s.type == "SOUND"]
+
+
+def check_sound_file(path: str) -> None:
+    """Raise AudioError unless Blender can decode `path` (checked before anything is created)."""
+    if not HAS_AUDASPACE:
+        raise AudioError("This Blender build has no audio support (Audaspace), so the speech cannot be "
+                         "added as a sound strip. Import the motion without audio, or use a Blender "
+                         "build with audio (every official download has it).")
+    import aud
+
+    try:
+        specs = aud.Sound(path).specs
+    except Exception as exc:  # aud.error: no reader could open it
+        raise AudioError(f"Blender cannot read the speech file {path}: {exc} Re-export it as WAV.") from None
+    if not specs or specs[0] <= 0:
+        raise AudioError(f"Blender cannot read the speech file {path}: it reports no sample rate.")
+
+
+def new_sound_strip(scene: bpy.types.Scene, name: str, filepath: str, frame_start: int, channel: int | None = None):
+    """Add a sound strip on the first free channel (or `channel`) starting at `frame_start`."""
+    editor = scene.sequence_editor or scene.sequence_editor_create()
+    strips = editor.strips if hasattr(editor, "strips") else editor.sequences
+    if channel is None:
+        used = {s.channel for s in strips}
+        channel = next(c for c in range(1, 129) if c not in used)
+    return strips.new_sound(name, filepath, channel, frame_start)

@@ -32,6 +32,27 @@ def cmd_import_take(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    """Metrics table (FGD, BC, diversity, face, plausibility) of generated takes against reference takes."""
+    from .evaluate import run_eval_command
+
+    return run_eval_command(args)
+
+
+def cmd_train_fgd_evaluator(args) -> int:
+    """Train the project's own FGD evaluator (not the paper's) on BEAT2-format takes."""
+    from .evaluate import run_train_fgd_command
+
+    return run_train_fgd_command(args)
+
+
+def cmd_train_tokenizers(args) -> int:
+    """Stage 1: train the four motion tokenizers (RVQ-VAEs) on a folder of BEAT2 takes or the shared data."""
+    from .train_tokenizers import run_cli
+
+    return run_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="EchoMask for Blender: core tools.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -44,6 +65,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=None, help="scene frame rate (default: the take's, 30)")
     p.add_argument("--smplx-model", default=None, help="your own SMPL-X model file (.npz) to also build the mesh")
     p.set_defaults(func=cmd_import_take)
+
+    p = sub.add_parser("eval", help="metrics table (FGD, BC, diversity, face, plausibility) against reference takes")
+    p.add_argument("--reference", nargs="+", required=True, help="reference (ground-truth) takes: .npz files or folders")
+    p.add_argument("--generated", nargs="*", default=[], help="the project's model's takes (.npz files or folders), "
+                   "paired with the references by clip id (file name)")
+    p.add_argument("--random-masking", nargs="*", default=[], help="takes of EchoMask trained with random masking "
+                   "instead of SQA (the paper's ablation)")
+    p.add_argument("--system", action="append", default=[], metavar="NAME=PATH[,PATH]",
+                   help="any further system to add as a row (repeatable)")
+    p.add_argument("--audio", nargs="*", default=[], help="speech per clip (.wav etc., files or folders) for BC and generation")
+    p.add_argument("--model", help="generate the model's takes from --audio with these weights (core.inference)")
+    p.add_argument("--random-masking-model", help="generate the ablation's takes from --audio with these weights")
+    p.add_argument("--seed", type=int, default=0, help="seed for --model generation")
+    p.add_argument("--tail", type=float, default=0.0, help="score only the last FRACTION of each reference clip "
+                   "(e.g. 0.15: the held-out tails); 0 = whole clips")
+    p.add_argument("--fgd-evaluator", default=None, help="FGD evaluator weights (default weights/fgd_evaluator.safetensors)")
+    p.add_argument("--mean-speed", default=None, help="BEAT2's mean_vel_smplxflame_30.npy for BC (default: from "
+                   "../shared/data when present, else computed from the reference takes)")
+    p.add_argument("--smplx-model", default=None, help="your SMPL-X model file (.npz) for face vertex MSE/LVD")
+    p.add_argument("--no-baselines", action="store_true", help="leave out the still-pose and other-clip rows")
+    p.add_argument("--out", help="also write the table (markdown) to this file")
+    p.add_argument("--json", dest="json_out", help="also write all numbers to this JSON file")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("train-fgd-evaluator", help="train the project's own FGD evaluator (NOT the paper's)")
+    p.add_argument("--gt", nargs="*", default=None, help="ground-truth takes (files/folders); their last --holdout-tail "
+                   "is held out (default: ../shared/data/beat2_samples/smplxflame_30)")
+    p.add_argument("--extra", nargs="*", default=None, help="secondary takes used whole, e.g. published models' "
+                   "outputs (default: the folders of ../shared/data/beat2_model_outputs)")
+    p.add_argument("--out", default="weights/fgd_evaluator.safetensors")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--holdout-tail", type=float, default=0.15)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    p.set_defaults(func=cmd_train_fgd_evaluator)
+
+    p = sub.add_parser("train-tokenizers", help="train the four motion tokenizers (RVQ-VAEs), stage 1")
+    p.add_argument("--manifest", default="shared", help="'shared' (../shared/data) or a folder of BEAT2 .npz + .wav")
+    p.add_argument("--config", default="small", help="model config: paper, small or tiny")
+    p.add_argument("--out", required=True, help="weights file to write (.safetensors)")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p.add_argument("--val-every", type=int, default=250)
+    p.add_argument("--resume", action="store_true", help="continue from OUT.resume.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    p.set_defaults(func=cmd_train_tokenizers)
 
     # Further commands (generate, train, eval, features, convert-official) are added below, one block each;
     # heavy imports (torch, librosa) stay inside the command functions so `--help` is instant.

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import WeightsError
 from ..skeleton import PART_DIMS, PARTS
+from .generator_config import GeneratorConfig, paper_generator, small_generator, tiny_generator
 
 # Bump when the layout of saved weights or their metadata changes incompatibly.
 FORMAT_VERSION = 1
@@ -62,6 +63,7 @@ class ModelConfig:
     stride: int = 20                # training window stride
     seed_frames: int = 4            # leading frames of a window given as context
     tokenizer: TokenizerConfig = dataclasses.field(default_factory=TokenizerConfig)
+    generator: GeneratorConfig = dataclasses.field(default_factory=GeneratorConfig)
 
     def tokenizer_config(self, part: str) -> TokenizerConfig:
         if part not in PARTS:
@@ -102,19 +104,21 @@ def _from_dict(cls, data: dict[str, Any]):
 
 
 def _paper() -> ModelConfig:
-    return ModelConfig(name="paper", tokenizer=TokenizerConfig())
+    return ModelConfig(name="paper", tokenizer=TokenizerConfig(), generator=paper_generator())
 
 
 def _small() -> ModelConfig:
     # Trains on 2 CPU cores in minutes; 4 tokenizers ~ 10 MB of float32 weights.
     return ModelConfig(name="small", tokenizer=TokenizerConfig(width=96, code_dim=96, nb_code=256,
-                                                               dropout=0.1))
+                                                               dropout=0.1),
+                       generator=small_generator())
 
 
 def _tiny() -> ModelConfig:
     # For tests: seconds on a CPU.
     return ModelConfig(name="tiny", tokenizer=TokenizerConfig(width=16, code_dim=8, nb_code=16, depth=2,
-                                                              dropout=0.0, pos_weight=0.5))
+                                                              dropout=0.0, pos_weight=0.5),
+                       generator=tiny_generator())
 
 
 PRESETS = {"paper": _paper, "small": _small, "tiny": _tiny}

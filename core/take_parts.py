@@ -1,0 +1,79 @@
+"""The body parts an animator picks in Blender, mapped onto a Take's arrays.
+
+Parts (the panel's check boxes and the worker request's `parts` / `known_mask` columns, in this order):
+    face   jaw + eyes rotations and the 100 expression coefficients
+    upper  spine, neck, head, collars, arms (skeleton.UPPER_JOINTS)
+    hands  the 30 finger joints
+    lower  pelvis rotation, legs, feet (skeleton.LOWER_JOINTS)
+    root   root motion: the translation `trans`
+Every joint of the 55 belongs to exactly one part, so a per-part mask covers the whole take.
+
+Re-key contract with the worker (`known_take`, `known_mask` in the request, passed on to generate()):
+    known_take  a BEAT2 .npz (any frame rate: its mocap_frame_rate says which), frame 0 at audio time 0
+    known_mask  a .npy bool array (frames of known_take, 5); column order ANIM_PARTS; True = keep this part
+                at this frame (a known frame for the masked model), False = generate it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import skeleton
+from .take import Take
+
+ANIM_PARTS: tuple[str, ...] = ("face", "upper", "hands", "lower", "root")
+PART_LABELS = {"face": "Face", "upper": "Upper Body", "hands": "Hands", "lower": "Lower Body", "root": "Root Motion"}
+
+_FACE_JOINTS = (skeleton.JAW, *skeleton.EYES)
+PART_JOINT_INDICES: dict[str, tuple[int, ...]] = {
+    "face": _FACE_JOINTS,
+    "upper": tuple(skeleton.UPPER_JOINTS),
+    "hands": tuple(skeleton.HAND_JOINTS),
+    "lower": tuple(skeleton.LOWER_JOINTS),
+    "root": (),
+}
+
+
+def check_parts(parts) -> tuple[str, ...]:
+    """Validate a list of part names; returns them in ANIM_PARTS order."""
+    parts = tuple(parts)
+    unknown = [p for p in parts if p not in ANIM_PARTS]
+    if unknown:
+        raise ValueError(f"unknown body part(s) {unknown}; known: {', '.join(ANIM_PARTS)}")
+    return tuple(p for p in ANIM_PARTS if p in parts)
+
+
+def joint_part(joint: int) -> str:
+    for part, joints in PART_JOINT_INDICES.items():
+        if joint in joints:
+            return part
+    raise ValueError(f"joint {joint} belongs to no part")
+
+
+def merge_known(generated: Take, known: Take, mask: np.ndarray) -> Take:
+    """`generated` with every (frame, part) that `mask` marks as known copied from `known`.
+
+    Both takes must have the same frame rate; frames beyond either take are left as generated.
+    """
+    mask = np.asarray(mask, bool)
+    if mask.ndim != 2 or mask.shape[1] != len(ANIM_PARTS):
+        raise ValueError(f"known_mask must be (frames, {len(ANIM_PARTS)}), got {mask.shape}")
+    if abs(generated.fps - known.fps) > 1e-6:
+        raise ValueError("merge_known needs both takes at the same frame rate")
+    n = min(generated.num_frames, known.num_frames, mask.shape[0])
+    poses = generated.poses.copy().reshape(generated.num_frames, skeleton.NUM_JOINTS, 3)
+    known_poses = known.poses.reshape(known.num_frames, skeleton.NUM_JOINTS, 3)
+    trans = generated.trans.copy()
+    expressions = generated.expressions.copy()
+    for p, part in enumerate(ANIM_PARTS):
+        rows = np.flatnonzero(mask[:n, p])
+        if rows.size == 0:
+            continue
+        if part == "root":
+            trans[rows] = known.trans[rows]
+            continue
+        joints = list(PART_JOINT_INDICES[part])
+        poses[np.ix_(rows, joints)] = known_poses[np.ix_(rows, joints)]
+        if part == "face":
+            expressions[rows] = known.expressions[rows]
+    return Take(poses=poses.reshape(generated.num_frames, -1), trans=trans, expressions=expressions,
+                betas=generated.betas, fps=generated.fps, gender=generated.gender, meta=dict(generated.meta))

@@ -53,6 +53,20 @@ def cmd_train_tokenizers(args) -> int:
     return run_cli(args)
 
 
+def cmd_train(args) -> int:
+    """Stage 2: train the EchoMask generator (MAM + SQA masked model) on frozen tokenizers."""
+    from .train import run_cli
+
+    return run_cli(args)
+
+
+def cmd_generate(args) -> int:
+    """Speech -> OUT/take.npz, OUT/take.blend (rig + sound strip), OUT/take.fbx."""
+    from .generate_job import run_cli
+
+    return run_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="EchoMask for Blender: core tools.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mean-speed", default=None, help="BEAT2's mean_vel_smplxflame_30.npy for BC (default: from "
                    "../shared/data when present, else computed from the reference takes)")
     p.add_argument("--smplx-model", default=None, help="your SMPL-X model file (.npz) for face vertex MSE/LVD")
+    p.add_argument("--bc-protocol", choices=("emage", "symmetric"), default="emage",
+                   help="BC as EMAGE's code computes it (default, comparable with papers) or its symmetric variant")
     p.add_argument("--no-baselines", action="store_true", help="leave out the still-pose and other-clip rows")
     p.add_argument("--out", help="also write the table (markdown) to this file")
     p.add_argument("--json", dest="json_out", help="also write all numbers to this JSON file")
@@ -116,6 +132,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT.resume.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.set_defaults(func=cmd_train_tokenizers)
+
+    p = sub.add_parser("train", help="train the EchoMask generator (stage 2) on frozen tokenizers")
+    p.add_argument("--manifest", default="shared", help="'shared' (../shared/data) or a folder of BEAT2 .npz + .wav")
+    p.add_argument("--config", default="small", help="model config: paper, small or tiny")
+    p.add_argument("--tokenizers", required=True, help="tokenizer weights (.safetensors, from train-tokenizers)")
+    p.add_argument("--out", required=True, help="output folder (model.safetensors, train_log.jsonl, resume state)")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p.add_argument("--val-every", type=int, default=250)
+    p.add_argument("--max-minutes", type=float, default=0.0, help="stop (and save) after this much time; 0 = no limit")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="speech -> animated SMPL-X take (take.npz, take.blend, take.fbx)")
+    p.add_argument("speech", help="speech audio (wav, flac, ogg, mp3)")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="variation seed (used when --temperature > 0)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = most likely motion; e.g. 0.7 for variations")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--travel", action="store_true", help="let the character travel (default: stays in place)")
+    p.add_argument("--intensity", type=float, default=1.0, help="gesture amplitude, 0..2 (1 = as generated)")
+    p.add_argument("--weights", default=None, help="model weights (default: the bundled small model)")
+    p.add_argument("--no-blend", action="store_true", help="write take.npz only (no .blend / .fbx)")
+    p.set_defaults(func=cmd_generate)
 
     # Further commands (generate, train, eval, features, convert-official) are added below, one block each;
     # heavy imports (torch, librosa) stay inside the command functions so `--help` is instant.

@@ -75,6 +75,7 @@ class EchoMaskGenerator(nn.Module):
         super().__init__()
         g, tok = config.generator, config.tokenizer
         self.window, self.seed_frames, self.default_speaker = config.window, config.seed_frames, g.speaker_id
+        self.mask_ratio, self.top_share = g.mask_ratio, g.top_share
         if config.window % 4 or tok.downsample != 4:
             raise ValueError("the generator needs 4x token downsampling and a window that is a multiple of 4")
         d, h, k, levels = tok.code_dim, g.hidden, tok.nb_code, tok.num_quantizers

@@ -1,0 +1,152 @@
+"""Model bundles: the four tokenizers + their normalisation stats + the generator, in ONE safetensors file
+with JSON metadata (kind, format version, config name and every config field, training info).
+
+Nothing is unpickled: safetensors holds only tensors; the config is JSON. `load_model` checks the file kind,
+the format version, the config (known fields, the expected preset when one is asked for) and that every
+tensor fits, and raises core.errors.WeightsError saying what does not match and what to do.
+
+Tensor names: 'tokenizer.<part>.<name>' and 'stats.<part>.{mean,std}' (as in a tokenizer file, so
+tokenizers can be taken from a bundle), and 'generator.<name>'.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+from .errors import WeightsError
+
+MODEL_KIND = "echomask-model"
+
+
+@dataclasses.dataclass
+class EchoMaskModel:
+    """What inference needs: tokenizers (decode), generator, config, metadata."""
+    config: object            # core.model.config.ModelConfig
+    tokenizers: object        # core.model.tokenizer.TokenizerSet
+    generator: object         # core.model.generator.EchoMaskGenerator
+    meta: dict
+    path: str | None = None
+
+    def to(self, device):
+        self.tokenizers.to(device)
+        self.generator.to(device)
+        return self
+
+    @property
+    def device(self):
+        return next(self.generator.parameters()).device
+
+
+def resolved_config(config, generator) -> object:
+    """A copy of `config` with the speech feature sizes the generator was built with written in."""
+    cfg = dataclasses.replace(config, generator=dataclasses.replace(
+        config.generator, speech_low_dim=generator.low_dim, speech_high_dim=generator.high_dim))
+    return cfg
+
+
+def save_model(path: str | os.PathLike, config, tokenizers, generator, info: dict | None = None) -> None:
+    """Write a bundle atomically (temp file, then rename)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from .model.config import FORMAT_VERSION
+    from .skeleton import PARTS
+
+    path = os.fspath(path)
+    tensors = {}
+    for p in PARTS:
+        for name, t in tokenizers[p].state_dict().items():
+            tensors[f"tokenizer.{p}.{name}"] = t.detach().cpu().contiguous()
+    for name, arr in tokenizers.stats.to_arrays().items():
+        tensors[name] = torch.from_numpy(arr.copy())
+    for name, t in generator.state_dict().items():
+        tensors[f"generator.{name}"] = t.detach().cpu().contiguous()
+    cfg = resolved_config(config, generator)
+    header = {"kind": MODEL_KIND, "format_version": str(FORMAT_VERSION), "config_name": cfg.name,
+              "config": json.dumps(cfg.to_dict()), "info": json.dumps(info or {})}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".partial"
+    save_file(tensors, tmp, metadata=header)
+    os.replace(tmp, path)
+
+
+def read_header(path: str | os.PathLike) -> dict:
+    """The JSON metadata of a bundle (cheap: no tensors are read)."""
+    from safetensors import safe_open
+
+    path = os.fspath(path)
+    try:
+        with safe_open(path, framework="pt", device="cpu") as f:
+            return dict(f.metadata() or {})
+    except Exception as exc:
+        raise WeightsError(f"{os.path.basename(path)} is not a readable safetensors weights file ({exc}); "
+                           f"the download or copy may be incomplete.") from None
+
+
+def load_model(path: str | os.PathLike, expected_config: str | None = None, device="cpu") -> EchoMaskModel:
+    """Load and check a bundle; raises WeightsError with what is wrong and what to do."""
+    from safetensors import safe_open
+
+    from .model.config import FORMAT_VERSION, ModelConfig
+    from .model.generator import EchoMaskGenerator
+    from .model.tokenizer import FILE_KIND as TOKENIZER_KIND
+    from .model.tokenizer import TokenizerSet
+    from .motion_repr import NormStats
+    from .skeleton import PARTS
+
+    path = os.fspath(path)
+    name = os.path.basename(path)
+    if not os.path.isfile(path):
+        raise WeightsError(f"Model weights not found: {path}. Use the bundled weights "
+                           f"(weights/echomask_small.safetensors) or train a model with `python -m core train`.")
+    header = read_header(path)
+    kind = header.get("kind")
+    if kind == TOKENIZER_KIND:
+        raise WeightsError(f"{name} holds only the motion tokenizers, not a full EchoMask model; choose a "
+                           f"model file made by `python -m core train` (e.g. weights/echomask_small.safetensors).")
+    if kind != MODEL_KIND:
+        raise WeightsError(f"{name} is not an EchoMask model file (kind {kind!r}); choose an EchoMask "
+                           f"model weights file (.safetensors made by `python -m core train`).")
+    version = header.get("format_version")
+    if version != str(FORMAT_VERSION):
+        raise WeightsError(f"{name} has weights format version {version}, but this version of EchoMask reads "
+                           f"version {FORMAT_VERSION}; use weights made for this version (or retrain them).")
+    try:
+        config = ModelConfig.from_dict(json.loads(header["config"]))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise WeightsError(f"{name}: its configuration is missing or unreadable ({exc}); the file is damaged.") from None
+    if expected_config is not None and expected_config != config.name:
+        raise WeightsError(f"{name} holds a '{config.name}' model, but '{expected_config}' was asked for; "
+                           f"choose weights trained with '{expected_config}' or select '{config.name}'.")
+    with safe_open(path, framework="pt", device="cpu") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    try:
+        stats = NormStats.from_arrays({k: v.numpy() for k, v in tensors.items() if k.startswith("stats.")})
+    except (KeyError, ValueError) as exc:
+        raise WeightsError(f"{name}: normalisation statistics are missing or malformed ({exc}).") from None
+    tokenizers = TokenizerSet(config, stats)
+    for p in PARTS:
+        prefix = f"tokenizer.{p}."
+        sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        _load_strict(tokenizers[p], sd, f"{name}: the {p} tokenizer", config.name)
+        for layer in tokenizers[p].quantizer.layers:
+            layer.initialized.fill_(True)
+    generator = EchoMaskGenerator(config)
+    sd = {k[len("generator."):]: v for k, v in tensors.items() if k.startswith("generator.")}
+    _load_strict(generator, sd, f"{name}: the generator", config.name)
+    info = json.loads(header.get("info", "{}") or "{}")
+    model = EchoMaskModel(config, tokenizers.eval(), generator.eval(), info, path)
+    return model.to(device)
+
+
+def _load_strict(module, state: dict, what: str, config_name: str) -> None:
+    if not state:
+        raise WeightsError(f"{what} is missing from the file; it is not a complete EchoMask model.")
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()
+        detail = " ".join(line.strip() for line in first[:3])[:400]
+        raise WeightsError(f"{what} does not fit the '{config_name}' configuration ({detail}); the file is "
+                           f"damaged or was made by another version of EchoMask.") from None

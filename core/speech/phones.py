@@ -1,0 +1,154 @@
+"""High-level speech: phones from PocketSphinx's all-phone recogniser (English model from its wheel, fully
+offline), turned into per-frame phone posteriors at the feature frame rate.
+
+The recogniser runs on pieces of about 30 s cut at pauses (see chunking.py), each decoded as one
+utterance (its batch cepstral mean normalisation then adapts to each piece), so memory stays flat.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, asdict
+
+import numpy as np
+
+from ..errors import EchoMaskError
+from .chunking import split_points
+
+SAMPLE_RATE = 16000
+RECOGNISER_FPS = 100  # PocketSphinx's frame rate (10 ms frames)
+
+# The context-independent phones of PocketSphinx's en-us model (its mdef), in a fixed order: the column
+# order of the high-level features. '+NSN+' is noise, '+SPN+' spoken noise, 'SIL' silence.
+PHONES = ("SIL", "+NSN+", "+SPN+",
+          "AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G", "HH",
+          "IH", "IY", "JH", "K", "L", "M", "N", "NG", "OW", "OY", "P", "R", "S", "SH", "T", "TH", "UH",
+          "UW", "V", "W", "Y", "Z", "ZH")
+PHONE_INDEX = {phone: i for i, phone in enumerate(PHONES)}
+NON_SPEECH = ("SIL", "+NSN+", "+SPN+")
+NUM_PHONES = len(PHONES)
+
+
+@dataclass(frozen=True)
+class RecogniserConfig:
+    """PocketSphinx all-phone search settings (PocketSphinx's own defaults: beam=pbeam=1e-48, ds=1,
+    topn=4, lw=6.5). See RECOGNISER_PRESETS and bench/bench_speech_features.py --sweep for the measured
+    speed/accuracy trade-off."""
+    beam: float = 1e-20
+    pbeam: float = 1e-20
+    ds: int = 2          # score the acoustic model on every ds-th 10 ms frame (the main speed lever)
+    topn: int = 2        # Gaussians per senone
+    lw: float = 2.0      # phone-LM weight; 2 beats the default 6.5 on frame agreement with MFA alignments
+    chunk_s: float = 30.0
+
+    def decoder_kwargs(self) -> dict:
+        kwargs = asdict(self)
+        kwargs.pop("chunk_s")
+        return kwargs
+
+
+RECOGNISER_PRESETS = {
+    "fast": RecogniserConfig(),                                            # the built-in backend's choice
+    "accurate": RecogniserConfig(beam=1e-48, pbeam=1e-48, ds=1, topn=4),  # ~1.6x slower, +3 points
+    "pocketsphinx-default": RecogniserConfig(beam=1e-48, pbeam=1e-48, ds=1, topn=4, lw=6.5),
+}
+
+
+_DECODERS: dict = {}
+_DECODER_LOCK = threading.Lock()
+
+
+def _decoder(config: RecogniserConfig):
+    """One decoder per settings per process (building one reads the model: ~0.1 s)."""
+    key = config.decoder_kwargs()
+    key = tuple(sorted(key.items()))
+    with _DECODER_LOCK:
+        if key not in _DECODERS:
+            try:
+                import pocketsphinx
+            except ImportError:
+                raise EchoMaskError("Phone recognition needs the 'pocketsphinx' package (pip install "
+                                    "pocketsphinx==5.0.4); it is part of requirements/core.txt.") from None
+            model = pocketsphinx.get_model_path("en-us")
+            _DECODERS[key] = pocketsphinx.Decoder(
+                hmm=f"{model}/en-us", allphone=f"{model}/en-us-phone.lm.bin", lm=None, dict=None,
+                loglevel="FATAL", backtrace=False, **config.decoder_kwargs())
+        return _DECODERS[key]
+
+
+def _to_int16(audio: np.ndarray) -> bytes:
+    return (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+
+
+def recognise_phones(audio: np.ndarray, config: RecogniserConfig = RecogniserConfig()
+                     ) -> list[tuple[float, float, str]]:
+    """16 kHz mono float audio -> [(start_s, end_s, phone)] covering the audio, labels from PHONES.
+
+    Gaps the recogniser leaves (none in practice) are not filled here; `phones_to_frames` counts uncovered
+    time as silence."""
+    audio = np.asarray(audio, dtype=np.float32)
+    segments: list[tuple[float, float, str]] = []
+    if len(audio) < SAMPLE_RATE // 10:  # under 0.1 s: too short for the recogniser's feature windows
+        return [(0.0, len(audio) / SAMPLE_RATE, "SIL")] if len(audio) else []
+    decoder = _decoder(config)
+    for start, end in split_points(len(audio), audio, target_s=config.chunk_s):
+        offset = start / SAMPLE_RATE
+        with _DECODER_LOCK:  # one decoder object: one utterance at a time
+            decoder.start_utt()
+            decoder.process_raw(_to_int16(audio[start:end]), full_utt=True)
+            decoder.end_utt()
+            found = [(seg.word, seg.start_frame, seg.end_frame) for seg in decoder.seg()]
+        piece_end = end / SAMPLE_RATE
+        for word, first, last in found:
+            label = word if word in PHONE_INDEX else _normalise_label(word)
+            seg_start = offset + first / RECOGNISER_FPS
+            seg_end = min(offset + (last + 1) / RECOGNISER_FPS, piece_end)
+            if seg_end > seg_start:
+                segments.append((seg_start, seg_end, label))
+    return segments
+
+
+def _normalise_label(word: str) -> str:
+    """Decoder words outside the phone set: the sentence markers and fillers are silence or noise."""
+    if word in ("<s>", "</s>", "<sil>"):
+        return "SIL"
+    upper = word.upper()
+    if upper in PHONE_INDEX:
+        return upper
+    if "NOISE" in upper:
+        return "+NSN+"
+    return "+SPN+"
+
+
+def phones_to_frames(segments, n_frames: int, fps: float) -> np.ndarray:
+    """[(start_s, end_s, phone)] -> (n_frames, NUM_PHONES) float32: the share of each frame's time
+    [t/fps, (t+1)/fps) that each phone covers (rows sum to 1; uncovered time counts as SIL).
+
+    A soft one-hot: at 30 fps a frame (33 ms) often holds two phones, and the shares keep both."""
+    out = np.zeros((n_frames, NUM_PHONES), dtype=np.float32)
+    if n_frames == 0:
+        return out
+    for start, end, label in segments:
+        column = PHONE_INDEX.get(label)
+        if column is None:
+            column = PHONE_INDEX[_normalise_label(label)]
+        first = max(0, int(np.floor(start * fps)))
+        last = min(n_frames - 1, int(np.ceil(end * fps)) - 1)
+        if last < first:
+            continue
+        frames = np.arange(first, last + 1)
+        overlap = np.minimum(end, (frames + 1) / fps) - np.maximum(start, frames / fps)
+        out[frames, column] += np.clip(overlap * fps, 0.0, 1.0).astype(np.float32)
+    covered = out.sum(axis=1)
+    out[:, PHONE_INDEX["SIL"]] += np.clip(1.0 - covered, 0.0, 1.0)
+    out /= np.maximum(out.sum(axis=1, keepdims=True), 1e-6)  # float rounding and overlapping segments
+    return out
+
+
+def frame_labels(segments, n_frames: int, fps: float) -> np.ndarray:
+    """Per-frame phone index (the phone covering each frame's centre; SIL where none) -> (n_frames,) int."""
+    labels = np.full(n_frames, PHONE_INDEX["SIL"], dtype=np.int64)
+    centres = (np.arange(n_frames) + 0.5) / fps
+    for start, end, label in segments:
+        lo, hi = np.searchsorted(centres, [start, end], side="left")
+        labels[lo:hi] = PHONE_INDEX.get(label, PHONE_INDEX[_normalise_label(label)])
+    return labels

@@ -71,7 +71,10 @@ def action_fcurves(action: bpy.types.Action, slot=None):
 
 def write_fcurve(container, data_path: str, index: int, frames: np.ndarray, values: np.ndarray,
                  group: str | None = None, interpolation: str = "LINEAR"):
-    """One F-curve with all its keys written in bulk (keyframe_points.add + foreach_set)."""
+    """One F-curve with all its keys written in bulk (keyframe_points.add + foreach_set).
+
+    `frames` must be increasing (one key per frame).
+    """
     fcurve = container.fcurves.new(data_path, index=index)
     if group:
         fcurve.group = container.groups.get(group) or container.groups.new(group)
@@ -83,7 +86,8 @@ def write_fcurve(container, data_path: str, index: int, frames: np.ndarray, valu
     co[1::2] = values
     points.foreach_set("co", co)
     points.foreach_set("interpolation", np.full(n, _INTERPOLATION[interpolation], np.int32))
-    fcurve.update()
+    # Keys arrive sorted and unique, so only the handles need computing (fcurve.update() also sorts: ~3x slower).
+    points.handles_recalc()
     return fcurve
 
 

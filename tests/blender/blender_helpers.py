@@ -19,12 +19,20 @@ C = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
 @pytest.fixture(scope="session")
 def registered():
-    """The add-on registered once per session (as its root package `echomask`)."""
+    """The add-on registered once per session (as its root package `echomask`).
+
+    Each test module imports this fixture, which makes one fixture per module: only the first registers.
+    """
+    import bpy
+
     import echomask
 
-    echomask.register()
+    first = not hasattr(bpy.types, "ECHOMASK_OT_import_take")
+    if first:
+        echomask.register()
     yield echomask
-    echomask.unregister()
+    if first:
+        echomask.unregister()
 
 
 @pytest.fixture

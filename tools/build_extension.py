@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import glob
 import importlib.util
-import os
 import pathlib
 import subprocess
 import sys

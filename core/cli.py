@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extra", nargs="*", default=None, help="secondary takes used whole, e.g. published models' "
                    "outputs (default: the folders of ../shared/data/beat2_model_outputs)")
     p.add_argument("--out", default="weights/fgd_evaluator.safetensors")
-    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--holdout-tail", type=float, default=0.15)
     p.add_argument("--seed", type=int, default=0)

@@ -50,15 +50,14 @@ class ConvMotionEncoder(nn.Module):
         return self.main(x.transpose(1, 2)).transpose(1, 2)
 
 
-class HalveTime(nn.Module):
-    """Conv1d kernel 2 stride 2 on (B, T, C) -> (B, T/2, C)."""
+class HalveTime(nn.Conv1d):
+    """Conv1d kernel 2 stride 2 applied to batch-first (B, T, C) -> (B, T/2, C)."""
 
     def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv1d(channels, channels, 2, 2)
+        super().__init__(channels, channels, 2, 2)
 
     def forward(self, x):
-        return self.conv(x.transpose(1, 2)).transpose(1, 2)
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
 
 
 def periodic_table(dim: int, period: int = 64, length: int = 128) -> torch.Tensor:

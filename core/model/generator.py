@@ -230,3 +230,28 @@ def generator_losses(out: dict, codes: dict[str, torch.Tensor], code_vectors: di
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+# Names that differ from the official release's state-dict keys (the rest are identical), for a converter:
+# official key = official_key(this model's key). The official spellings 'spearker' / 'classfier' are theirs.
+_OFFICIAL_RENAMES = (
+    ("mam.speech_query_", "MAM.moau_query_"),
+    ("mam.position_embeddings_speech.", "MAM.position_embeddings_hubert."),
+    ("mam.", "MAM."),
+    ("speaker_encoder_", "spearker_encoder_"),
+    ("sqa.", "mask_generator."),
+)
+
+
+def official_key(name: str) -> str | None:
+    """This model's state-dict key -> the official `echomask` key (None: no official counterpart, e.g. the
+    speech standardisation buffers, identity for HuBERT features)."""
+    if name.startswith(("mam.speech_low.", "mam.speech_high.")):
+        return None
+    for mine, theirs in _OFFICIAL_RENAMES:
+        if name.startswith(mine):
+            name = theirs + name[len(mine):]
+            break
+    if name.startswith("predict_res_"):
+        name = name.replace(".classifier_", ".classfier_")
+    return name

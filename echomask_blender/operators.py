@@ -11,7 +11,7 @@ import bpy
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
 from ..core.errors import EchoMaskError
-from . import scene_io
+from . import compat, scene_io
 from .preferences import smplx_model_path
 from .rig import create_smplx_armature, missing_bones
 
@@ -67,9 +67,12 @@ class ECHOMASK_OT_import_take(bpy.types.Operator, ImportHelper):
         return ImportHelper.invoke(self, context, event)
 
     def execute(self, context):
-        audio = None
+        audio, note = None, ""
         if self.use_audio:
             audio = self.audio_path or find_speech_for(self.filepath)
+            if audio and not self.audio_path and not compat.HAS_AUDASPACE:
+                # Found by name only: skip it rather than refuse the motion on a Blender without audio.
+                audio, note = None, " (speech found but this Blender build has no audio support)"
         options = scene_io.ImportOptions(
             audio_path=audio,
             armature_name=context.active_object.name if self.target == "ACTIVE" and context.active_object else None,
@@ -87,7 +90,7 @@ class ECHOMASK_OT_import_take(bpy.types.Operator, ImportHelper):
             self.report({"ERROR"}, str(err))
             return {"CANCELLED"}
         speech = f", speech '{result.sound_strip}'" if result.sound_strip else (
-            ", no speech file found" if self.use_audio and not self.audio_path else "")
+            ", no speech file found" if self.use_audio and not self.audio_path and not note else note)
         resampled = f" (resampled to {result.fps:g} fps)" if result.resampled else ""
         self.report({"INFO"}, f"Imported {result.frames} frames onto '{result.armature}'{resampled}{speech}.")
         return {"FINISHED"}

@@ -241,3 +241,17 @@ def test_export_operator_is_disabled_without_a_take(ctx):
     assert not bpy.ops.echomask.export_take_fbx.poll()
     bpy.ops.echomask.create_rig()
     assert not bpy.ops.echomask.export_take_fbx.poll()  # a rig, but no take on it
+
+
+def test_import_operator_finds_the_speech_next_to_the_take(ctx, tmp_path):
+    import bpy
+
+    compat, _ = _modules()
+    take_path = write_take(tmp_path / "talk.npz", synthetic_take(n=30))
+    _wav(tmp_path / "talk.wav", seconds=1.0)
+    assert bpy.ops.echomask.import_take(filepath=take_path, fps_mode="TAKE") == {"FINISHED"}
+    strips = compat.all_sound_strips(ctx.scene)
+    if compat.HAS_AUDASPACE:
+        assert [s.name for s in strips] == ["talk.wav"] and strips[0].frame_start == ctx.scene.frame_start
+    else:  # found by name only: the motion still imports on a Blender without audio
+        assert strips == [] and ctx.view_layer.objects.active.animation_data.action.name == "talk"

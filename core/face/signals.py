@@ -1,0 +1,51 @@
+"""The face vector and its slow/fast split, shared by fitting, lip-sync and the mapping.
+
+Face vector = [jaw axis-angle (3), expressions (100)] per frame, as in the take. Speech mouth movements are
+fast (phones last 30-200 ms); a take's mean face differs from take to take (BEAT2's two GT takes differ by
+0.1 in expression 0, as much as a vowel moves it), so lip-sync statistics are taken on the fast part:
+face minus its moving average over about a second.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.ndimage import gaussian_filter1d, uniform_filter1d
+
+from ..skeleton import NUM_EXPRESSIONS, POSE_JAW
+from ..take import Take
+
+FACE_DIMS = 3 + NUM_EXPRESSIONS
+JAW = slice(0, 3)
+EXPR = slice(3, FACE_DIMS)
+
+
+def face_vector(take: Take) -> np.ndarray:
+    """(N, 103) float64: jaw axis-angle then the 100 expression coefficients."""
+    return np.concatenate([take.poses[:, POSE_JAW], take.expressions], axis=1).astype(np.float64)
+
+
+def with_face(take: Take, face: np.ndarray) -> Take:
+    """A copy of `take` with its jaw and expressions replaced by `face` (N, 103)."""
+    poses = take.poses.copy()
+    poses[:, POSE_JAW] = face[:, JAW]
+    out = Take(poses=poses, trans=take.trans.copy(), expressions=face[:, EXPR].astype(np.float32),
+               betas=take.betas, fps=take.fps, gender=take.gender, meta=dict(take.meta))
+    return out
+
+
+def slow_part(x: np.ndarray, window_frames: int) -> np.ndarray:
+    """Moving average over `window_frames` (edges repeat the end values)."""
+    if window_frames <= 1 or len(x) == 0:
+        return np.array(x, np.float64, copy=True)
+    return uniform_filter1d(np.asarray(x, np.float64), size=int(window_frames), axis=0, mode="nearest")
+
+
+def fast_part(x: np.ndarray, window_frames: int) -> np.ndarray:
+    return np.asarray(x, np.float64) - slow_part(x, window_frames)
+
+
+def smooth(x: np.ndarray, sigma_frames: float) -> np.ndarray:
+    """Gaussian smoothing along time (co-articulation); sigma 0 returns a copy."""
+    x = np.asarray(x, np.float64)
+    if sigma_frames <= 0 or len(x) == 0:
+        return x.copy()
+    return gaussian_filter1d(x, sigma_frames, axis=0, mode="nearest")

@@ -1,0 +1,90 @@
+"""bpy-free key tools: RDP key reduction within tolerance, intensity scaling by slerp, body-part merging."""
+import numpy as np
+import pytest
+
+from echomask.core import rotations as R
+from echomask.core import skeleton as S
+from echomask.core.intensity import quaternion_power, scale_take
+from echomask.core.keyreduce import max_interpolation_error, quaternion_tolerance, reduce_keys
+from echomask.core.take import Take
+from echomask.core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, merge_known
+
+
+def _take(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)[:, None] / 30.0
+    poses = 0.5 * np.sin(2 * np.pi * rng.uniform(0.2, 1.2, (1, 165)) * t + rng.uniform(0, 6, (1, 165)))
+    trans = np.stack([0.2 * np.sin(t[:, 0]), 0.9 + 0.02 * np.cos(t[:, 0]), 0.1 * t[:, 0]], -1)
+    expressions = np.sin(2 * np.pi * rng.uniform(0.3, 2, (1, 100)) * t)
+    return Take(poses=poses.astype(np.float32), trans=trans.astype(np.float32),
+                expressions=expressions.astype(np.float32))
+
+
+def test_reduce_keys_keeps_every_frame_within_tolerance_and_drops_most_keys():
+    times = np.arange(300, dtype=float)
+    values = np.stack([np.sin(times / 20.0), np.cos(times / 35.0) * 2], 1)
+    for tol in (0.01, 0.05):
+        kept = reduce_keys(times, values, tolerances=tol)
+        assert kept[0] == 0 and kept[-1] == 299
+        assert len(kept) < 80
+        for c in range(2):
+            assert max_interpolation_error(times, values, kept, slice(c, c + 1)) <= tol + 1e-12
+
+
+def test_reduce_keys_on_straight_lines_keeps_only_the_ends_and_the_corner():
+    times = np.arange(11, dtype=float)
+    values = np.concatenate([np.arange(6), 5 - np.arange(1, 6) * 2.0])[:, None]
+    assert list(reduce_keys(times, values, tolerances=1e-6)) == [0, 5, 10]
+
+
+def test_grouped_reduction_measures_quaternion_distance_jointly():
+    q = R.axis_angle_to_quaternion(np.stack([np.zeros(200), np.linspace(0, 2.0, 200) ** 2, np.zeros(200)], 1))
+    tol = quaternion_tolerance(0.5)
+    kept = reduce_keys(np.arange(200.0), q, groups=[slice(0, 4)], tolerances=[tol])
+    assert max_interpolation_error(np.arange(200.0), q, kept, slice(0, 4)) <= tol
+    assert 3 < len(kept) < 60
+
+
+def test_quaternion_tolerance_matches_the_angle_between_rotations():
+    a = R.axis_angle_to_quaternion(np.array([0.0, 0.3, 0.0]))
+    b = R.axis_angle_to_quaternion(np.array([0.0, 0.3 + np.radians(2.0), 0.0]))
+    assert np.linalg.norm(a - b) == pytest.approx(quaternion_tolerance(2.0), rel=1e-9)
+
+
+def test_quaternion_power_scales_the_angle_about_the_same_axis():
+    aa = np.array([[0.2, -0.4, 0.1], [1.0, 0.0, 0.0]])
+    q = R.axis_angle_to_quaternion(aa)
+    for s in (0.0, 0.5, 1.0, 1.7):
+        np.testing.assert_allclose(R.quaternion_to_axis_angle(quaternion_power(q, s)), s * aa, atol=1e-9)
+
+
+def test_scale_take_scales_only_the_chosen_parts_around_neutral():
+    take = _take()
+    big = scale_take(take, 1.5, parts=("hands", "face"))
+    aa0, aa1 = take.joint_rotations(), big.joint_rotations()
+    hands = list(PART_JOINT_INDICES["hands"])
+    np.testing.assert_allclose(aa1[:, hands], 1.5 * aa0[:, hands], atol=1e-4)
+    others = [j for j in range(S.NUM_JOINTS) if j not in hands and j not in PART_JOINT_INDICES["face"]]
+    np.testing.assert_allclose(aa1[:, others], aa0[:, others], atol=1e-5)
+    np.testing.assert_allclose(big.expressions, 1.5 * take.expressions, rtol=1e-6)
+    np.testing.assert_array_equal(big.trans, take.trans)
+    still = scale_take(take, 0.0, parts=ANIM_PARTS)
+    assert np.abs(still.joint_rotations()[:, 1:]).max() < 1e-6           # bones at rest
+    np.testing.assert_allclose(still.trans, np.broadcast_to(take.trans.mean(0), take.trans.shape), atol=1e-6)
+    pelvis = R.axis_angle_to_quaternion(still.joint_rotations()[:, 0].astype(np.float64))
+    assert np.abs(np.abs(pelvis @ pelvis[0]) - 1).max() < 1e-6          # one constant facing, not identity
+
+
+def test_merge_known_copies_known_frames_per_part():
+    gen, known = _take(seed=1), _take(seed=2)
+    mask = np.zeros((gen.num_frames, len(ANIM_PARTS)), bool)
+    mask[:40] = True                    # frames 0-39 fully known
+    mask[40:, ANIM_PARTS.index("lower")] = True
+    out = merge_known(gen, known, mask)
+    np.testing.assert_array_equal(out.poses[:40], known.poses[:40])
+    np.testing.assert_array_equal(out.trans[:40], known.trans[:40])
+    lower = list(PART_JOINT_INDICES["lower"])
+    np.testing.assert_array_equal(out.joint_rotations()[40:, lower], known.joint_rotations()[40:, lower])
+    upper = list(PART_JOINT_INDICES["upper"])
+    np.testing.assert_array_equal(out.joint_rotations()[40:, upper], gen.joint_rotations()[40:, upper])
+    np.testing.assert_array_equal(out.expressions[40:], gen.expressions[40:])

@@ -198,8 +198,12 @@ FBX_TAKE_SETTINGS = dict(
 )
 
 
-def export_take_fbx(context: bpy.types.Context, armature: bpy.types.Object, filepath: str) -> str:
-    """Export `armature` (and its child meshes) with its active action, over that action's frame range."""
+def export_take_fbx(context: bpy.types.Context, armature: bpy.types.Object, filepath: str,
+                    overrides: dict | None = None) -> str:
+    """Export `armature` (and its child meshes) with its active action, over that action's frame range.
+
+    `overrides` replaces some FBX_TAKE_SETTINGS (the export panel's Unity/Unreal presets: axes, scaling).
+    """
     check_smplx_armature(armature)
     anim = armature.animation_data
     if anim is None or anim.action is None:
@@ -226,7 +230,7 @@ def export_take_fbx(context: bpy.types.Context, armature: bpy.types.Object, file
                 child.select_set(True)
         context.view_layer.objects.active = armature
         scene.frame_start, scene.frame_end = first, last
-        result = bpy.ops.export_scene.fbx(filepath=filepath, **FBX_TAKE_SETTINGS)
+        result = bpy.ops.export_scene.fbx(filepath=filepath, **{**FBX_TAKE_SETTINGS, **(overrides or {})})
         if "FINISHED" not in result:
             raise EchoMaskError(f"FBX export to {filepath} did not finish ({', '.join(result)}).")
     finally:

@@ -6,14 +6,15 @@ headless.py (the script core/blender_bridge.py runs). `register()` registers one
 """
 import bpy
 
-from . import operators, preferences
+from . import operators, preferences, workflow
 
-CLASSES = (*preferences.CLASSES, *operators.CLASSES)
+CLASSES = (*preferences.CLASSES, *operators.CLASSES, *workflow.CLASSES)
 
 
 def register():
     for cls in CLASSES:
         bpy.utils.register_class(cls)
+    workflow.register_properties()
     for menu, draw in operators.MENUS:
         menu.append(draw)
 
@@ -21,5 +22,6 @@ def register():
 def unregister():
     for menu, draw in reversed(operators.MENUS):
         menu.remove(draw)
+    workflow.unregister_properties()
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

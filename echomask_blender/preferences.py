@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import bpy
 
+from .runtime_ops import RuntimePreferences
+
 # The add-on's module name: "bl_ext.<repo>.echomask" when installed as an extension, "echomask" in tests.
 ADDON_PACKAGE = __package__.rpartition(".")[0]
 
 
-class EchoMaskPreferences(bpy.types.AddonPreferences):
+class EchoMaskPreferences(RuntimePreferences, bpy.types.AddonPreferences):
     bl_idname = ADDON_PACKAGE
 
     smplx_model_path: bpy.props.StringProperty(
@@ -22,6 +24,7 @@ class EchoMaskPreferences(bpy.types.AddonPreferences):
         layout = self.layout
         layout.prop(self, "smplx_model_path")
         layout.label(text="The SMPL-X model is licensed separately; EchoMask never includes it.", icon="INFO")
+        self.draw_runtime(context, layout)
 
 
 def get_preferences(context: bpy.types.Context | None = None):

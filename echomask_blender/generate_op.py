@@ -1,0 +1,528 @@
+"""Generate: speech in the scene -> a new take on the rig, without ever blocking Blender.
+
+Flow (each arrow is a short main-thread step; nothing waits on the worker):
+  invoke   check everything, gather the speech (file, packed bytes or a mixdown), write the request,
+           start the worker (job.WorkerJob), add a timer
+  modal    on each timer event: `GenerationRun.step()` -> job.tick() -> progress bar + status bar text;
+           when the worker is done: load the take, then stage its Actions a few F-curves per step
+  apply    ECHOMASK_OT_apply_take (REGISTER, UNDO) links the staged take onto the rig: one undo step
+ESC or the Cancel button cancel (terminate, then kill); Blender quitting or loading a file cancels too.
+Headless bpy has no timers and never calls modal(), so tests drive `GenerationRun.step()` by hand; the
+operator's modal() does nothing else than call it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
+import uuid
+
+import bpy
+
+from ..core.errors import AudioError, EchoMaskError, RigError
+from ..core.take import Take, load_take, resample_take
+from . import compat, runtime, runtime_ops, speech_source
+from .job import JobState, WorkerJob, worker_environment, write_request
+from .rig import check_smplx_armature
+from .takes import StagedTake, take_name
+
+TIMER_JOB = 0.1      # seconds between polls while the worker runs
+TIMER_STAGE = 0.01   # while staging keys: keep going, a few F-curves per step
+STAGE_BUDGET = 0.03  # seconds of key writing per step
+
+
+@dataclasses.dataclass
+class PendingApply:
+    """What the Apply operator needs to link a staged take (kept here: operators only take plain values)."""
+    staged: object                      # takes.StagedTake or rekey.StagedRekey: step/done/discard/link
+    scene: str
+    meta: dict
+    add_strip_file: str | None = None   # FILE source: put the speech on the timeline too
+    extend_end_to: int | None = None    # fit_scene: move the scene's end frame
+    label: str = ""
+
+
+_PENDING: dict[str, PendingApply] = {}
+_RUN: dict = {}   # {'run': GenerationRun} while one is active (one generation at a time)
+
+
+def current_run():
+    return _RUN.get("run")
+
+
+# ------------------------------------------------------------------------------------------ apply
+
+def apply_pending(context, token: str):
+    """Link a staged take and make the scene changes that go with it; returns the TakeInfo."""
+    pending = _PENDING.pop(token, None)
+    if pending is None:
+        raise EchoMaskError("Nothing to apply: the generated take is gone (cancelled or already applied).")
+    scene = bpy.data.scenes.get(pending.scene) or context.scene
+    try:
+        info = pending.staged.link(pending.meta)
+    except Exception:
+        pending.staged.discard()
+        raise
+    pending.staged.applied_name = info.name
+    if pending.extend_end_to is not None and pending.extend_end_to > scene.frame_end:
+        scene.frame_end = pending.extend_end_to
+    if pending.add_strip_file and compat.HAS_AUDASPACE:
+        have = {speech_source.sound_path(s.sound) for s in compat.all_sound_strips(scene) if s.sound}
+        if os.path.normpath(pending.add_strip_file) not in have:
+            compat.new_sound_strip(scene, os.path.basename(pending.add_strip_file), pending.add_strip_file,
+                                   info.frame_start)
+    scene.sync_mode = "AUDIO_SYNC"  # viewport playback follows the speech: lip sync holds
+    return info
+
+
+class ECHOMASK_OT_apply_take(bpy.types.Operator):
+    """Put a generated take on the rig as a new NLA take (one undo step)"""
+
+    bl_idname = "echomask.apply_take"
+    bl_label = "Apply EchoMask Take"
+    bl_options = {"REGISTER", "UNDO", "INTERNAL"}
+
+    token: bpy.props.StringProperty(options={"HIDDEN", "SKIP_SAVE"})
+    filepath: bpy.props.StringProperty(name="Take", subtype="FILE_PATH", options={"SKIP_SAVE"},
+                                       description="Or: a take .npz to add as a take (scripts)")
+    armature: bpy.props.StringProperty(name="Rig", options={"SKIP_SAVE"})
+    frame_start: bpy.props.IntProperty(name="Start Frame", default=1, options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        try:
+            if not self.token and self.filepath:
+                self.token = stage_file(context, self.filepath, self.armature, self.frame_start)
+            info = apply_pending(context, self.token)
+        except EchoMaskError as err:
+            self.report({"ERROR"}, str(err))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"New take '{info.name}' (frames {info.frame_start}–{info.frame_end}) is playing.")
+        return {"FINISHED"}
+
+
+def stage_file(context, filepath: str, armature_name: str, frame_start: int) -> str:
+    """Stage a take file for ECHOMASK_OT_apply_take (scripts: add any .npz as a take)."""
+    rig = bpy.data.objects.get(armature_name) if armature_name else context.active_object
+    check_smplx_armature(rig)
+    take = load_take(bpy.path.abspath(filepath))
+    fps = speech_source.scene_fps(context.scene)
+    if abs(take.fps - fps) > 1e-6:
+        take = resample_take(take, fps)
+    label = os.path.splitext(os.path.basename(filepath))[0]
+    staged = StagedTake(rig, take, name=label, frame_start=frame_start)
+    token = uuid.uuid4().hex
+    _PENDING[token] = PendingApply(staged, context.scene.name, {"audio": label, "seed": 0}, label=label)
+    return token
+
+
+# ------------------------------------------------------------------------------------------ the run
+
+def _set_ui(context, *, running=None, progress=None, status=None, error=None, info=None):
+    job = getattr(context.window_manager, "echomask_job", None)
+    if job is None:
+        return
+    if running is not None:
+        job.running = running
+    if progress is not None:
+        job.progress = progress
+    if status is not None:
+        job.status = status
+    if error is not None:
+        job.last_error = error
+    if info is not None:
+        job.last_info = info
+    workspace = getattr(context, "workspace", None)
+    if workspace is not None:
+        text = None
+        if job.running:
+            text = f"EchoMask: {job.status} — {int(job.progress * 100)}%   (Esc to cancel)"
+        try:
+            workspace.status_text_set(text)
+        except (AttributeError, RuntimeError):
+            pass
+    screen = getattr(context, "screen", None)
+    for area in getattr(screen, "areas", []):
+        if area.type == "VIEW_3D":
+            area.tag_redraw()
+
+
+class GenerationRun:
+    """One generation (or re-key) from start to applied take; `step()` is all a timer has to call."""
+
+    # share of the progress bar for the worker; the rest is writing the keys
+    WORKER_SHARE = 0.9
+
+    def __init__(self, *, scene: str, armature: str, command: list[str], request: dict, job_dir: str,
+                 frame_start: int, parts: tuple[str, ...], name: str, meta: dict, trim_to: int | None = None,
+                 max_end: int | None = None, add_strip_file: str | None = None, make_staged=None):
+        self.scene = scene
+        self.armature = armature
+        self.request = request
+        self.job_dir = job_dir
+        self.frame_start = frame_start
+        self.parts = parts
+        self.name = name
+        self.meta = meta
+        self.trim_to = trim_to
+        self.max_end = max_end              # None: no limit (Extend Scene on)
+        self.add_strip_file = add_strip_file
+        self.make_staged = make_staged      # (context, take) -> staged object; default: a new take
+        self.job = WorkerJob(command, cwd=job_dir, env=worker_environment(runtime.EXTENSION_ROOT))
+        self.phase = "NEW"
+        self.staged = None
+        self.result: str | None = None       # the applied take's name
+        self.error: str | None = None
+        self.step_seconds: list[float] = []  # how long each main-thread step took (benchmarks)
+        self._cancel_requested = False
+        self._end_frame = frame_start
+        self.result_file: str | None = None
+        self.warnings: list[str] = []
+
+    # --------------------------------------------------------------- control
+    def start(self, context) -> None:
+        write_request(self.job_dir, self.request)
+        status = self.job.start()
+        if status.state == JobState.ERROR:
+            self._fail(context, status.error)
+            return
+        self.phase = "JOB"
+        _set_ui(context, running=True, progress=0.0, status="Starting the generator", error="", info="")
+
+    def request_cancel(self) -> None:
+        self._cancel_requested = True
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in ("FINISHED", "CANCELLED", "ERROR")
+
+    def step(self, context) -> str:
+        """Advance by one short main-thread step; returns the phase ('JOB', 'STAGE', 'FINISHED', ...)."""
+        t0 = time.perf_counter()
+        try:
+            self._step(context)
+        except EchoMaskError as err:
+            self._fail(context, str(err))
+        except Exception as exc:  # a bug: never leave the UI stuck in "running"
+            self._fail(context, f"Internal error while applying the take ({type(exc).__name__}: {exc}). "
+                                "Please report it; the scene was left as it was.")
+            raise
+        finally:
+            self.step_seconds.append(time.perf_counter() - t0)
+        return self.phase
+
+    def _step(self, context) -> None:
+        if self.finished:
+            return
+        if self._cancel_requested and self.phase in ("JOB", "STAGE", "LOAD"):
+            if self.phase == "JOB" and self.job.state == JobState.RUNNING:
+                self.job.cancel()
+                _set_ui(context, status="Cancelling")
+            if self.phase != "JOB" or self.job.state.finished:
+                return self._cancelled(context)
+        if self.phase == "JOB":
+            status = self.job.tick()
+            if status.state == JobState.CANCELLED:
+                return self._cancelled(context)
+            if status.state == JobState.ERROR:
+                return self._fail(context, status.error)
+            if status.state == JobState.DONE:
+                self.result_file = status.result.get("result")
+                self.warnings = list(status.warnings)
+                self.phase = "LOAD"
+                _set_ui(context, progress=self.WORKER_SHARE, status="Reading the take")
+                return
+            if status.state != JobState.CANCELLING:
+                _set_ui(context, progress=status.fraction * self.WORKER_SHARE, status=status.message)
+            return
+        if self.phase == "LOAD":
+            take = self._load_take(context)
+            rig = bpy.data.objects.get(self.armature)
+            check_smplx_armature(rig)
+            if self.make_staged is not None:
+                self.staged = self.make_staged(context, take)
+            else:
+                self.staged = StagedTake(rig, take, name=self.name, frame_start=self.frame_start, parts=self.parts)
+            self.phase = "STAGE"
+            _set_ui(context, status="Writing keys")
+            return
+        if self.phase == "STAGE":
+            if self.staged.step(STAGE_BUDGET):
+                self.phase = "APPLY"
+            _set_ui(context, progress=self.WORKER_SHARE + (1 - self.WORKER_SHARE) * 0.5)
+            return
+        if self.phase == "APPLY":
+            token = uuid.uuid4().hex
+            _PENDING[token] = PendingApply(self.staged, self.scene, self.meta, self.add_strip_file,
+                                           None if self.max_end is not None else self._end_frame, self.name)
+            with context.temp_override(scene=bpy.data.scenes.get(self.scene) or context.scene):
+                result = bpy.ops.echomask.apply_take(token=token)
+            if "FINISHED" not in result:
+                _PENDING.pop(token, None)
+                self.staged.discard()
+                return self._fail(context, "The take could not be applied (see the Info editor for why).")
+            self.result = getattr(self.staged, "applied_name", None)
+            self.phase = "FINISHED"
+            warn = f" Warning: {self.warnings[0]}" if self.warnings else ""
+            _set_ui(context, running=False, progress=1.0, status="Done",
+                    info=f"New take '{self.result}' is playing. Ctrl+Z removes it.{warn}")
+            self._cleanup()
+
+    def _load_take(self, context) -> Take:
+        take = load_take(self.result_file)
+        scene = bpy.data.scenes.get(self.scene) or context.scene
+        fps = speech_source.scene_fps(scene)
+        if abs(take.fps - fps) > 1e-6:
+            take = resample_take(take, fps)
+        if self.trim_to is not None and take.num_frames > self.trim_to:
+            take = take.slice(0, self.trim_to)
+        self._end_frame = self.frame_start + take.num_frames - 1
+        if self.max_end is not None and self._end_frame > self.max_end:
+            raise EchoMaskError(speech_source.too_long_message(self.frame_start, self._end_frame, scene, fps))
+        return take
+
+    # --------------------------------------------------------------- endings
+    def _cancelled(self, context) -> None:
+        if self.staged is not None:
+            self.staged.discard()
+        self.phase = "CANCELLED"
+        _set_ui(context, running=False, progress=0.0, status="", info="Generation cancelled; nothing was changed.")
+        self._cleanup()
+
+    def _fail(self, context, message: str | None) -> None:
+        self.error = message or "The generation failed."
+        if self.staged is not None:
+            self.staged.discard()
+        self.phase = "ERROR"
+        _set_ui(context, running=False, progress=0.0, status="", error=self.error)
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        self.job.close()
+        shutil.rmtree(self.job_dir, ignore_errors=True)
+        if _RUN.get("run") is self:
+            _RUN.pop("run", None)
+
+    def abort(self, context) -> None:
+        """Stop at once (file load, quit): kill the worker, drop staged data."""
+        self.request_cancel()
+        if self.phase == "JOB":
+            self.job.cancel()
+        self._cancelled(context)
+
+    def drive(self, context, timeout: float = 120.0, interval: float = 0.01) -> str:
+        """Step until finished (tests, scripts and benchmarks; Blender's UI uses the modal timer)."""
+        end = time.monotonic() + timeout
+        while not self.finished and time.monotonic() < end:
+            self.step(context)
+            if self.phase == "JOB":
+                time.sleep(interval)
+        return self.phase
+
+
+# ------------------------------------------------------------------------------------------ starting
+
+def generate_blocker(context) -> str | None:
+    """Why Generate cannot start now (None when it can). Cheap: only reads the scene and a few files."""
+    if current_run() is not None:
+        return "A generation is running: wait for it or cancel it."
+    settings = getattr(context.scene, "echomask", None)
+    if settings is None:
+        return "EchoMask's settings are missing (re-enable the add-on)."
+    rig = settings.target
+    if rig is None:
+        return "Pick the SMPL-X rig to animate, or press + to create one."
+    try:
+        check_smplx_armature(rig)
+    except RigError as err:
+        return str(err)
+    if not settings.parts():
+        return "Tick at least one body part to generate."
+    try:
+        speech_source.plan_speech(context.scene, settings)
+        choice = runtime_ops.choose_python(context)
+    except EchoMaskError as err:
+        return str(err)
+    return runtime.device_problem(settings.device, runtime_ops.cached_probe_for(choice))
+
+
+def build_request(settings, audio: str, output: str, fps: float, parts, weights: str | None) -> dict:
+    request = {"audio": audio, "output": output, "fps": fps, "seed": int(settings.seed),
+               "temperature": float(settings.temperature), "device": runtime.worker_device(settings.device),
+               "travel": bool(settings.travel and "root" in parts), "intensity": float(settings.intensity),
+               "parts": list(parts)}
+    if weights:
+        request["weights"] = weights
+    return request
+
+
+def new_job_dir() -> str:
+    return tempfile.mkdtemp(prefix="echomask_job_")
+
+
+def start_generation(context) -> GenerationRun:
+    """Check, gather the speech, start the worker; returns the run (EchoMaskError when it cannot start)."""
+    reason = generate_blocker(context)
+    if reason:
+        raise EchoMaskError(reason)
+    scene = context.scene
+    settings = scene.echomask
+    rig = settings.target
+    plan = speech_source.plan_speech(scene, settings)
+    choice = runtime_ops.choose_python(context)
+    fps = speech_source.scene_fps(scene)
+    job_dir = new_job_dir()
+    try:
+        audio = speech_source.materialize(plan, scene, job_dir)
+        trim_to = None
+        if plan.source == "MIX":
+            trim_to = plan.frame_end - plan.frame_start + 1
+        else:
+            seconds = speech_source.audio_duration(audio)
+            if seconds is not None and not settings.fit_scene:
+                last = plan.frame_start + speech_source.frames_for(seconds, fps) - 1
+                if last > scene.frame_end:
+                    raise AudioError(speech_source.too_long_message(plan.frame_start, last, scene, fps))
+        parts = settings.parts()
+        request = build_request(settings, audio, os.path.join(job_dir, "take.npz"), fps, parts,
+                                runtime_ops.weights_path(context))
+        name = take_name(plan.label, settings.seed)
+        meta = {"audio": plan.label, "seed": int(settings.seed), "temperature": float(settings.temperature),
+                "intensity": float(settings.intensity), "source": plan.source}
+        run = GenerationRun(scene=scene.name, armature=rig.name, command=choice.command(["--request",
+                            os.path.join(job_dir, "request.json")]), request=request, job_dir=job_dir,
+                            frame_start=plan.frame_start, parts=parts, name=name, meta=meta, trim_to=trim_to,
+                            max_end=None if settings.fit_scene else scene.frame_end,
+                            add_strip_file=plan.add_strip_file)
+    except Exception:
+        shutil.rmtree(job_dir, ignore_errors=True)
+        raise
+    _RUN["run"] = run
+    run.start(context)
+    if run.phase == "ERROR":
+        raise EchoMaskError(run.error)
+    return run
+
+
+class _RunModal:
+    """Modal plumbing shared by Generate and Re-key: a timer, ESC, and GenerationRun.step()."""
+
+    _timer = None
+
+    def _begin_modal(self, context):
+        wm = context.window_manager
+        if context.window is not None:
+            self._timer = wm.event_timer_add(TIMER_JOB, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        run = current_run()
+        if run is None:
+            return self._end(context, {"CANCELLED"})
+        if event is not None and event.type == "ESC" and event.value == "PRESS":
+            run.request_cancel()
+        if event is None or event.type == "TIMER" or run._cancel_requested:
+            phase = run.step(context)
+            if phase in ("STAGE", "LOAD", "APPLY") and self._timer is not None and self._timer.time_step > TIMER_STAGE:
+                self._swap_timer(context, TIMER_STAGE)
+            if run.finished:
+                if run.phase == "ERROR":
+                    self.report({"ERROR"}, run.error)
+                elif run.phase == "CANCELLED":
+                    self.report({"INFO"}, "Generation cancelled.")
+                else:
+                    self.report({"INFO"}, f"New take '{run.result}' is playing.")
+                return self._end(context, {"FINISHED"} if run.phase == "FINISHED" else {"CANCELLED"})
+        return {"PASS_THROUGH"}
+
+    def _swap_timer(self, context, interval):
+        wm = context.window_manager
+        wm.event_timer_remove(self._timer)
+        self._timer = wm.event_timer_add(interval, window=context.window)
+
+    def cancel(self, context):  # Blender quits or loads another file
+        run = current_run()
+        if run is not None:
+            run.abort(context)
+        self._end(context, None)
+
+    def _end(self, context, result):
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            self._timer = None
+        return result
+
+
+class ECHOMASK_OT_generate(_RunModal, bpy.types.Operator):
+    """Generate a new take from the speech: body, hands, face and lip sync. Blender stays usable; Esc cancels"""
+
+    bl_idname = "echomask.generate"
+    bl_label = "Generate"
+    bl_options = {"REGISTER"}  # no UNDO here: the Apply step is the one undo step
+
+    @classmethod
+    def disabled_reason(cls, context) -> str | None:
+        return generate_blocker(context)
+
+    @classmethod
+    def poll(cls, context):
+        reason = cls.disabled_reason(context)
+        if reason:
+            cls.poll_message_set(reason)
+        return reason is None
+
+    def invoke(self, context, event):
+        return self.execute(context)
+
+    def execute(self, context):
+        try:
+            start_generation(context)
+        except EchoMaskError as err:
+            _set_ui(context, running=False, error=str(err))
+            self.report({"ERROR"}, str(err))
+            return {"CANCELLED"}
+        return self._begin_modal(context)
+
+
+class ECHOMASK_OT_cancel_generation(bpy.types.Operator):
+    """Stop the running generation; nothing is added to the scene"""
+
+    bl_idname = "echomask.cancel_generation"
+    bl_label = "Cancel Generation"
+    bl_options = {"INTERNAL"}
+
+    @classmethod
+    def poll(cls, context):
+        return current_run() is not None
+
+    def execute(self, context):
+        run = current_run()
+        if run is not None:
+            run.request_cancel()
+        return {"FINISHED"}
+
+
+class ECHOMASK_OT_create_rig_for_panel(bpy.types.Operator):
+    """Create an SMPL-X rig (with the body mesh when the SMPL-X model is set in the preferences) and make it
+    the panel's target"""
+
+    bl_idname = "echomask.create_rig_for_panel"
+    bl_label = "Create SMPL-X Rig"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        before = set(bpy.data.objects.keys())
+        result = bpy.ops.echomask.create_rig()
+        if "FINISHED" not in result:
+            return {"CANCELLED"}
+        new = [bpy.data.objects[n] for n in set(bpy.data.objects.keys()) - before]
+        rig = next((o for o in new if o.type == "ARMATURE"), None)
+        if rig is not None:
+            context.scene.echomask.target = rig
+        return {"FINISHED"}
+
+
+CLASSES = (ECHOMASK_OT_apply_take, ECHOMASK_OT_generate, ECHOMASK_OT_cancel_generation,
+           ECHOMASK_OT_create_rig_for_panel)

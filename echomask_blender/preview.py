@@ -1,0 +1,310 @@
+"""Preview: lip-synced playback in the viewport, and a small MP4 with the speech.
+
+- Speech sync: the speech is a sound strip on the timeline (Generate adds one for a file source) and the
+  scene plays with "Sync to Audio", so viewport playback drops frames rather than drifting from the voice.
+- Render Preview: Workbench, 640x360, H.264 + AAC with the scene's sound, over the playing take. It runs in
+  a separate Blender process on a saved copy of the file, so the scene's render settings are never touched
+  and Blender stays usable; the same code renders headless (`python -m core render-preview`).
+  A bone-only rig renders as a stick figure (a temporary skinned mesh); a rig with its SMPL-X mesh renders
+  the mesh.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+
+import bpy
+import numpy as np
+
+from ..core.errors import EchoMaskError
+from . import compat
+from .job import JobState, WorkerJob
+from .rig import BONE_NAMES, check_smplx_armature
+from .takes import playing_take
+
+PREVIEW_SIZE = (640, 360)
+SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "preview_job.py")
+
+
+def ensure_speech_sync(scene) -> int:
+    """Playback syncs to audio and scrubbing plays the sound; returns how many sound strips the scene has."""
+    scene.sync_mode = "AUDIO_SYNC"
+    scene.use_audio_scrub = True
+    return len(compat.all_sound_strips(scene))
+
+
+def _stick_figure(armature) -> bpy.types.Object:
+    """A temporary mesh: one thin box per bone, rigidly skinned to it (armatures do not render)."""
+    verts, faces, groups = [], [], []
+    mw = np.array(armature.matrix_world)
+    for bone in armature.data.bones:
+        if bone.name not in BONE_NAMES:
+            continue
+        head, tail = np.array(bone.head_local), np.array(bone.tail_local)
+        axis = tail - head
+        length = np.linalg.norm(axis)
+        if length < 1e-6:
+            continue
+        z = axis / length
+        x = np.cross(z, [0.0, 1.0, 0.0] if abs(z[1]) < 0.9 else [1.0, 0.0, 0.0])
+        x /= np.linalg.norm(x)
+        y = np.cross(z, x)
+        r = min(0.02, 0.15 * length) if "thumb" not in bone.name and "index" not in bone.name else 0.006
+        base = len(verts)
+        for end in (head, tail):
+            for sx, sy in ((1, 1), (-1, 1), (-1, -1), (1, -1)):
+                verts.append(end + r * (sx * x + sy * y))
+        faces += [(base, base + 1, base + 2, base + 3), (base + 4, base + 7, base + 6, base + 5)]
+        faces += [(base + i, base + 4 + i, base + 4 + (i + 1) % 4, base + (i + 1) % 4) for i in range(4)]
+        groups.append((bone.name, list(range(base, base + 8))))
+    mesh = bpy.data.meshes.new("EchoMask preview figure")
+    mesh.from_pydata([tuple(v) for v in verts], [], faces)
+    obj = bpy.data.objects.new("EchoMask preview figure", mesh)
+    bpy.context.scene.collection.objects.link(obj)
+    obj.matrix_world = armature.matrix_world.copy()
+    for name, indices in groups:
+        obj.vertex_groups.new(name=name).add(indices, 1.0, "REPLACE")
+    obj.modifiers.new("Armature", "ARMATURE").object = armature
+    del mw
+    return obj
+
+
+def _framing_camera(scene, armature) -> bpy.types.Object:
+    """A temporary camera in front of the rig (SMPL-X faces +Y in Blender: -Z in model space -> +Y)."""
+    heads = np.array([armature.matrix_world @ b.head_local for b in armature.data.bones])
+    low, high = heads.min(0), heads.max(0)
+    centre = (low + high) / 2
+    height = max(high[2] - low[2], 0.5) * 1.25
+    data = bpy.data.cameras.new("EchoMask preview camera")
+    data.lens = 50.0
+    cam = bpy.data.objects.new("EchoMask preview camera", data)
+    scene.collection.objects.link(cam)
+    fov = 2 * math.atan(data.sensor_width / 2 / data.lens) * PREVIEW_SIZE[1] / PREVIEW_SIZE[0]
+    distance = height / 2 / math.tan(fov / 2)
+    facing = np.array(armature.matrix_world.to_3x3() @ np.array([0.0, -1.0, 0.0]))  # SMPL-X front = -Y here
+    facing = facing / (np.linalg.norm(facing) or 1.0)
+    cam.location = tuple(centre + facing * distance)
+    direction = centre - np.array(cam.location)
+    from mathutils import Vector
+
+    cam.rotation_euler = Vector(direction).to_track_quat("-Z", "Y").to_euler()
+    return cam
+
+
+def render_preview_in_scene(scene, armature, output: str, frame_start: int | None = None,
+                            frame_end: int | None = None, progress=None) -> str:
+    """Render the preview MP4 in *this* process (it changes render settings: use it on a copy, headless)."""
+    check_smplx_armature(armature)
+    take = playing_take(armature)
+    first = frame_start if frame_start is not None else (take.frame_start if take else scene.frame_start)
+    last = frame_end if frame_end is not None else (take.frame_end if take else scene.frame_end)
+    if last < first:
+        raise EchoMaskError(f"Nothing to render: frames {first}–{last}.")
+    output = os.path.abspath(output)
+    if not output.lower().endswith(".mp4"):
+        output += ".mp4"
+    if not os.path.isdir(os.path.dirname(output)):
+        raise EchoMaskError(f"Cannot write {output}: its folder does not exist.")
+    has_mesh = any(child.type == "MESH" for child in armature.children)
+    if not has_mesh:
+        _stick_figure(armature)
+    if scene.camera is None:
+        scene.camera = _framing_camera(scene, armature)
+    render = scene.render
+    render.engine = "BLENDER_WORKBENCH"
+    render.resolution_x, render.resolution_y = PREVIEW_SIZE
+    render.resolution_percentage = 100
+    render.use_sequencer = False       # the 3D scene, not the sequencer's picture
+    settings = render.image_settings
+    if hasattr(settings, "media_type"):  # 5.0: pick video before the container
+        settings.media_type = "VIDEO"
+    settings.file_format = "FFMPEG"
+    ffmpeg = render.ffmpeg
+    ffmpeg.format = "MPEG4"
+    ffmpeg.codec = "H264"
+    ffmpeg.constant_rate_factor = "MEDIUM"
+    ffmpeg.ffmpeg_preset = "REALTIME"
+    ffmpeg.audio_codec = "AAC" if compat.HAS_AUDASPACE else "NONE"
+    ffmpeg.audio_mixrate = 48000
+    ffmpeg.audio_channels = "STEREO"
+    render.filepath = output
+    scene.frame_start, scene.frame_end = int(first), int(last)
+    scene.display.shading.light = "STUDIO"
+    scene.display.shading.color_type = "MATERIAL"
+    if progress is not None:
+        def on_frame(scn, *args):
+            progress((scn.frame_current - first + 1) / (last - first + 1), f"Rendering frame {scn.frame_current}")
+
+        bpy.app.handlers.render_post.append(on_frame)
+    try:
+        with bpy.context.temp_override(scene=scene):
+            result = bpy.ops.render.render(animation=True, scene=scene.name)
+    finally:
+        if progress is not None:
+            bpy.app.handlers.render_post.remove(on_frame)
+    if "FINISHED" not in result or not os.path.isfile(output):
+        raise EchoMaskError("The preview render did not produce a video (is this Blender built with FFmpeg?).")
+    return output
+
+
+def task_render_preview(request: dict) -> dict:
+    """Headless task (echomask_blender/headless.py): {"blend", "output", "armature"?, "frame_start"?, ...}."""
+    path = request["blend"]
+    if not os.path.isfile(path):
+        raise EchoMaskError(f".blend file not found: {path}")
+    bpy.ops.wm.open_mainfile(filepath=path)
+    scene = bpy.context.scene
+    name = request.get("armature")
+    armature = bpy.data.objects.get(name) if name else next(
+        (o for o in scene.objects if o.type == "ARMATURE" and playing_take(o) is not None), None)
+    if armature is None:
+        raise EchoMaskError("No rig with a playing EchoMask take in this file (give --armature).")
+
+    def progress(fraction, message):
+        if request.get("events"):
+            print(json.dumps({"event": "progress", "fraction": round(fraction, 4), "message": message}), flush=True)
+
+    out = render_preview_in_scene(scene, armature, request["output"], request.get("frame_start"),
+                                  request.get("frame_end"), progress)
+    return {"output": out, "frames": scene.frame_end - scene.frame_start + 1}
+
+
+# ------------------------------------------------------------------------------------------ operators
+
+class ECHOMASK_OT_speech_sync(bpy.types.Operator):
+    """Make viewport playback follow the speech (Sync to Audio, audio scrubbing) for lip-synced previews"""
+
+    bl_idname = "echomask.speech_sync"
+    bl_label = "Lip-Synced Playback"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        count = ensure_speech_sync(context.scene)
+        if count == 0:
+            self.report({"WARNING"}, "Playback syncs to audio, but the scene has no sound strip: add the speech "
+                                     "in the Video Sequencer (Generate from a file adds it).")
+        else:
+            self.report({"INFO"}, "Playback now follows the speech.")
+        return {"FINISHED"}
+
+
+def preview_command(blend: str, request_path: str) -> list[str]:
+    """A background Blender (or, for the bpy module, this Python) running preview_job.py on `blend`."""
+    binary = bpy.app.binary_path
+    if binary and os.path.basename(binary).lower().startswith("blender"):
+        return [binary, "--background", "--factory-startup", blend, "--python", SCRIPT, "--", request_path]
+    return [sys.executable, SCRIPT, "--", request_path]
+
+
+_PREVIEW: dict = {}
+
+
+def start_preview(context, output: str) -> WorkerJob:
+    settings = context.scene.echomask
+    rig = settings.target
+    check_smplx_armature(rig)
+    if playing_take(rig) is None:
+        raise EchoMaskError("The rig has no playing take to preview: generate one first.")
+    folder = tempfile.mkdtemp(prefix="echomask_preview_")
+    blend = os.path.join(folder, "preview.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=blend, copy=True, check_existing=False)
+    request = {"blend": blend, "output": os.path.abspath(bpy.path.abspath(output)), "armature": rig.name,
+               "events": True}
+    request_path = os.path.join(folder, "request.json")
+    with open(request_path, "w") as f:
+        json.dump(request, f)
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    job = WorkerJob(preview_command(blend, request_path), cwd=folder, env=env)
+    job.start()
+    _PREVIEW.update(job=job, folder=folder, output=request["output"])
+    return job
+
+
+def finish_preview() -> None:
+    job = _PREVIEW.pop("job", None)
+    if job is not None:
+        job.close()
+    shutil.rmtree(_PREVIEW.pop("folder", ""), ignore_errors=True)
+
+
+class ECHOMASK_OT_render_preview(bpy.types.Operator):
+    """Render a small MP4 of the playing take with its speech (Workbench) in the background"""
+
+    bl_idname = "echomask.render_preview"
+    bl_label = "Render Preview"
+    bl_options = {"REGISTER"}
+
+    filepath: bpy.props.StringProperty(subtype="FILE_PATH", options={"SKIP_SAVE"})
+    _timer = None
+
+    @classmethod
+    def poll(cls, context):
+        settings = getattr(context.scene, "echomask", None)
+        rig = settings.target if settings is not None else None
+        if _PREVIEW.get("job") is not None:
+            cls.poll_message_set("A preview is rendering")
+            return False
+        ok = rig is not None and rig.type == "ARMATURE" and playing_take(rig) is not None
+        if not ok:
+            cls.poll_message_set("Pick a rig with a playing take in the EchoMask panel")
+        return ok
+
+    def invoke(self, context, event):
+        take = playing_take(context.scene.echomask.target)
+        folder = os.path.dirname(bpy.data.filepath) or tempfile.gettempdir()
+        self.filepath = os.path.join(folder, bpy.path.clean_name(take.name) + "_preview.mp4")
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context):
+        try:
+            start_preview(context, self.filepath)
+        except EchoMaskError as err:
+            self.report({"ERROR"}, str(err))
+            return {"CANCELLED"}
+        wm = context.window_manager
+        if context.window is not None:
+            self._timer = wm.event_timer_add(0.25, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        job = _PREVIEW.get("job")
+        if job is None:
+            return self._end(context, {"CANCELLED"})
+        if event is not None and event.type == "ESC":
+            job.cancel()
+        status = job.tick()
+        if context.workspace is not None:
+            context.workspace.status_text_set(f"EchoMask preview: {status.message} {int(status.fraction * 100)}%"
+                                              if not status.state.finished else None)
+        if not status.state.finished:
+            return {"PASS_THROUGH"}
+        output = _PREVIEW.get("output")
+        if status.state == JobState.DONE:
+            self.report({"INFO"}, f"Preview written: {output}")
+        elif status.state == JobState.ERROR:
+            self.report({"ERROR"}, status.error)
+        finish_preview()
+        return self._end(context, {"FINISHED"} if status.state == JobState.DONE else {"CANCELLED"})
+
+    def cancel(self, context):
+        job = _PREVIEW.get("job")
+        if job is not None:
+            job.cancel()
+        finish_preview()
+        self._end(context, None)
+
+    def _end(self, context, result):
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            self._timer = None
+        return result
+
+
+CLASSES = (ECHOMASK_OT_speech_sync, ECHOMASK_OT_render_preview)

@@ -1,0 +1,276 @@
+"""The generator runtime in Blender's preferences: choose a Python or install one, and check what it sees.
+
+`RuntimePreferences` is mixed into the add-on's preferences class (preferences.py). Install and Check
+run as background tasks polled by a modal timer (the same pattern as generation): Blender stays usable,
+the log and a progress bar show in the preferences, and nothing runs during register().
+"""
+from __future__ import annotations
+
+import os
+
+import bpy
+
+from ..core.errors import EchoMaskError
+from . import runtime
+from .job import JobState
+
+ADDON_PACKAGE = __package__.rpartition(".")[0]
+
+
+def preferences(context=None):
+    context = context or bpy.context
+    addon = context.preferences.addons.get(ADDON_PACKAGE)
+    return addon.preferences if addon is not None else None
+
+
+def runtime_dir() -> str:
+    return runtime.default_runtime_dir(ADDON_PACKAGE)
+
+
+def choose_python(context=None) -> runtime.RuntimeChoice:
+    """The Python to run the worker (RuntimeMissingError when there is none)."""
+    prefs = preferences(context)
+    mode = prefs.python_source if prefs is not None else "INSTALLED"
+    custom = prefs.custom_python if prefs is not None else ""
+    return runtime.find_python(runtime_dir(), mode, custom)
+
+
+def weights_path(context=None) -> str | None:
+    prefs = preferences(context)
+    path = prefs.weights_path if prefs is not None else ""
+    return os.path.abspath(bpy.path.abspath(path)) if path else None
+
+
+def cached_probe_for(choice: runtime.RuntimeChoice) -> dict | None:
+    return runtime.cached_probe(runtime_dir(), choice.python)
+
+
+class RuntimePreferences:
+    """Preference fields for the runtime (a mixin: Blender reads annotations of base classes)."""
+
+    python_source: bpy.props.EnumProperty(
+        name="Generator Python",
+        items=(("INSTALLED", "Installed Runtime", "The runtime that 'Install Runtime' puts in the extension's "
+                                                  "user folder"),
+               ("CUSTOM", "Existing Python", "A Python you already have with torch and EchoMask's requirements")),
+        default="INSTALLED")
+    custom_python: bpy.props.StringProperty(
+        name="Python", subtype="FILE_PATH", default="",
+        description="Path of the Python executable (e.g. a conda or venv python) that has torch installed")
+    runtime_variant: bpy.props.EnumProperty(
+        name="Install",
+        items=(("DEFAULT", "GPU (default)", "torch from PyPI: CUDA on Windows/Linux (several GB), Apple GPU on "
+                                            "macOS"),
+               ("CPU", "CPU only", "A CPU-only torch (about 200 MB); works everywhere, slower")),
+        default="DEFAULT")
+    weights_path: bpy.props.StringProperty(
+        name="Model Weights", subtype="FILE_PATH", default="",
+        description="Optional: an EchoMask checkpoint (.safetensors) to use instead of the bundled one")
+    probe_text: bpy.props.StringProperty(name="Runtime", default="Not checked yet")
+
+    def draw_runtime(self, context, layout):
+        box = layout.box()
+        box.label(text="Generator Runtime (torch runs outside Blender)", icon="CONSOLE")
+        box.prop(self, "python_source", expand=True)
+        if self.python_source == "CUSTOM":
+            box.prop(self, "custom_python")
+        else:
+            row = box.row(align=True)
+            row.prop(self, "runtime_variant", text="")
+            installed = runtime.installed_python(runtime_dir()) is not None
+            row.operator(ECHOMASK_OT_install_runtime.bl_idname,
+                         text="Reinstall Runtime" if installed else "Install Runtime", icon="IMPORT")
+            box.label(text=f"Folder: {runtime_dir()}", icon="FILE_FOLDER")
+            if installed and not runtime.runtime_is_current(runtime_dir()):
+                box.label(text="The runtime is older than this EchoMask version: reinstall it.", icon="ERROR")
+            if not bpy.app.online_access:
+                box.label(text="Installing needs 'Allow Online Access' (Preferences > System > Network).",
+                          icon="INFO")
+        task = _TASK.get("task")
+        if task is not None:
+            box.progress(factor=task.fraction, text=task.message[:90])
+            if task.state == JobState.RUNNING:
+                box.operator(ECHOMASK_OT_cancel_runtime_task.bl_idname, icon="CANCEL")
+            col = box.column(align=True)
+            for line in list(task.log)[-6:]:
+                col.label(text=line[:110])
+        row = box.row(align=True)
+        row.label(text=self.probe_text, icon="CHECKMARK" if "torch" in self.probe_text else "QUESTION")
+        row.operator(ECHOMASK_OT_check_runtime.bl_idname, text="Check", icon="FILE_REFRESH")
+        box.prop(self, "weights_path")
+
+
+# A background task shared by the two runtime operators (one at a time), readable by the preferences UI.
+_TASK: dict = {}
+
+
+class _ProbeTask:
+    """`--probe` as a task: same interface as RuntimeInstaller (tick/state/fraction/message/log)."""
+
+    def __init__(self, choice: runtime.RuntimeChoice):
+        self.choice = choice
+        self.job = runtime.start_probe(choice)
+        self.events: list[dict] = []
+        self.info: dict | None = None
+        self.state = JobState.RUNNING
+        self.log: list[str] = []
+
+    @property
+    def fraction(self) -> float:
+        return 1.0 if self.state.finished else 0.5
+
+    @property
+    def message(self) -> str:
+        return "Checking the runtime (starting torch)" if self.state == JobState.RUNNING else \
+            runtime.probe_summary(self.info)
+
+    def tick(self) -> JobState:
+        status = self.job.tick()
+        self.events.extend(status.events)
+        if any(e.get("event") == "probe" for e in self.events) or status.state.finished:
+            self.info = runtime.probe_from_job(self.job, self.events)
+            self.job.close()
+            self.log = self.job.console_tail[-6:]
+            self.state = JobState.ERROR if self.info.get("error") and not self.info.get("torch") else JobState.DONE
+        return self.state
+
+    def cancel(self) -> None:
+        self.job.cancel()
+        self.job.close()
+        self.state = JobState.CANCELLED
+
+
+def finish_probe(task: _ProbeTask, context=None) -> str:
+    """Cache and show a finished probe; returns its one-line summary."""
+    runtime.save_probe(runtime_dir(), task.choice.python, task.info or {})
+    summary = runtime.probe_summary(task.info)
+    prefs = preferences(context)
+    if prefs is not None:
+        prefs.probe_text = summary
+    return summary
+
+
+class _RuntimeTaskOperator:
+    """Modal polling of _TASK['task'] on a timer; tests call `step()` by hand."""
+
+    _timer = None
+
+    def start_task(self, context):
+        raise NotImplementedError
+
+    def finished(self, context, task) -> None:
+        pass
+
+    def execute(self, context):
+        if _TASK.get("task") is not None and _TASK["task"].state == JobState.RUNNING:
+            self.report({"WARNING"}, "A runtime task is already running.")
+            return {"CANCELLED"}
+        try:
+            _TASK["task"] = self.start_task(context)
+        except EchoMaskError as err:
+            self.report({"ERROR"}, str(err))
+            return {"CANCELLED"}
+        wm = context.window_manager
+        if context.window is not None:
+            self._timer = wm.event_timer_add(0.2, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        task = _TASK.get("task")
+        if task is None:
+            return self._end(context, {"CANCELLED"})
+        state = task.tick()
+        for area in getattr(context.screen, "areas", []):
+            if area.type == "PREFERENCES":
+                area.tag_redraw()
+        if state == JobState.RUNNING:
+            return {"PASS_THROUGH"}
+        self.finished(context, task)
+        if state == JobState.DONE:
+            self.report({"INFO"}, task.message)
+            return self._end(context, {"FINISHED"})
+        if state == JobState.ERROR:
+            self.report({"ERROR"}, task.message)
+        return self._end(context, {"CANCELLED"})
+
+    def cancel(self, context):  # Blender quits or loads a file
+        task = _TASK.get("task")
+        if task is not None and task.state == JobState.RUNNING:
+            task.cancel()
+        self._end(context, None)
+
+    def _end(self, context, result):
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            self._timer = None
+        return result
+
+
+class ECHOMASK_OT_install_runtime(_RuntimeTaskOperator, bpy.types.Operator):
+    """Install EchoMask's generator runtime (a Python with torch) into the extension's user folder. Downloads
+    about 200 MB (CPU) to several GB (GPU) once; Blender stays usable meanwhile"""
+
+    bl_idname = "echomask.install_runtime"
+    bl_label = "Install Runtime"
+    bl_options = {"REGISTER", "INTERNAL"}
+
+    def start_task(self, context):
+        if not bpy.app.online_access and not os.environ.get("ECHOMASK_ALLOW_OFFLINE_INSTALL"):
+            raise EchoMaskError("Online access is off. Allow it in Preferences > System > Network "
+                                "('Allow Online Access'), or choose an existing Python instead.")
+        prefs = preferences(context)
+        variant = prefs.runtime_variant if prefs is not None else "DEFAULT"
+        folder = runtime_dir()
+        installer = runtime.RuntimeInstaller(folder, runtime.install_steps(folder, variant=variant), variant=variant)
+        installer.start()
+        return installer
+
+    def finished(self, context, task):
+        if task.state == JobState.DONE:  # describe the new runtime straight away
+            prefs = preferences(context)
+            if prefs is not None:
+                prefs.probe_text = "Installed; press Check to see its devices"
+
+
+class ECHOMASK_OT_check_runtime(_RuntimeTaskOperator, bpy.types.Operator):
+    """Start the generator's Python once and show its torch version and GPUs (CUDA, Apple GPU)"""
+
+    bl_idname = "echomask.check_runtime"
+    bl_label = "Check Runtime"
+    bl_options = {"REGISTER", "INTERNAL"}
+
+    def start_task(self, context):
+        return _ProbeTask(choose_python(context))
+
+    def finished(self, context, task):
+        if task.info is not None:
+            finish_probe(task, context)
+
+
+class ECHOMASK_OT_cancel_runtime_task(bpy.types.Operator):
+    """Stop the runtime install (a half-installed runtime does not count as installed)"""
+
+    bl_idname = "echomask.cancel_runtime_task"
+    bl_label = "Cancel"
+    bl_options = {"INTERNAL"}
+
+    def execute(self, context):
+        task = _TASK.get("task")
+        if task is not None and task.state == JobState.RUNNING:
+            task.cancel()
+        return {"FINISHED"}
+
+
+def drive_task(timeout: float = 600.0):
+    """Tick the current runtime task to its end (tests and scripts; the UI uses the modal timer)."""
+    import time
+
+    task = _TASK.get("task")
+    end = time.monotonic() + timeout
+    while task is not None and task.tick() == JobState.RUNNING and time.monotonic() < end:
+        time.sleep(0.05)
+    return task
+
+
+CLASSES = (ECHOMASK_OT_install_runtime, ECHOMASK_OT_check_runtime, ECHOMASK_OT_cancel_runtime_task)

@@ -1,0 +1,22 @@
+"""Registration of the animator's workflow: the EchoMask sidebar panel, generation, takes, re-key,
+preview, export and the runtime tools (one list, added to the package's register list in __init__.py)."""
+from . import export, generate_op, panel, preview, rekey, runtime_ops, takes
+
+# PropertyGroups first (the panel settings point at them), then operators, UI lists and panels.
+CLASSES = (*panel.PROPERTY_CLASSES, *runtime_ops.CLASSES, *generate_op.CLASSES, *takes.CLASSES, *rekey.CLASSES,
+           *export.CLASSES, *preview.CLASSES, *panel.PANEL_CLASSES)
+
+
+def register_properties() -> None:
+    panel.attach_properties()
+
+
+def unregister_properties() -> None:
+    """Also stops a running generation or preview: no worker outlives the add-on."""
+    run = generate_op.current_run()
+    if run is not None:
+        run.job.cancel()
+        run.job.close()
+        generate_op._RUN.clear()
+    preview.finish_preview()
+    panel.detach_properties()

@@ -6,15 +6,16 @@ headless.py (the script core/blender_bridge.py runs). `register()` registers one
 """
 import bpy
 
-from . import operators, preferences, workflow
+from . import face_mapping, operators, preferences, workflow
 
-CLASSES = (*preferences.CLASSES, *operators.CLASSES, *workflow.CLASSES)
+CLASSES = (*preferences.CLASSES, *operators.CLASSES, *face_mapping.CLASSES, *workflow.CLASSES)
 
 
 def register():
     for cls in CLASSES:
         bpy.utils.register_class(cls)
     workflow.register_properties()
+    face_mapping.register_properties()
     for menu, draw in operators.MENUS:
         menu.append(draw)
 
@@ -22,6 +23,7 @@ def register():
 def unregister():
     for menu, draw in reversed(operators.MENUS):
         menu.remove(draw)
+    face_mapping.unregister_properties()
     workflow.unregister_properties()
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

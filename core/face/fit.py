@@ -112,22 +112,21 @@ def _orient(vectors: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return vectors * signs
 
 
-def _explained(y: np.ndarray, pred: np.ndarray) -> float:
-    """Share of the variance of the standardised columns of y that pred explains."""
-    scale = y.std(axis=0) + 1e-9
-    return float(1.0 - (((y - pred) / scale) ** 2).sum() / (((y - y.mean(0)) / scale) ** 2).sum())
-
-
 def fit_phone_track(takes: list[FitTake], cfg: FitConfig) -> dict:
     fasts = [fast_part(t.face, _baseline_frames(cfg.baseline_s, t.fps)) for t in takes]
     y = np.concatenate(fasts)
+    scale = y.std(axis=0) + 1e-9
+    y_std = (y - y.mean(axis=0)) / scale
+    total = float((y_std ** 2).sum())
     best = None
     grid = []
     for lag in cfg.lags_s:
+        raw = [class_shares(shift_phones(t.phones, lag), len(t.face), t.fps) for t in takes]
         for sigma in cfg.sigmas_s:
-            x = np.concatenate([_shares(t, lag, sigma) for t in takes])
+            x = np.concatenate([smooth(r, sigma * t.fps) for r, t in zip(raw, takes)])
             deltas = _ridge(x, y, cfg.ridge)
-            score = _explained(y, x @ deltas)
+            # share of the standardised fast face explained (y's mean is ~0, and x's rows sum to 1)
+            score = 1.0 - float((((y - x @ deltas) / scale) ** 2).sum()) / total
             grid.append((float(lag), float(sigma), round(score, 5)))
             if best is None or score > best[0]:
                 best = (score, float(lag), float(sigma), deltas, x)

@@ -32,6 +32,7 @@ stats (non-persistent) only to compute losses in physical units (rotation angles
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -44,7 +45,7 @@ from .. import rotations as R
 from ..errors import WeightsError
 from ..motion_repr import (FACE_EXPR, LOWER_CONTACTS, LOWER_TRANS, PART_ROT_DIMS, PART_ROT_JOINTS, NormStats)
 from ..skeleton import PARENTS, PARTS, REST_JOINTS_YUP
-from .config import FORMAT_VERSION, ModelConfig, TokenizerConfig, get_config
+from .config import FORMAT_VERSION, PRESETS, ModelConfig, TokenizerConfig, _from_dict, get_config
 
 FILE_KIND = "echomask-tokenizers"
 
@@ -456,8 +457,10 @@ class TokenizerSet(nn.Module):
             tensors[name] = torch.from_numpy(arr.copy())
         meta = dict(self.meta)
         meta.update(extra_meta or {})
+        # Only the tokenizer part of the config is recorded: generator fields may evolve independently.
         header = {"kind": FILE_KIND, "format_version": str(FORMAT_VERSION), "config_name": self.config.name,
-                  "config": json.dumps(self.config.to_dict()), "info": json.dumps(meta)}
+                  "tokenizer_config": json.dumps(dataclasses.asdict(self.config.tokenizer)),
+                  "info": json.dumps(meta)}
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         tmp = path + ".partial"
         save_file(tensors, tmp, metadata=header)
@@ -489,7 +492,14 @@ class TokenizerSet(nn.Module):
             raise WeightsError(f"{name} has weights format version {version}, but this version of EchoMask "
                                f"reads version {FORMAT_VERSION}; use weights made for this version "
                                f"(or retrain them).")
-        config = ModelConfig.from_dict(json.loads(header["config"]))
+        try:
+            tok_cfg = _from_dict(TokenizerConfig, json.loads(header["tokenizer_config"]))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise WeightsError(f"{name}: its tokenizer configuration is missing or unreadable ({exc}); "
+                               f"the file is damaged or from another version.") from None
+        cfg_name = header.get("config_name", "custom")
+        base = get_config(cfg_name) if cfg_name in PRESETS else ModelConfig(name=cfg_name)
+        config = dataclasses.replace(base, tokenizer=tok_cfg)
         if expected_config is not None:
             want = get_config(expected_config) if isinstance(expected_config, str) else expected_config
             if want.name != config.name or want.tokenizer != config.tokenizer:

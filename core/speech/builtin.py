@@ -94,13 +94,13 @@ class BuiltinBackend:
     """Offline, CPU, ~84 + 43 features; needs numpy, scipy and pocketsphinx."""
     name = "builtin"
     # Bump whenever outputs change (part of the cache key). Includes the recogniser's settings.
-    version = "1:" + repr(sorted(RECOGNISER_PRESETS["fast"].decoder_kwargs().items()))
+    version = f"2|{RECOGNISER_PRESETS['fast']}|{LowLevelConfig()}"
 
     def __init__(self, recogniser=RECOGNISER_PRESETS["fast"], lowlevel=LowLevelConfig()):
         self.recogniser = recogniser
         self.lowlevel = LowLevelExtractor(lowlevel)
         if recogniser != RECOGNISER_PRESETS["fast"] or lowlevel != LowLevelConfig():
-            self.version = f"{type(self).version}|{recogniser}|{lowlevel}"
+            self.version = f"2|{recogniser}|{lowlevel}"
 
     def dims(self) -> tuple[int, int]:
         return LOW_DIM, HIGH_DIM

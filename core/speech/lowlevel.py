@@ -36,7 +36,7 @@ class LowLevelConfig:
     f0_max: float = 500.0
     yin_win: int = 400     # YIN integration window (25 ms)
     yin_threshold: float = 0.15
-    block_s: float = 30.0  # output produced in blocks of about this length
+    block_s: float = 5.0   # output made in blocks this long: bounds the working memory (~20 MB)
 
 
 def _hz_to_mel(f):

@@ -6,6 +6,7 @@ utterance (its batch cepstral mean normalisation then adapts to each piece), so 
 """
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, asdict
 
@@ -30,26 +31,32 @@ NUM_PHONES = len(PHONES)
 
 @dataclass(frozen=True)
 class RecogniserConfig:
-    """PocketSphinx all-phone search settings (PocketSphinx's own defaults: beam=pbeam=1e-48, ds=1,
-    topn=4, lw=6.5). See RECOGNISER_PRESETS and bench/bench_speech_features.py --sweep for the measured
-    speed/accuracy trade-off."""
+    """PocketSphinx all-phone search settings (PocketSphinx's own defaults: the wheel's trigram phone LM,
+    beam=pbeam=1e-48, ds=1, topn=4, lw=6.5). RECOGNISER_PRESETS and `bench/bench_speech_features.py
+    --sweep` give the measured speed/accuracy trade-off."""
+    phone_lm: str = "loop"  # "loop": every phone equally likely after any other; "trigram": the wheel's LM
     beam: float = 1e-20
     pbeam: float = 1e-20
-    ds: int = 2          # score the acoustic model on every ds-th 10 ms frame (the main speed lever)
-    topn: int = 2        # Gaussians per senone
-    lw: float = 2.0      # phone-LM weight; 2 beats the default 6.5 on frame agreement with MFA alignments
+    ds: int = 2             # score the acoustic model on every ds-th 10 ms frame (the main speed lever)
+    topn: int = 4           # Gaussians per senone
+    lw: float = 1.0         # phone-LM weight (with the loop: a phone insertion penalty)
     chunk_s: float = 30.0
 
     def decoder_kwargs(self) -> dict:
         kwargs = asdict(self)
         kwargs.pop("chunk_s")
+        kwargs.pop("phone_lm")
         return kwargs
 
 
+# Measured on the three MFA-aligned BEAT2 clips (frame agreement at 10 ms; CPU s per s of speech on a
+# loaded 2-core machine): the phone loop scores as well as the trigram phone LM (the acoustic model does the
+# work) at about half the search cost.
 RECOGNISER_PRESETS = {
-    "fast": RecogniserConfig(),                                            # the built-in backend's choice
-    "accurate": RecogniserConfig(beam=1e-48, pbeam=1e-48, ds=1, topn=4),  # ~1.6x slower, +3 points
-    "pocketsphinx-default": RecogniserConfig(beam=1e-48, pbeam=1e-48, ds=1, topn=4, lw=6.5),
+    "fast": RecogniserConfig(),                                           # 0.443 @ ~0.019: the built-in choice
+    "accurate": RecogniserConfig(ds=1, beam=1e-30, pbeam=1e-30),          # 0.455 @ ~0.031
+    "fastest": RecogniserConfig(ds=3, topn=2),                            # 0.384 @ ~0.012
+    "pocketsphinx-default": RecogniserConfig(phone_lm="trigram", beam=1e-48, pbeam=1e-48, ds=1, topn=4, lw=6.5),
 }
 
 
@@ -57,10 +64,18 @@ _DECODERS: dict = {}
 _DECODER_LOCK = threading.Lock()
 
 
+def _phone_loop_arpa() -> str:
+    """A unigram ARPA language model over PHONES (minus the fillers) with equal probabilities."""
+    words = [p for p in PHONES if p not in ("+NSN+", "+SPN+")] + ["</s>"]
+    logp = np.log10(1.0 / len(words))
+    lines = ["\\data\\", f"ngram 1={len(words) + 1}", "", "\\1-grams:", "-99.0000\t<s>"]
+    lines += [f"{logp:.4f}\t{w}" for w in words] + ["", "\\end\\", ""]
+    return "\n".join(lines)
+
+
 def _decoder(config: RecogniserConfig):
     """One decoder per settings per process (building one reads the model: ~0.1 s)."""
-    key = config.decoder_kwargs()
-    key = tuple(sorted(key.items()))
+    key = (config.phone_lm, tuple(sorted(config.decoder_kwargs().items())))
     with _DECODER_LOCK:
         if key not in _DECODERS:
             try:
@@ -69,10 +84,24 @@ def _decoder(config: RecogniserConfig):
                 raise EchoMaskError("Phone recognition needs the 'pocketsphinx' package (pip install "
                                     "pocketsphinx==5.0.4); it is part of requirements/core.txt.") from None
             model = pocketsphinx.get_model_path("en-us")
-            _DECODERS[key] = pocketsphinx.Decoder(
-                hmm=f"{model}/en-us", allphone=f"{model}/en-us-phone.lm.bin", lm=None, dict=None,
-                loglevel="FATAL", backtrace=False, **config.decoder_kwargs())
+            if config.phone_lm == "trigram":
+                _DECODERS[key] = _build_decoder(pocketsphinx, model, f"{model}/en-us-phone.lm.bin", config)
+            elif config.phone_lm == "loop":
+                import tempfile
+
+                with tempfile.TemporaryDirectory(prefix="echomask-phones-") as folder:
+                    path = os.path.join(folder, "phone-loop.arpa")  # read whole at start-up, then deleted
+                    with open(path, "w", encoding="ascii") as handle:
+                        handle.write(_phone_loop_arpa())
+                    _DECODERS[key] = _build_decoder(pocketsphinx, model, path, config)
+            else:
+                raise EchoMaskError(f"Unknown phone LM '{config.phone_lm}': use 'loop' or 'trigram'.")
         return _DECODERS[key]
+
+
+def _build_decoder(pocketsphinx, model: str, phone_lm: str, config: RecogniserConfig):
+    return pocketsphinx.Decoder(hmm=f"{model}/en-us", allphone=phone_lm, lm=None, dict=None,
+                                loglevel="FATAL", backtrace=False, **config.decoder_kwargs())
 
 
 def _to_int16(audio: np.ndarray) -> bytes:

@@ -67,6 +67,13 @@ def cmd_generate(args) -> int:
     return run_cli(args)
 
 
+def cmd_speech_features(args) -> int:
+    """Speech -> low/high-level features (+ phones), optionally scored against a TextGrid."""
+    from .speech.command import run_cli
+
+    return run_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="EchoMask for Blender: core tools.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -161,6 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="model weights (default: the bundled small model)")
     p.add_argument("--no-blend", action="store_true", help="write take.npz only (no .blend / .fbx)")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("speech-features", help="speech -> features and phones (.npz); phone agreement with a TextGrid")
+    p.add_argument("audio", help="speech audio (wav, flac, ogg, mp3)")
+    p.add_argument("-o", "--out", help="write low, high, fps and the phones to this .npz")
+    p.add_argument("--fps", type=float, default=30.0, help="feature frame rate (default 30)")
+    p.add_argument("--backend", default="builtin", help="feature backend (default: builtin)")
+    p.add_argument("--cache-dir", default=None, help="reuse/store features here, keyed by the audio's content")
+    p.add_argument("--textgrid", help="a TextGrid with a phones tier: report frame agreement")
+    p.add_argument("--show-phones", type=int, default=0, metavar="N", help="print the first N phone segments")
+    p.set_defaults(func=cmd_speech_features)
 
     # Further commands (generate, train, eval, features, convert-official) are added below, one block each;
     # heavy imports (torch, librosa) stay inside the command functions so `--help` is instant.

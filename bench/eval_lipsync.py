@@ -7,6 +7,7 @@ Held-out protocol: the face coefficients are fitted on one GT take (face + TextG
 scored on the other, both ways round; an in-sample block (fit on both, score each) shows the optimism.
 Systems per scored take:
 - ground truth: the real face (how well the fitted closure detector itself does: the ceiling);
+- still face: the fitting take's mean face on every frame (the scale of the jaw/expression errors);
 - phones only: fitted mean face + phone track, phones from the recogniser (PocketSphinx on the take's
   speech: what the product has) and from the TextGrid (forced alignment: an oracle);
 - model only / combined: our model's face (core.inference.generate with weights/echomask_small.safetensors;
@@ -91,6 +92,7 @@ def evaluate_take(test: str, fit, data: str, strengths, fit_label: str, variants
         rows.append(row)
 
     add("ground truth", gt)
+    add("still face (fitted mean)", np.repeat(fit.neutral[None], n, axis=0))
     add("phones only", phones_only_face(rec, n, fps, fit), "recogniser")
     add("phones only", phones_only_face(tg, n, fps, fit), "TextGrid (oracle)")
     models = []
@@ -117,6 +119,61 @@ def evaluate_take(test: str, fit, data: str, strengths, fit_label: str, variants
                 add(f"{label} + phones s={s:g}, model closures dropped",
                     face_vector(apply_phone_mouth(take, rec, s, fit, keep_model_closures=False)), "recogniser")
     return rows
+
+
+def shape_rows(test: str, fit, data: str, fit_label: str) -> list[dict]:
+    """Rhubarb mouth shape per frame (labels: TextGrid phones -> A..H, X) from the face or from the phones."""
+    from core.face.fit import _class_labels
+    from core.face.mapping import FaceChannels
+    from core.face.phone_classes import PHONE_TO_SHAPE, SHAPE_NAMES
+
+    gt_take = beat2_take(test, data)
+    n, fps = len(gt_take.face), gt_take.fps
+    labels = _class_labels(gt_take, 0.0, PHONE_TO_SHAPE)
+    rec = recognised_phones(os.path.join(data, "beat2_samples", "wave16k", test + ".wav"))
+
+    def visemes(face, phones):
+        ch = FaceChannels(face, fps, fit, phones)
+        return np.stack([ch.get(f"viseme.{s}") for s in SHAPE_NAMES], axis=1)
+
+    majority = np.zeros((n, len(SHAPE_NAMES)))
+    majority[:, SHAPE_NAMES.index("B")] = 1.0   # the most frequent shape in the fitting takes
+    systems = [("majority shape (B)", majority), ("face classifier on GT face", fit.shape_probabilities(gt_take.face, fps)),
+               ("visemes from recogniser phones", visemes(gt_take.face, rec)),
+               ("visemes from TextGrid (oracle)", visemes(gt_take.face, gt_take.phones))]
+    if test in PUBLISHED:
+        label, rel = PUBLISHED[test]
+        model = face_vector(load_take(os.path.join(data, rel)))
+        model = np.concatenate([model, np.repeat(model[-1:], max(0, n - len(model)), axis=0)])[:n]
+        systems.insert(2, (f"face classifier on {label} face", fit.shape_probabilities(model, fps)))
+    rows = []
+    for name, probs in systems:
+        pred = np.argmax(probs, axis=1)
+        per_shape = [np.mean(pred[labels == s] == s) for s in range(len(SHAPE_NAMES)) if (labels == s).any()]
+        rows.append({"test": test, "fit": fit_label, "system": name, "accuracy": float(np.mean(pred == labels)),
+                     "balanced_accuracy": float(np.mean(per_shape))})
+    return rows
+
+
+def shape_markdown(rows: list[dict]) -> str:
+    lines = ["| scored take | fit on | mouth shape from | frame accuracy | balanced accuracy |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['test']} | {r['fit']} | {r['system']} | {r['accuracy']:.3f} | {r['balanced_accuracy']:.3f} |")
+    return "\n".join(lines)
+
+
+def arkit_markdown() -> str:
+    from core.face.fitted import default_fit
+
+    report = default_fit().report.get("arkit")
+    if not report:
+        return "(the shipped fit has no ARKit part)"
+    r2 = report["held_out_r2_by_shape"]
+    kept = ", ".join(f"{n} {r2[n]:.3f}" for n in report["kept"])
+    return (f"Capture {report['capture']} ({report['frames']} frames), phones from the recogniser, fitted lag "
+            f"{report['lag_s'] * 1000:.0f} ms; class means fitted on the first half, R^2 of the phone-predicted "
+            f"fast ARKit curves on the second half. Kept (R^2 >= 0.02): {kept}. Best rejected: " +
+            ", ".join(f"{n} {v:.3f}" for n, v in list(r2.items())[len(report['kept']):len(report['kept']) + 4]) + ".")
 
 
 def _fmt(value, digits=2):
@@ -185,6 +242,9 @@ def main(argv=None) -> int:
         fit = fit_face([takes[train]], FitConfig())
         rows += evaluate_take(test, fit, args.data, args.strengths, train)
     means = held_out_means(rows)
+    shapes = []
+    for train, test in ((TAKES[0], TAKES[1]), (TAKES[1], TAKES[0])):
+        shapes += shape_rows(test, fit_face([takes[train]], FitConfig()), args.data, train)
     in_sample = []
     if not args.no_in_sample:
         fit = fit_face([takes[t] for t in TAKES], FitConfig())
@@ -192,7 +252,9 @@ def main(argv=None) -> int:
             in_sample += evaluate_take(test, fit, args.data, args.strengths[-1:], "both (in-sample)", variants=False)
     text = ("## Held out, mean of both directions\n\n" + markdown(means) +
             "\n\n## Held out, per take\n\n" + markdown(rows) +
-            ("\n\n## In-sample (fitted on both takes; optimistic)\n\n" + markdown(in_sample) if in_sample else ""))
+            ("\n\n## In-sample (fitted on both takes; optimistic)\n\n" + markdown(in_sample) if in_sample else "") +
+            "\n\n## Rhubarb mouth shapes, held out\n\n" + shape_markdown(shapes) +
+            "\n\n## ARKit relation to phones (shipped fit)\n\n" + arkit_markdown())
     print(text)
     print(f"\n({time.time() - t0:.0f} s)")
     if args.markdown:
@@ -200,7 +262,8 @@ def main(argv=None) -> int:
             handle.write(text + "\n")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump({"held_out": rows, "held_out_mean": means, "in_sample": in_sample}, handle, indent=1)
+            json.dump({"held_out": rows, "held_out_mean": means, "in_sample": in_sample, "shapes": shapes},
+                      handle, indent=1)
     return 0
 
 

@@ -74,6 +74,13 @@ def cmd_speech_features(args) -> int:
     return run_cli(args)
 
 
+def cmd_lipsync(args) -> int:
+    """Phone-accurate mouth on a take's face: lips close on P/B/M, open on vowels, the rest of the face kept."""
+    from .face.command import run_cli
+
+    return run_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="EchoMask for Blender: core tools.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -178,6 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--textgrid", help="a TextGrid with a phones tier: report frame agreement")
     p.add_argument("--show-phones", type=int, default=0, metavar="N", help="print the first N phone segments")
     p.set_defaults(func=cmd_speech_features)
+
+    p = sub.add_parser("lipsync", help="phone-accurate mouth on a take (lips close on P/B/M, open on vowels)")
+    p.add_argument("take", help="the take (.npz, BEAT2/SMPL-X format)")
+    p.add_argument("--audio", help="its speech: phones recognised with PocketSphinx")
+    p.add_argument("--textgrid", help="or its phone alignment (TextGrid with a phones tier; more accurate)")
+    p.add_argument("--strength", type=float, default=0.5, help="0 = unchanged .. 1 = mouth fully from the phones "
+                   "(default 0.5: best on held-out data with recognised phones; 0.75 with an alignment)")
+    p.add_argument("-o", "--out", required=True, help="output take (.npz)")
+    p.set_defaults(func=cmd_lipsync)
 
     # Further commands (generate, train, eval, features, convert-official) are added below, one block each;
     # heavy imports (torch, librosa) stay inside the command functions so `--help` is instant.

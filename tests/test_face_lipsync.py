@@ -149,3 +149,26 @@ def test_shipped_fit_file_holds_numbers_only():
     assert data["format"] == "echomask-face-fit"
     assert "poses" not in data and "expressions" not in data
     assert len(json.dumps(data)) < 200_000
+
+
+def test_lipsync_command_writes_a_take_with_closed_lips(tmp_path, capsys):
+    from echomask.core.cli import main
+    from echomask.core.take import load_take, save_take
+
+    save_take(model_like_take(n=48), tmp_path / "take.npz")
+    rows = "".join(f'        intervals [{i + 1}]:\n            xmin = {a}\n            xmax = {b}\n            text = "{p}"\n'
+                   for i, (a, b, p) in enumerate(B_PHONES))
+    (tmp_path / "take.TextGrid").write_text(
+        'File type = "ooTextFile"\nObject class = "TextGrid"\n\nxmin = 0\nxmax = 1.6\ntiers? <exists>\nsize = 1\n'
+        'item []:\n    item [1]:\n        class = "IntervalTier"\n        name = "phones"\n        xmin = 0\n'
+        f'        xmax = 1.6\n        intervals: size = {len(B_PHONES)}\n' + rows)
+    out = tmp_path / "out" / "lipsync.npz"
+    assert main(["lipsync", str(tmp_path / "take.npz"), "--textgrid", str(tmp_path / "take.TextGrid"),
+                 "--strength", "1", "-o", str(out)]) == 0
+    ap = default_fit().aperture(face_vector(load_take(out)), FPS)
+    assert (ap[b_frames(48)] < default_fit().closed_below).all()
+    assert main(["lipsync", str(tmp_path / "take.npz"), "-o", str(out)]) == 2          # no phones given
+    assert main(["lipsync", str(tmp_path / "take.npz"), "--textgrid", str(tmp_path / "take.TextGrid"),
+                 "--strength", "2", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--textgrid" in err and "between 0 (unchanged) and 1" in err

@@ -257,7 +257,8 @@ class GenerationRun:
             _PENDING[token] = PendingApply(self.staged, self.scene, self.meta, self.add_strip_file,
                                            None if self.max_end is not None else self._end_frame, self.name)
             with context.temp_override(scene=bpy.data.scenes.get(self.scene) or context.scene):
-                result = bpy.ops.echomask.apply_take(token=token)
+                # undo=True: an operator called from Python pushes no undo step unless asked to
+                result = bpy.ops.echomask.apply_take("EXEC_DEFAULT", True, token=token)
             if "FINISHED" not in result:
                 _PENDING.pop(token, None)
                 self.staged.discard()

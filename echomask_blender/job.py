@@ -75,6 +75,7 @@ class WorkerJob:
         self._proc: subprocess.Popen | None = None
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._stderr = collections.deque(maxlen=_STDERR_TAIL)
+        self._stdout_text = collections.deque(maxlen=_STDERR_TAIL)  # non-JSON lines on stdout (print() noise)
         self._threads: list[threading.Thread] = []
         self._status = JobStatus(JobState.NOT_STARTED)
         self._started_at = 0.0
@@ -240,7 +241,7 @@ class WorkerJob:
         status.state = JobState.ERROR
         status.error_kind = "WorkerDied"
         status.message = "Failed"
-        status.error = explain_exit(code, list(self._stderr))
+        status.error = explain_exit(code, list(self._stderr) or list(self._stdout_text))
         return status
 
     def _fail(self, message: str, kind: str) -> JobStatus:
@@ -298,8 +299,8 @@ class WorkerJob:
                     event = None
                 if isinstance(event, dict) and "event" in event:
                     self._events.put(event)
-                else:  # print() output from a library: keep it with the console tail
-                    self._stderr.append(line)
+                else:  # print() output from a library: kept apart from the error stream
+                    self._stdout_text.append(line)
         except (OSError, ValueError):
             pass
         finally:
@@ -316,7 +317,7 @@ class WorkerJob:
 
     @property
     def console_tail(self) -> list[str]:
-        return list(self._stderr)
+        return list(self._stdout_text) + list(self._stderr)
 
 
 def _new_process_group() -> dict:
@@ -327,7 +328,9 @@ def _new_process_group() -> dict:
 
 
 def explain_exit(code: int | None, console: list[str]) -> str:
-    """Why the worker ended without a result, in an animator's words (with what to do)."""
+    """Why the worker ended without a result, in an animator's words (with what to do).
+
+    `console` is the end of its error output (or of its plain stdout when it wrote no errors)."""
     text = "\n".join(console[-_STDERR_TAIL:])
     hint = ""
     if "No module named 'torch'" in text:

@@ -65,6 +65,7 @@ class RuntimePreferences:
         default="DEFAULT")
     weights_path: bpy.props.StringProperty(
         name="Model Weights", subtype="FILE_PATH", default="",
+        options={"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else set(),
         description="Optional: an EchoMask checkpoint (.safetensors) to use instead of the bundled one")
     probe_text: bpy.props.StringProperty(name="Runtime", default="Not checked yet")
 

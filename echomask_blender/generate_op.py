@@ -391,6 +391,10 @@ def start_generation(context) -> GenerationRun:
         name = take_name(plan.label, settings.seed)
         meta = {"audio": plan.label, "seed": int(settings.seed), "temperature": float(settings.temperature),
                 "intensity": float(settings.intensity), "source": plan.source}
+        if plan.source == "FILE":   # what re-keying needs to find the same speech again
+            meta["audio_file"] = settings.audio_file
+        elif plan.source == "STRIP":
+            meta["strip"] = settings.strip
         run = GenerationRun(scene=scene.name, armature=rig.name, command=choice.command(["--request",
                             os.path.join(job_dir, "request.json")]), request=request, job_dir=job_dir,
                             frame_start=plan.frame_start, parts=parts, name=name, meta=meta, trim_to=trim_to,

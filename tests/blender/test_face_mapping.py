@@ -173,3 +173,24 @@ def test_apply_operator_reports_missing_inputs(ctx):
     with pytest.raises(RuntimeError, match="Choose a take file"):
         bpy.ops.echomask.face_mapping_apply()
     assert obj.data.shape_keys.animation_data is None
+
+
+def test_apply_from_the_take_playing_on_an_smplx_rig(ctx):
+    import bpy
+
+    from echomask.echomask_blender import rig, takes
+
+    ctx.scene.render.fps, ctx.scene.render.fps_base = 30, 1.0
+    armature = rig.create_smplx_armature(ctx)
+    take = synthetic_take(n=30)
+    takes.write_new_take(armature, take, name="speech · seed 0", frame_start=11)
+    obj = character()
+    settings = obj.echomask_face_mapping
+    bpy.ops.echomask.face_mapping_load_preset(filepath=str(PRESETS / "arkit52.json"))
+    settings.source, settings.rig, settings.phones = "RIG", armature, "NONE"
+    assert bpy.ops.echomask.face_mapping_apply() == {"FINISHED"}
+    action = obj.data.shape_keys.animation_data.action
+    assert tuple(action.frame_range) == pytest.approx((11, 40))
+    expected = load_preset(PRESETS / "arkit52.json").evaluate(FaceChannels.from_take(take))["jawOpen"]
+    got = _evaluated_key_values(obj, ["jawOpen"], 11 + 17)["jawOpen"]
+    assert got == pytest.approx(expected[17], abs=2e-3)   # read back from the rig's keys (float32 curves)

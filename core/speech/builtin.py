@@ -6,10 +6,10 @@ Normalisation (chosen for a model trained on minutes of one speaker that must wo
   ACTIVE_FLOOR_DB dBFS. The clip's level reference is their mean RMS.
 - log-mel: minus a per-band mean over active frames (cepstral-mean-style: removes the microphone's and
   the voice's long-term colour), shrunk toward the clip's overall level for short clips (a 0.3 s clip's
-  band means are mostly its phones, not its channel), then / 20 dB, clipped to [-4, 4]. A fixed scale,
+  band means are mostly its phones, not its channel; full weight from BAND_FULL_S of active speech), then / 20 dB, clipped to [-4, 4]. A fixed scale,
   not a per-utterance variance, so quiet vs loud stretches keep their contrast and short clips are stable.
 - RMS: (dB - level reference) / 20, clipped to [-4, 2]. Onset: log1p(flux / 1 dB) (gain-invariant already).
-- f0: log2 relative to the clip's median voiced pitch (shrunk toward 150 Hz when little is voiced),
+- f0: log2 relative to the clip's median voiced pitch (blended toward 150 Hz when under F0_FULL_S is voiced),
   times 3 (one unit = 4 semitones), 0 where unvoiced, clipped to [-4, 4]. Voicing: 0..1 as measured.
 - A clip with no active frame (silence) is referenced to a fixed speech level instead, so it reads as
   very quiet, not as average speech.
@@ -35,9 +35,9 @@ ACTIVE_FLOOR_DB = -60.0
 PAUSE_RANGE_DB = 45.0      # quieter than this below the loud end is a pause whatever the recogniser says
 SILENT_CLIP_LEVEL_DB = -25.0
 MEL_DB_UNIT = 20.0
-BAND_SHRINK_S = 3.0        # band means count fully once a clip has this much active speech
+BAND_FULL_S = 3.0          # band means count fully once a clip has this much active speech
 F0_REF_HZ = 150.0
-F0_SHRINK_S = 1.0
+F0_FULL_S = 0.5            # a median over half a second of voicing is already a good pitch reference
 F0_UNITS_PER_OCTAVE = 3.0
 
 
@@ -59,7 +59,7 @@ def normalise_low(raw: dict, fps: float) -> np.ndarray:
         level = float(rms_db[active].mean())
         band_mean = mel_db[active].mean(axis=0, dtype=np.float64)
         overall = float(band_mean.mean())
-        weight = n_active / (n_active + BAND_SHRINK_S * fps)
+        weight = min(1.0, n_active / (BAND_FULL_S * fps))
         reference = overall + weight * (band_mean - overall)
     else:
         level = SILENT_CLIP_LEVEL_DB
@@ -72,7 +72,7 @@ def normalise_low(raw: dict, fps: float) -> np.ndarray:
     n_voiced = int(voiced.sum())
     prior = np.log2(F0_REF_HZ)
     median = float(np.median(raw["log2_f0"][voiced])) if n_voiced else prior
-    weight = n_voiced / (n_voiced + F0_SHRINK_S * fps)
+    weight = min(1.0, n_voiced / (F0_FULL_S * fps))
     f0_ref = prior + weight * (median - prior)
     low[:, LOG_F0] = np.where(voicing > 0.05, np.clip((raw["log2_f0"] - f0_ref) * F0_UNITS_PER_OCTAVE, -4, 4), 0)
     low[:, VOICING] = voicing
@@ -94,13 +94,13 @@ class BuiltinBackend:
     """Offline, CPU, ~84 + 43 features; needs numpy, scipy and pocketsphinx."""
     name = "builtin"
     # Bump whenever outputs change (part of the cache key). Includes the recogniser's settings.
-    version = f"2|{RECOGNISER_PRESETS['fast']}|{LowLevelConfig()}"
+    version = f"3|{RECOGNISER_PRESETS['fast']}|{LowLevelConfig()}"
 
     def __init__(self, recogniser=RECOGNISER_PRESETS["fast"], lowlevel=LowLevelConfig()):
         self.recogniser = recogniser
         self.lowlevel = LowLevelExtractor(lowlevel)
         if recogniser != RECOGNISER_PRESETS["fast"] or lowlevel != LowLevelConfig():
-            self.version = f"2|{recogniser}|{lowlevel}"
+            self.version = f"3|{recogniser}|{lowlevel}"
 
     def dims(self) -> tuple[int, int]:
         return LOW_DIM, HIGH_DIM

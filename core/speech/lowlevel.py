@@ -81,8 +81,8 @@ class LowLevelExtractor:
         self.cfg = cfg
         self.mel = mel_filterbank(cfg)
         self.window = np.hanning(cfg.win + 2)[1:-1].astype(np.float32)
-        # |X|^2 / sum(w^2) / (n_fft/2): for white noise each rfft bin then reads ~ mean(x^2)
-        self.power_scale = np.float32(1.0 / (np.sum(self.window.astype(np.float64) ** 2) * cfg.n_fft / 2))
+        # |X|^2 / sum(w^2): for white noise each rfft bin then reads ~ mean(x^2)
+        self.power_scale = np.float32(1.0 / np.sum(self.window.astype(np.float64) ** 2))
         self.tau_min = int(np.floor(SAMPLE_RATE / cfg.f0_max))
         self.tau_max = int(np.ceil(SAMPLE_RATE / cfg.f0_min))
         self.yin_len = cfg.yin_win + self.tau_max

@@ -122,6 +122,7 @@ def recognise_phones(audio: np.ndarray, config: RecogniserConfig = RecogniserCon
     for start, end in split_points(len(audio), audio, target_s=config.chunk_s):
         offset = start / SAMPLE_RATE
         with _DECODER_LOCK:  # one decoder object: one utterance at a time
+            decoder.reinit_feat()  # the front end's noise estimate would otherwise carry over from the last clip
             decoder.start_utt()
             decoder.process_raw(_to_int16(audio[start:end]), full_utt=True)
             decoder.end_utt()

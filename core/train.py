@@ -181,15 +181,15 @@ def training_step(student, teacher, tokenizers, batch, tcfg: TrainConfig, step: 
     cond = g.mam.speech_branch(low, high)
     mam = g.mam.losses(cond, latents)
     loss = tcfg.mam_weight * (mam["mam_nce"] + mam["mam_mse"])
-    logs = {"mam_nce": float(mam["mam_nce"]), "mam_mse": float(mam["mam_mse"]), "hardness": h}
+    logs = {"mam_nce": float(mam["mam_nce"].detach()), "mam_mse": float(mam["mam_mse"].detach()), "hardness": h}
     for name, mask, inject in (("full", fmask, True), ("sqa_noinj", sqa_mask, False), ("sqa_inj", sqa_mask, True)):
         out = g(motion, mask, low, high, inject=inject, cond=cond)
         l = generator_losses(out, codes, vectors, batch["weight"], batch["part_mask"])
         loss = loss + l["token_ce"] + tcfg.mse_weight * l["latent_mse"]
-        logs[f"{name}_ce"] = float(l["token_ce"])
-        logs[f"{name}_mse"] = float(l["latent_mse"])
+        logs[f"{name}_ce"] = float(l["token_ce"].detach())
+        logs[f"{name}_mse"] = float(l["latent_mse"].detach())
         logs[f"{name}_acc0"] = float(l["acc_level0"])
-    logs["loss"] = float(loss)
+    logs["loss"] = float(loss.detach())
     return loss, logs
 
 

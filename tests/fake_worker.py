@@ -15,6 +15,7 @@ Behaviour for tests, from the environment:
       without torch prints; garbage: non-JSON output then exit 1.
     ECHOMASK_FAKE_STEPS  progress events (default 5);  ECHOMASK_FAKE_DELAY  seconds between them (0.02)
     ECHOMASK_FAKE_PROBE  JSON merged into the --probe answer (e.g. '{"cuda": true}')
+    ECHOMASK_FAKE_RECORD a folder: the request (and known_take/known_mask when given) are copied there
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import argparse
 import json
 import os
 import pathlib
+import shutil
 import signal
 import sys
 import time
@@ -153,6 +155,14 @@ def main(argv=None) -> int:
         return 1
     with open(args.request) as f:
         request = json.load(f)
+    record = os.environ.get("ECHOMASK_FAKE_RECORD")
+    if record:
+        os.makedirs(record, exist_ok=True)
+        for key in ("known_take", "known_mask"):
+            if request.get(key):
+                shutil.copy(request[key], os.path.join(record, os.path.basename(request[key])))
+        with open(os.path.join(record, "request.json"), "w") as f:
+            json.dump(request, f)
     emit("started", pid=os.getpid(), protocol=1)
     if mode == "hang":
         while True:

@@ -70,3 +70,14 @@ def synthetic_takes(folder, n_takes=2, frames=450, seed=0):
         env = 0.5 + 0.5 * np.sin(2 * np.pi * 2.0 * np.arange(n) / 16000)
         sf.write(folder / f"take{k}.wav", (0.1 * env * rng.standard_normal(n)).astype(np.float32), 16000)
     return folder
+
+
+def one_thread():
+    """Generator fixture body: tiny models run fastest single-threaded (no thread spin on a busy 2-core
+    machine); restores torch's thread count afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

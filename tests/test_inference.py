@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from conftest import requires_torch, shared_path
-from model_helpers import fake_features, tiny_bundle
+from model_helpers import one_thread, fake_features, tiny_bundle
 
 pytestmark = requires_torch
+
+_threads = pytest.fixture(scope="module", autouse=True)(one_thread)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 
 from conftest import requires_torch, shared_path
+from model_helpers import one_thread
 
 pytestmark = requires_torch
+
+_threads = pytest.fixture(scope="module", autouse=True)(one_thread)
 
 B, T = 2, 64
 

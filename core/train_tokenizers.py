@@ -247,7 +247,7 @@ def train_tokenizers(entries: list[TakeEntry], config: ModelConfig | str, out: s
         if opts.grad_clip:
             torch.nn.utils.clip_grad_norm_(tokset.parameters(), opts.grad_clip)
         optim.step()
-        record["loss"] = round(float(total), 6)
+        record["loss"] = round(total.item(), 6)
         done = step + 1
         elapsed = elapsed_before + time.time() - t0
         record["elapsed_s"] = round(elapsed, 1)
@@ -259,7 +259,7 @@ def train_tokenizers(entries: list[TakeEntry], config: ModelConfig | str, out: s
         log.flush()
         if bar is not None:
             bar.update(1)
-            post = {"loss": f"{float(total):.3f}"}
+            post = {"loss": f"{total.item():.3f}"}
             if val_metrics:
                 post["val_mm"] = f"{val_metrics.get('mpjpe', float('nan')):.1f}"
             bar.set_postfix(post)

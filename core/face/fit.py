@@ -216,7 +216,7 @@ def fit_face(takes: list[FitTake], cfg: FitConfig = FitConfig(), capture: str | 
             "shape_frame_counts": dict(zip(SHAPE_NAMES, [int(len(g)) for g in groups])),
         })
     if capture:
-        fit_arkit(fit, takes, track, cfg, capture)
+        fit_arkit(fit, takes, cfg, capture)
     return fit
 
 
@@ -241,8 +241,15 @@ def recognised_phones(wav_path: str, cache_dir: str | None = None) -> list:
     from ..audio import load_speech
     from ..speech.phones import recognise_phones
 
+    from ..speech import phones as phones_module
+
+    digest = hashlib.sha256()
     with open(wav_path, "rb") as handle:
-        digest = hashlib.sha256(handle.read()).hexdigest()[:16]
+        digest.update(handle.read())
+    with open(phones_module.__file__, "rb") as handle:  # a changed recogniser invalidates the cache
+        digest.update(handle.read())
+    digest.update(repr(phones_module.RecogniserConfig()).encode())
+    digest = digest.hexdigest()[:16]
     cache = os.path.join(cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "echomask"),
                          f"phones_{digest}.json")
     if os.path.isfile(cache):
@@ -255,7 +262,7 @@ def recognised_phones(wav_path: str, cache_dir: str | None = None) -> list:
     return phones
 
 
-def fit_arkit(fit: FaceFit, takes: list[FitTake], track: dict, cfg: FitConfig, capture: str) -> None:
+def fit_arkit(fit: FaceFit, takes: list[FitTake], cfg: FitConfig, capture: str) -> None:
     names, weights, fps = load_arkit_capture(capture + "_facial52.json")
     phones = recognised_phones(capture + ".wav")
     cap = FitTake(os.path.basename(capture), weights, phones, fps)

@@ -371,7 +371,8 @@ def simplify_take(armature, source: str, *, rotation_deg: float, location: float
     if mode == "POSE":
         kept_per_group = [reduce_keys(frames, values, groups, tolerances)] * len(groups)
     elif mode == "CHANNEL":
-        kept_per_group = [reduce_keys(frames, values[:, g], None, [t]) for g, t in zip(groups, tolerances)]
+        kept_per_group = [reduce_keys(frames, values[:, g], [slice(0, g.stop - g.start)], [t])
+                          for g, t in zip(groups, tolerances)]
     else:
         raise EchoMaskError(f"Unknown simplify mode '{mode}' (use POSE or CHANNEL).")
     face_meshes = [bpy.data.objects[m] for m in curves if m != BODY]

@@ -247,12 +247,21 @@ def generate(audio, seed: int = 0, temperature: float = 0.0, model=None, device=
     tokens = {p: [] for p in PARTS}
     seed_motion = neutral
     report(0.02, "Analysing the speech")
+    group = 8  # the MAM speech branch does not depend on motion: run it for 8 windows in one batch
+    cond_group: dict = {}
     for w in range(n_windows):
         check_cancel()
         start = w * hop
         t0 = time.perf_counter()
         f0 = stream.seconds
-        low, high = stream.rows(start, start + window)
+        if w % group == 0:
+            lows, highs = zip(*(stream.rows(v * hop, v * hop + window)
+                                for v in range(w, min(n_windows, w + group))))
+            with torch.inference_mode():
+                cond_group = gen.mam.speech_branch(torch.from_numpy(np.stack(lows)).to(dev),
+                                                   torch.from_numpy(np.stack(highs)).to(dev))
+        j = w % group
+        cond = {p: c[j:j + 1] for p, c in cond_group.items()}
         t_feat = stream.seconds - f0
         motion = np.zeros((window, neutral.shape[1]), np.float32)
         motion[:seed_frames] = seed_motion
@@ -263,9 +272,9 @@ def generate(audio, seed: int = 0, temperature: float = 0.0, model=None, device=
             k = known_frames[lo:hi]
             motion[:hi - lo][k] = known_m337[lo:hi][k]
             mask[:hi - lo][k] = False
-        with torch.no_grad():
+        with torch.inference_mode():
             out = gen(torch.from_numpy(motion)[None].to(dev), torch.from_numpy(mask)[None].to(dev),
-                      torch.from_numpy(low)[None].to(dev), torch.from_numpy(high)[None].to(dev))
+                      None, None, cond=cond)
             codes = {p: choose_tokens(out["logits"][p], temperature, sampler)[0] for p in PARTS}
             t1 = time.perf_counter()
             for p in PARTS:

@@ -137,7 +137,7 @@ class EchoMaskGenerator(nn.Module):
         Returns {"logits": {part: (B, N, L, K)}, "features": {part: (B, N, L, d)}, "cond": {part: (B, T, d)},
         "score": (B, T) or None}.
         """
-        b, t, _ = motion.shape
+        b, t, _ = motion.shape  # low/high may be None when `cond` is given
         if speaker is None:
             speaker = torch.full((b,), self.default_speaker, dtype=torch.long, device=motion.device)
         if cond is None:

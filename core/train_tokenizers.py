@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from .data import MotionWindows, TakeEntry
-from .errors import DeviceError, EchoMaskError
+from .devices import resolve_device
+from .errors import EchoMaskError
 from .model.config import ModelConfig, get_config
 from .model.tokenizer import TokenizerSet
 from .motion_repr import FACE_EXPR, LOWER_CONTACTS, LOWER_TRANS, PART_ROT_JOINTS, parts_to_motion337
@@ -44,24 +45,6 @@ class TokenizerTrainOptions:
     device: str = "auto"
     mirror: bool = True
     stretch_factors: tuple[float, ...] = (0.9, 1.1)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' | 'cpu' | 'cuda' | 'cuda:N' | 'mps' -> torch.device; DeviceError when it is absent."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceError("CUDA was asked for, but this machine has no usable NVIDIA GPU (or torch was "
-                          "installed without CUDA). Use --device cpu or --device auto.")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise DeviceError("Apple GPU (mps) was asked for, but it is not available here. Use --device cpu.")
-    if name not in ("cpu", "mps") and not name.startswith("cuda"):
-        raise DeviceError(f"Unknown device {name!r}: use auto, cpu, cuda or mps.")
-    return torch.device(name)
 
 
 def _lr_at(step: int, opts: TokenizerTrainOptions) -> float:

@@ -202,7 +202,7 @@ def _fmt(value, digits=2):
 
 
 COLUMNS = (("closure_recall", "closure recall", 2), ("closure_precision", "closure precision", 2),
-           ("open_median_abs_ms", "open |err| ms", 0), ("open_mean_signed_ms", "open signed ms", 0),
+           ("open_median_abs_ms", "open abs err ms", 0), ("open_mean_signed_ms", "open signed ms", 0),
            ("open_vs_gt_ms", "open vs GT ms", 0), ("jaw_mse_e4", "jaw MSE e-4", 3), ("expr_mse", "expr MSE", 3),
            ("jaw_open_corr", "jaw corr", 2))
 
@@ -217,6 +217,21 @@ def markdown(rows: list[dict]) -> str:
             continue
         cells = [_fmt(r.get(key), d) for key, _, d in COLUMNS]
         lines.append(f"| {r['test']} | {r['fit']} | {r['system']} | {r['phones']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summary_markdown(means: list[dict]) -> str:
+    """The held-out mean table of docs/LIPSYNC.md: main rows, the default in bold."""
+    lines = ["| system | phones | " + " | ".join(c[1] for c in COLUMNS) + " |", "|" + "---|" * (2 + len(COLUMNS))]
+    default = f"published model + phones s={DEFAULT_STRENGTH:g}"
+    for r in means:
+        name = r["system"]
+        if ("no closure rule" in name or "dropped" in name) and f"s={DEFAULT_STRENGTH:g}," not in name:
+            continue
+        cells = [_fmt(r.get(key), d) for key, _, d in COLUMNS]
+        if name == default and r["phones"] == "recogniser":
+            cells, name = [f"**{c}**" for c in cells], f"**{name} (default)**"
+        lines.append(f"| {name} | {r['phones']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -267,7 +282,8 @@ def main(argv=None) -> int:
         fit = fit_face([takes[t] for t in TAKES], FitConfig())
         for test in TAKES:
             in_sample += evaluate_take(test, fit, args.data, [DEFAULT_STRENGTH], "both (in-sample)", variants=False)
-    text = ("## Held out, mean of both directions\n\n" + markdown(means) +
+    text = ("## Held out, mean of both directions (summary)\n\n" + summary_markdown(means) +
+            "\n\n## Held out, mean of both directions\n\n" + markdown(means) +
             "\n\n## Held out, per take\n\n" + markdown(rows) +
             ("\n\n## In-sample (fitted on both takes; optimistic)\n\n" + markdown(in_sample) if in_sample else "") +
             "\n\n## Recogniser bilabials against the alignment\n\n" + recogniser_bilabials(args.data) +

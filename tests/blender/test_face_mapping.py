@@ -195,3 +195,60 @@ def test_apply_from_the_take_playing_on_an_smplx_rig(ctx):
     expected = load_preset(PRESETS / "arkit52.json").evaluate(FaceChannels.from_take(take))["jawOpen"]
     got = _evaluated_key_values(obj, ["jawOpen"], 11 + 17)["jawOpen"]
     assert got == pytest.approx(expected[17], abs=2e-3)   # read back from the rig's keys (float32 curves)
+
+
+class _CheckingLayout:
+    """Stands in for a UILayout: every prop/operator/list the panel draws must exist."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def __getattr__(self, name):  # row, column, box, split, separator, label, ... return a layout
+        return lambda *args, **kwargs: self
+
+    def prop(self, data, name, **kwargs):
+        assert name in data.bl_rna.properties, f"no property {name!r} on {data}"
+        self.log.append(("prop", name))
+        return self
+
+    def prop_search(self, data, name, search_data, search_name, **kwargs):
+        assert name in data.bl_rna.properties and search_name in search_data.bl_rna.properties
+        self.log.append(("prop_search", name))
+        return self
+
+    def operator(self, idname, **kwargs):
+        import bpy
+
+        module, name = idname.split(".")
+        assert hasattr(getattr(bpy.ops, module), name) and getattr(getattr(bpy.ops, module), name).idname()
+        self.log.append(("operator", idname))
+        return type("Props", (), {})()
+
+    def template_list(self, listtype, list_id, data, prop, active_data, active_prop, **kwargs):
+        import bpy
+
+        assert hasattr(bpy.types, listtype) and prop in data.bl_rna.properties
+        assert active_prop in active_data.bl_rna.properties
+        self.log.append(("list", listtype))
+        return self
+
+
+def test_panel_and_list_draw_only_what_exists(ctx):
+    import bpy
+
+    _, fm = _fw()
+    obj = character()
+    bpy.ops.echomask.face_mapping_load_preset(filepath=str(PRESETS / "arkit52.json"))
+    log = []
+    for source in ("RIG", "FILE"):
+        obj.echomask_face_mapping.source = source
+        panel = type("P", (), {"layout": _CheckingLayout(log)})()
+        fm.VIEW3D_PT_echomask_face_mapping.draw(panel, bpy.context)
+    settings = obj.echomask_face_mapping
+    fm.ECHOMASK_UL_face_targets.draw_item(None, bpy.context, _CheckingLayout(log), settings, settings.targets[24],
+                                          0, settings, "active_index")
+    kinds = {k for k, _ in log}
+    assert {"prop", "prop_search", "operator", "list"} <= kinds
+    assert ("operator", "echomask.face_mapping_apply") in log and ("prop", "take_file") in log
+    items = fm._preset_items(settings, bpy.context)
+    assert {i[0] for i in items} >= {"arkit52.json", "rhubarb_mouths.json", "smplx_expressions.json"}

@@ -54,7 +54,14 @@ def _builtin_factory():
     return BuiltinBackend()
 
 
-_FACTORIES: dict[str, Callable[[], SpeechBackend]] = {"builtin": _builtin_factory}
+def _hubert_factory():
+    # The official release's HuBERT-large features (local model only; needs `transformers`).
+    from ..official.hubert import HubertBackend
+
+    return HubertBackend()
+
+
+_FACTORIES: dict[str, Callable[[], SpeechBackend]] = {"builtin": _builtin_factory, "hubert": _hubert_factory}
 _INSTANCES: dict[str, SpeechBackend] = {}
 
 

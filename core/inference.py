@@ -210,6 +210,13 @@ def generate(audio, seed: int = 0, temperature: float = 0.0, model=None, device=
 
     check_cancel()
     mdl = resolve_model(model, device)
+    if (mdl.meta or {}).get("pipeline") == "official-release":  # a converted official release (core.official)
+        from .official.pipeline import generate_official
+
+        return generate_official(audio, mdl, seed=seed, temperature=temperature, progress=progress, cancel=cancel,
+                                 travel=travel, intensity=intensity, parts=parts, known_take=known_take,
+                                 known_mask=known_mask, timings=timings,
+                                 feature_fn=None if feature_fn is None else (lambda a, n: feature_fn(a, fps)))
     gen, tok, cfg = mdl.generator, mdl.tokenizers, mdl.config
     dev = mdl.device
     window, seed_frames = cfg.window, cfg.seed_frames

@@ -81,6 +81,13 @@ def cmd_lipsync(args) -> int:
     return run_cli(args)
 
 
+def cmd_convert_official(args) -> int:
+    """The authors' official EchoMask release -> this project's model bundle (core/official/convert.py)."""
+    from .official.convert import run_cli
+
+    return run_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="EchoMask for Blender: core tools.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -194,6 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 0.5: best on held-out data with recognised phones; 0.75 with an alignment)")
     p.add_argument("-o", "--out", required=True, help="output take (.npz)")
     p.set_defaults(func=cmd_lipsync)
+
+    p = sub.add_parser("convert-official", help="convert the official EchoMask release (non-commercial) into "
+                       "this project's model format")
+    p.add_argument("release_dir", help="folder of the unpacked official release (the one holding weights/)")
+    p.add_argument("-o", "--out", default="weights/echomask_paper", help="output folder (model.safetensors + "
+                   "conversion_report.json)")
+    p.add_argument("--hubert", default=None, help="local folder of facebook/hubert-large-ls960-ft to record in the "
+                   "model (else $ECHOMASK_HUBERT_DIR or the Hugging Face cache at generation time)")
+    p.add_argument("--no-verify", action="store_true", help="do not load the written model back to check it")
+    p.set_defaults(func=cmd_convert_official)
 
     # Further commands (generate, train, eval, features, convert-official) are added below, one block each;
     # heavy imports (torch, librosa) stay inside the command functions so `--help` is instant.

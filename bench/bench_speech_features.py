@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))  # run from anywhere: `core` is the repository's p
 from core.audio import load_speech  # noqa: E402
 from core.speech import compute_speech_features, num_frames  # noqa: E402
 from core.speech.builtin import SPEECH_FLAG, BuiltinBackend, normalise_low  # noqa: E402
-from core.speech.phone_eval import phone_agreement  # noqa: E402
+from core.speech.phone_eval import group_precision_recall, phone_agreement  # noqa: E402
 from core.speech.phones import RECOGNISER_PRESETS, recognise_phones  # noqa: E402
 from core.speech.textgrid import read_textgrid_phones  # noqa: E402
 
@@ -111,6 +111,8 @@ def bench_phones(preset: str = "fast") -> dict | None:
         cpu_total += time.process_time() - cpu
         seconds_total += len(audio) / SR
         score = phone_agreement(reference, hypothesis, len(audio) / SR).as_dict()
+        precision, recall = group_precision_recall(reference, hypothesis, len(audio) / SR)
+        score["bilabial_precision"], score["bilabial_recall"] = round(precision, 4), round(recall, 4)
         if preset == "fast":  # the speech/pause flag of the full features, against the alignment's silences
             feats = compute_speech_features(audio, 30.0)
             from core.speech.phone_eval import _collapse
@@ -147,6 +149,7 @@ def main(argv=None) -> int:
         print(f"phones [{preset}] {result['settings']}: frame agreement {m['accuracy']:.3f} "
               f"(speech frames {m['speech_accuracy']:.3f}; chance {m['chance']:.3f}), speech/pause "
               f"{m['pause_agreement']:.3f}, {m['phones_cpu_per_s']:.4f} CPU s per s", flush=True)
+        print(f"  bilabial (P/B/M) frames: precision {m['bilabial_precision']:.3f}, recall {m['bilabial_recall']:.3f}")
         if "speech_flag_agreement_30fps" in m:
             print(f"  speech flag vs alignment at 30 fps: {m['speech_flag_agreement_30fps']:.3f}")
     if args.json:

@@ -193,6 +193,14 @@ def test_backend_registry_takes_new_backends(tmp_path):
         compute_speech_features(np.zeros(SR, np.float32), backend="hubert-not-installed")
 
 
+@needs_recogniser
+def test_integer_pcm_is_scaled_like_float():
+    audio = voice(1.0)
+    pcm = np.round(audio * 32767).astype(np.int16)
+    a, b = compute_speech_features(audio), compute_speech_features(pcm)
+    assert np.abs(a.low - b.low).max() < 0.05
+
+
 def test_bad_input_is_explained():
     with pytest.raises(AudioError, match="mono"):
         compute_speech_features(np.zeros((SR, 2), np.float32))

@@ -105,3 +105,11 @@ def test_recogniser_on_real_speech_agrees_with_the_alignment():
     assert score.pause_agreement > 0.85
     # frame agreement ~0.44 on the three aligned clips (bench/bench_speech_features.py); chance ~0.04
     assert score.accuracy > max(0.25, 4 * score.chance)
+
+
+def test_group_precision_recall():
+    from echomask.core.speech.phone_eval import group_precision_recall
+
+    ref = [(0.0, 0.5, "SIL"), (0.5, 1.0, "M"), (1.0, 2.0, "AA")]
+    precision, recall = group_precision_recall(ref, [(0.0, 0.75, "B"), (0.75, 2.0, "AA")], 2.0)
+    assert np.isclose(precision, 0.25 / 0.75) and np.isclose(recall, 0.5)

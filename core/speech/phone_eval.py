@@ -47,3 +47,15 @@ def phone_agreement(reference, hypothesis, duration_s: float, fps: float = EVAL_
         pause_agreement=float(np.mean(ref_speech == hyp_speech)) if n else 0.0,
         speech_recall=float(np.mean(hyp_speech[ref_speech])) if ref_speech.any() else 0.0,
     )
+
+
+def group_precision_recall(reference, hypothesis, duration_s: float, group=("P", "B", "M"),
+                           fps: float = EVAL_FPS) -> tuple[float, float]:
+    """Frame-level (precision, recall) of the recogniser for a phone group (default: bilabials, the
+    phones whose lips must close)."""
+    n = int(round(duration_s * fps))
+    ids = [PHONE_INDEX[p] for p in group]
+    ref = np.isin(frame_labels(reference, n, fps), ids)
+    hyp = np.isin(frame_labels(hypothesis, n, fps), ids)
+    hits = float(np.sum(ref & hyp))
+    return hits / max(float(hyp.sum()), 1.0), hits / max(float(ref.sum()), 1.0)

@@ -81,6 +81,18 @@ def cmd_lipsync(args) -> int:
     return run_cli(args)
 
 
+def cmd_render_preview(args) -> int:
+    """A small MP4 (Workbench, with the speech) of the playing EchoMask take in a .blend, headless."""
+    import os
+
+    from .blender_bridge import run_blender_task
+
+    out = run_blender_task("render_preview", blend=os.path.abspath(args.blend), output=os.path.abspath(args.output),
+                           armature=args.armature)
+    print(f"Wrote {out['output']} ({out['frames']} frames).")
+    return 0
+
+
 def cmd_convert_official(args) -> int:
     """The authors' official EchoMask release -> this project's model bundle (core/official/convert.py)."""
     from .official.convert import run_cli
@@ -201,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 0.5: best on held-out data with recognised phones; 0.75 with an alignment)")
     p.add_argument("-o", "--out", required=True, help="output take (.npz)")
     p.set_defaults(func=cmd_lipsync)
+
+    p = sub.add_parser("render-preview", help="small MP4 with sound of the playing EchoMask take in a .blend")
+    p.add_argument("blend", help="the .blend file with an SMPL-X rig and a take")
+    p.add_argument("-o", "--output", required=True, help="the video to write (.mp4)")
+    p.add_argument("--armature", default=None, help="the rig's name (default: the first rig with a playing take)")
+    p.set_defaults(func=cmd_render_preview)
 
     p = sub.add_parser("convert-official", help="convert the official EchoMask release (non-commercial) into "
                        "this project's model format")

@@ -95,8 +95,16 @@ def task_import_take(request: dict) -> dict:
     return out
 
 
+def task_render_preview(request: dict) -> dict:
+    """A small MP4 of the playing EchoMask take of a .blend (echomask_blender/preview.py)."""
+    from echomask.echomask_blender import preview
+
+    return preview.task_render_preview(request)
+
+
 TASKS = {
     "import_take": task_import_take,
+    "render_preview": task_render_preview,
 }
 
 

@@ -37,45 +37,67 @@ def ensure_speech_sync(scene) -> int:
     return len(compat.all_sound_strips(scene))
 
 
+def _box(verts, faces, a, b, r):
+    """Append a square-section box from point a to point b (radius r); returns its vertex indices."""
+    axis = b - a
+    z = axis / (np.linalg.norm(axis) or 1.0)
+    x = np.cross(z, [0.0, 1.0, 0.0] if abs(z[1]) < 0.9 else [1.0, 0.0, 0.0])
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    base = len(verts)
+    for end in (a, b):
+        for sx, sy in ((1, 1), (-1, 1), (-1, -1), (1, -1)):
+            verts.append(tuple(end + r * (sx * x + sy * y)))
+    faces += [(base, base + 1, base + 2, base + 3), (base + 4, base + 7, base + 6, base + 5)]
+    faces += [(base + i, base + 4 + i, base + 4 + (i + 1) % 4, base + (i + 1) % 4) for i in range(4)]
+    return list(range(base, base + 8))
+
+
 def _stick_figure(armature) -> bpy.types.Object:
-    """A temporary mesh: one thin box per bone, rigidly skinned to it (armatures do not render)."""
+    """A temporary skeleton mesh (armatures do not render): a box from each joint to each child joint,
+    moving rigidly with the parent bone, and a small block at each joint without children."""
+    from ..core import skeleton
+
+    bones = armature.data.bones
+    heads = np.array([np.array(bones[name].head_local) for name in BONE_NAMES])
     verts, faces, groups = [], [], []
-    mw = np.array(armature.matrix_world)
-    for bone in armature.data.bones:
-        if bone.name not in BONE_NAMES:
-            continue
-        head, tail = np.array(bone.head_local), np.array(bone.tail_local)
-        axis = tail - head
-        length = np.linalg.norm(axis)
-        if length < 1e-6:
-            continue
-        z = axis / length
-        x = np.cross(z, [0.0, 1.0, 0.0] if abs(z[1]) < 0.9 else [1.0, 0.0, 0.0])
-        x /= np.linalg.norm(x)
-        y = np.cross(z, x)
-        r = min(0.02, 0.15 * length) if "thumb" not in bone.name and "index" not in bone.name else 0.006
-        base = len(verts)
-        for end in (head, tail):
-            for sx, sy in ((1, 1), (-1, 1), (-1, -1), (1, -1)):
-                verts.append(end + r * (sx * x + sy * y))
-        faces += [(base, base + 1, base + 2, base + 3), (base + 4, base + 7, base + 6, base + 5)]
-        faces += [(base + i, base + 4 + i, base + 4 + (i + 1) % 4, base + (i + 1) % 4) for i in range(4)]
-        groups.append((bone.name, list(range(base, base + 8))))
+    for j, name in enumerate(BONE_NAMES):
+        kids = skeleton.children(j)
+        fine = any(k in name for k in ("index", "middle", "ring", "pinky", "thumb", "eye", "jaw"))
+        r = 0.005 if fine else 0.022
+        for k in kids:
+            groups.append((name, _box(verts, faces, heads[j], heads[k], r)))
+        if not kids:
+            tip = heads[j] + (heads[j] - heads[skeleton.PARENTS[j]]) * 0.5
+            groups.append((name, _box(verts, faces, heads[j], tip, r)))
     mesh = bpy.data.meshes.new("EchoMask preview figure")
-    mesh.from_pydata([tuple(v) for v in verts], [], faces)
+    mesh.from_pydata(verts, [], faces)
     obj = bpy.data.objects.new("EchoMask preview figure", mesh)
     bpy.context.scene.collection.objects.link(obj)
     obj.matrix_world = armature.matrix_world.copy()
     for name, indices in groups:
-        obj.vertex_groups.new(name=name).add(indices, 1.0, "REPLACE")
+        group = obj.vertex_groups.get(name) or obj.vertex_groups.new(name=name)
+        group.add(indices, 1.0, "REPLACE")
     obj.modifiers.new("Armature", "ARMATURE").object = armature
-    del mw
     return obj
 
 
-def _framing_camera(scene, armature) -> bpy.types.Object:
-    """A temporary camera in front of the rig (SMPL-X faces +Y in Blender: -Z in model space -> +Y)."""
-    heads = np.array([armature.matrix_world @ b.head_local for b in armature.data.bones])
+def _posed_heads(scene, armature, frames) -> np.ndarray:
+    """World positions of every bone head at a few frames of the take (the framing must follow root motion)."""
+    saved = scene.frame_current
+    mw = np.array(armature.matrix_world)
+    out = []
+    for frame in frames:
+        scene.frame_set(int(frame))
+        local = np.array([tuple(pb.head) for pb in armature.pose.bones])
+        out.append(local @ mw[:3, :3].T + mw[:3, 3])
+    scene.frame_set(saved)
+    return np.concatenate(out)
+
+
+def _framing_camera(scene, armature, first: int, last: int) -> bpy.types.Object:
+    """A temporary camera in front of the rig, framing where it goes during the take."""
+    heads = _posed_heads(scene, armature, np.unique(np.linspace(first, last, 8).round()))
     low, high = heads.min(0), heads.max(0)
     centre = (low + high) / 2
     height = max(high[2] - low[2], 0.5) * 1.25
@@ -85,7 +107,8 @@ def _framing_camera(scene, armature) -> bpy.types.Object:
     scene.collection.objects.link(cam)
     fov = 2 * math.atan(data.sensor_width / 2 / data.lens) * PREVIEW_SIZE[1] / PREVIEW_SIZE[0]
     distance = height / 2 / math.tan(fov / 2)
-    facing = np.array(armature.matrix_world.to_3x3() @ np.array([0.0, -1.0, 0.0]))  # SMPL-X front = -Y here
+    # SMPL-X faces +Z in model space, which is -Y in Blender (rig.C): the camera stands at -Y
+    facing = np.array(armature.matrix_world.to_3x3()) @ np.array([0.0, -1.0, 0.0])
     facing = facing / (np.linalg.norm(facing) or 1.0)
     cam.location = tuple(centre + facing * distance)
     direction = centre - np.array(cam.location)
@@ -113,12 +136,19 @@ def render_preview_in_scene(scene, armature, output: str, frame_start: int | Non
     if not has_mesh:
         _stick_figure(armature)
     if scene.camera is None:
-        scene.camera = _framing_camera(scene, armature)
+        scene.camera = _framing_camera(scene, armature, first, last)
     render = scene.render
     render.engine = "BLENDER_WORKBENCH"
     render.resolution_x, render.resolution_y = PREVIEW_SIZE
     render.resolution_percentage = 100
-    render.use_sequencer = False       # the 3D scene, not the sequencer's picture
+    # The sequencer must stay on, or the video has no sound; muting its picture strips makes Blender render
+    # the 3D scene instead of the edit (this runs on a copy of the file).
+    render.use_sequencer = True
+    editor = scene.sequence_editor
+    if editor is not None:
+        for strip in (editor.strips_all if hasattr(editor, "strips_all") else editor.sequences_all):
+            if strip.type != "SOUND":
+                strip.mute = True
     settings = render.image_settings
     if hasattr(settings, "media_type"):  # 5.0: pick video before the container
         settings.media_type = "VIDEO"

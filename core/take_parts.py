@@ -8,17 +8,21 @@ Parts (the panel's check boxes and the worker request's `parts` / `known_mask` c
     root   root motion: the translation `trans`
 Every joint of the 55 belongs to exactly one part, so a per-part mask covers the whole take.
 
-Re-key contract with the worker (`known_take`, `known_mask` in the request, passed on to generate()):
+Re-key contract with the worker (request fields; core/worker.py turns the files into generate()'s inputs
+with `load_known`):
     known_take  a BEAT2 .npz (any frame rate: its mocap_frame_rate says which), frame 0 at audio time 0
     known_mask  a .npy bool array (frames of known_take, 5); column order ANIM_PARTS; True = keep this part
                 at this frame (a known frame for the masked model), False = generate it.
+    parts       the model's parts to generate (core.skeleton.PARTS; `model_parts` maps the panel's parts:
+                root motion lives in the model's lower-body part).
+generate() itself takes the known take at 30 fps and a per-frame mask (frames where every part is known).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from . import skeleton
-from .take import Take
+from .take import Take, load_take, resample_take
 
 ANIM_PARTS: tuple[str, ...] = ("face", "upper", "hands", "lower", "root")
 PART_LABELS = {"face": "Face", "upper": "Upper Body", "hands": "Hands", "lower": "Lower Body", "root": "Root Motion"}
@@ -77,3 +81,31 @@ def merge_known(generated: Take, known: Take, mask: np.ndarray) -> Take:
             expressions[rows] = known.expressions[rows]
     return Take(poses=poses.reshape(generated.num_frames, -1), trans=trans, expressions=expressions,
                 betas=generated.betas, fps=generated.fps, gender=generated.gender, meta=dict(generated.meta))
+
+
+def model_parts(parts) -> list[str]:
+    """The model's parts (skeleton.PARTS) that must be generated for these panel parts."""
+    parts = check_parts(parts)
+    wanted = {p for p in parts if p != "root"} | ({"lower"} if "root" in parts else set())
+    return [p for p in skeleton.PARTS if p in wanted]
+
+
+def load_known(take_path: str, mask_path: str | None, fps: float = 30.0) -> tuple[Take, np.ndarray | None]:
+    """The re-key files as generate() wants them: the known take at `fps` and a per-frame bool mask
+    (True where every part is known). A (frames,) mask is taken as per-frame already."""
+    known = load_take(take_path)
+    mask = None
+    if mask_path:
+        mask = np.load(mask_path, allow_pickle=False).astype(bool)
+        if mask.ndim == 2:
+            mask = mask.all(axis=1)
+        if mask.ndim != 1 or len(mask) != known.num_frames:
+            raise ValueError(f"known_mask has shape {mask.shape}; expected ({known.num_frames},) or "
+                             f"({known.num_frames}, {len(ANIM_PARTS)}) to match the known take")
+    if abs(known.fps - fps) > 1e-6:
+        source_fps = known.fps
+        known = resample_take(known, fps)
+        if mask is not None:  # a frame is known when the nearest original frame is
+            idx = np.clip(np.rint(np.arange(known.num_frames) * source_fps / fps).astype(int), 0, len(mask) - 1)
+            mask = mask[idx]
+    return known, mask

@@ -73,6 +73,10 @@ def run_request(request: dict, cancelled=lambda: False) -> dict:
                                        "known_take", "known_mask") if request.get(k) is not None}
     if request.get("weights"):
         options["model"] = request["weights"]
+    if isinstance(options.get("known_take"), str):  # re-key: files from Blender -> Take at 30 fps + frame mask
+        from .take_parts import load_known
+
+        options["known_take"], options["known_mask"] = load_known(options["known_take"], options.get("known_mask"))
     take = generate(audio, progress=progress, cancel=cancelled, **options)
     fps = request.get("fps")
     if fps and abs(float(fps) - take.fps) > 1e-6:

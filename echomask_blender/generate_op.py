@@ -349,10 +349,11 @@ def generate_blocker(context) -> str | None:
 
 
 def build_request(settings, audio: str, output: str, fps: float, parts, weights: str | None) -> dict:
+    """The worker request. The model generates every part; only the ticked parts are keyed (re-key adds
+    `parts` with the known take)."""
     request = {"audio": audio, "output": output, "fps": fps, "seed": int(settings.seed),
                "temperature": float(settings.temperature), "device": runtime.worker_device(settings.device),
-               "travel": bool(settings.travel and "root" in parts), "intensity": float(settings.intensity),
-               "parts": list(parts)}
+               "travel": bool(settings.travel and "root" in parts), "intensity": float(settings.intensity)}
     if weights:
         request["weights"] = weights
     return request

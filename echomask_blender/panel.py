@@ -62,7 +62,7 @@ class EchoMaskSettings(bpy.types.PropertyGroup):
     temperature: bpy.props.FloatProperty(
         name="Variation", default=1.0, min=0.0, max=2.0, soft_max=1.5,
         description="0 = the model's single most likely motion; higher = more varied takes per seed")
-    intensity: bpy.props.FloatProperty(name="Gesture Intensity", default=1.0, min=0.0, max=3.0, soft_max=2.0,
+    intensity: bpy.props.FloatProperty(name="Gesture Intensity", default=1.0, min=0.0, max=2.0,
                                        description="How big the gestures are (1 = as the model makes them)")
     device: bpy.props.EnumProperty(
         name="Device",

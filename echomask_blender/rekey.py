@@ -22,7 +22,7 @@ from ..core.errors import EchoMaskError, RigError
 from ..core.intensity import scale_take
 from ..core.keyreduce import quaternion_tolerance, reduce_keys
 from ..core.take import Take, save_take
-from ..core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts
+from ..core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts, model_parts
 from . import compat, runtime, runtime_ops, speech_source
 from .generate_op import GenerationRun, _RunModal, _RUN, _set_ui, build_request, current_run, new_job_dir
 from .keys import EXPRESSION_KEY, _bone_quaternions, expression_meshes
@@ -264,7 +264,7 @@ def start_rekey(context) -> GenerationRun:
         np.save(mask_path, known_mask(known.num_frames, source.frame_start, start, end, parts))
         request = build_request(settings, audio, os.path.join(job_dir, "take.npz"), fps, parts,
                                 runtime_ops.weights_path(context))
-        request.update(known_take=known_path, known_mask=mask_path)
+        request.update(known_take=known_path, known_mask=mask_path, parts=model_parts(parts))
         name = derived_name(source.name, f" · rekey {start}-{end}")
         blend = int(settings.rekey_blend)
         action = get_take_action(rig, source.name)

@@ -36,6 +36,10 @@ def choose_python(context=None) -> runtime.RuntimeChoice:
 
 
 def weights_path(context=None) -> str | None:
+    """Model weights for the worker: ECHOMASK_WEIGHTS (development, tests), else the preference (None: the
+    bundled default)."""
+    if os.environ.get("ECHOMASK_WEIGHTS"):
+        return os.environ["ECHOMASK_WEIGHTS"]
     prefs = preferences(context)
     path = prefs.weights_path if prefs is not None else ""
     return os.path.abspath(bpy.path.abspath(path)) if path else None

@@ -7,7 +7,8 @@ from echomask.core import skeleton as S
 from echomask.core.intensity import quaternion_power, scale_take
 from echomask.core.keyreduce import max_interpolation_error, quaternion_tolerance, reduce_keys
 from echomask.core.take import Take
-from echomask.core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, merge_known
+from echomask.core.take import save_take
+from echomask.core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, load_known, merge_known, model_parts
 
 
 def _take(n=120, seed=0):
@@ -88,3 +89,26 @@ def test_merge_known_copies_known_frames_per_part():
     upper = list(PART_JOINT_INDICES["upper"])
     np.testing.assert_array_equal(out.joint_rotations()[40:, upper], gen.joint_rotations()[40:, upper])
     np.testing.assert_array_equal(out.expressions[40:], gen.expressions[40:])
+
+
+def test_model_parts_put_root_motion_in_the_lower_body():
+    assert model_parts(("face", "hands")) == ["face", "hands"]
+    assert model_parts(("root",)) == ["lower"]
+    assert model_parts(ANIM_PARTS) == ["face", "upper", "hands", "lower"]
+
+
+def test_load_known_gives_generate_a_30fps_take_and_a_per_frame_mask(tmp_path):
+    from echomask.core.take import resample_take
+
+    take = resample_take(_take(n=120), 24.0)               # a 24 fps scene's take
+    save_take(take, tmp_path / "known.npz")
+    mask = np.ones((take.num_frames, len(ANIM_PARTS)), bool)
+    mask[40:60, 1] = False                                 # upper body re-keyed in frames 40-59 (24 fps)
+    np.save(tmp_path / "mask.npy", mask)
+    known, frames = load_known(str(tmp_path / "known.npz"), str(tmp_path / "mask.npy"))
+    assert known.fps == 30 and frames.shape == (known.num_frames,)
+    unknown = np.flatnonzero(~frames)
+    assert unknown[0] == 50 and unknown[-1] == 74           # 40/24 s and 59/24 s at 30 fps
+    with pytest.raises(ValueError, match="known_mask has shape"):
+        np.save(tmp_path / "bad.npy", np.ones(7, bool))
+        load_known(str(tmp_path / "known.npz"), str(tmp_path / "bad.npy"))

@@ -85,6 +85,10 @@ def test_rekey_replaces_only_the_chosen_parts_inside_the_range(studio, tmp_path,
     # what the masked model was given: the take with the edit as known frames, and the mask
     from echomask.core.take import load_take
 
+    import json
+
+    sent = json.loads((record / "request.json").read_text())
+    assert sent["parts"] == ["upper", "hands"] and sent["seed"] == 99     # the model's part names
     known = load_take(record / "known_take.npz")
     mask = np.load(record / "known_mask.npy")
     assert known.num_frames == 60 and mask.shape == (60, 5)

@@ -23,7 +23,7 @@ from ..core.intensity import scale_take
 from ..core.keyreduce import quaternion_tolerance, reduce_keys
 from ..core.take import Take, save_take
 from ..core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts, model_parts
-from . import compat, runtime, runtime_ops, speech_source
+from . import compat, runtime_ops, speech_source
 from .generate_op import GenerationRun, _RunModal, _RUN, _set_ui, build_request, current_run, new_job_dir
 from .keys import EXPRESSION_KEY, _bone_quaternions, expression_meshes
 from .rig import BONE_NAMES, check_smplx_armature, rig_frames

@@ -19,8 +19,18 @@ FAKE_WORKER = str(ROOT / "tests" / "fake_worker.py")
 V50_PYTHON = "/tmp/envs/v50/bin/python"
 
 
+def torch_python() -> str | None:
+    """A Python with the core runtime (torch) for the real worker: ECHOMASK_REAL_WORKER_PYTHON, this
+    workplace's v50 env, or the project's .venv (make test creates it)."""
+    for candidate in (os.environ.get("ECHOMASK_REAL_WORKER_PYTHON"), V50_PYTHON, str(ROOT / ".venv" / "bin" / "python")):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    return None
+
+
 def worker_python() -> str:
-    return os.environ.get("ECHOMASK_TEST_WORKER_PYTHON") or (V50_PYTHON if os.path.isfile(V50_PYTHON) else sys.executable)
+    """The Python that runs the fake worker (it needs numpy only)."""
+    return os.environ.get("ECHOMASK_TEST_WORKER_PYTHON") or torch_python() or sys.executable
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
 from echomask.core.take import load_take
 from echomask.echomask_blender.job import (JobState, JobTimeouts, WorkerJob, explain_exit, python_command,

@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from blender_helpers import ctx, registered, synthetic_take  # noqa: F401
 from conftest import requires_bpy

@@ -1,6 +1,6 @@
 """The panel against the REAL worker (`python -m core.worker` in a Python with torch): probe, generate, re-key.
 
-Runs with /tmp/envs/v50/bin/python (or ECHOMASK_REAL_WORKER_PYTHON) from any Blender test environment.
+Runs with ECHOMASK_REAL_WORKER_PYTHON, /tmp/envs/v50/bin/python or .venv/bin/python, from any Blender env.
 Generation uses weights/echomask_small.safetensors when it exists; the pipeline tests also run on a tiny
 random-weight bundle (tests/model_helpers.tiny_bundle) so the real code path — speech features, masked
 generation, known frames for re-key — is exercised even before the default weights are trained.
@@ -14,7 +14,7 @@ import pytest
 
 from blender_helpers import ctx, registered  # noqa: F401
 from conftest import requires_bpy
-from studio_helpers import V50_PYTHON, all_keys, data_snapshot, make_rig, settings_for, write_wav
+from studio_helpers import all_keys, data_snapshot, make_rig, settings_for, torch_python, write_wav
 
 pytestmark = requires_bpy
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -22,9 +22,9 @@ WEIGHTS = ROOT / "weights" / "echomask_small.safetensors"
 
 
 def _real_python() -> str:
-    python = os.environ.get("ECHOMASK_REAL_WORKER_PYTHON", V50_PYTHON)
-    if not os.path.isfile(python):
-        pytest.skip(f"no Python with torch for the real worker ({python} is absent)")
+    python = torch_python()
+    if python is None:
+        pytest.skip("no Python with torch for the real worker (set ECHOMASK_REAL_WORKER_PYTHON)")
     if subprocess.run([python, "-c", "import torch"], capture_output=True).returncode != 0:
         pytest.skip(f"{python} has no torch: the real worker cannot run")
     if not (ROOT / "core" / "inference.py").exists():

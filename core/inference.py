@@ -44,6 +44,8 @@ def resolve_model(model=None, device="auto"):
     if isinstance(model, EchoMaskModel):
         return model.to(dev)
     path = os.fspath(model) if model is not None else str(DEFAULT_WEIGHTS)
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "model.safetensors")):
+        path = os.path.join(path, "model.safetensors")  # a model folder, e.g. weights/echomask_paper/
     if not os.path.isfile(path):
         raise EchoMaskError(f"Model weights not found: {path}. " + (
             "The bundled default weights are missing from the add-on; reinstall it." if model is None

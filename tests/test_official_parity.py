@@ -436,3 +436,13 @@ def test_generate_with_converted_release(converted, tiny_hubert, parity, monkeyp
     feats = compute_speech_features(audio, fps=30.0, backend="hubert")
     assert feats.low.shape == feats.high.shape == (90, 256)
     assert maxdiff(feats.high, f["hubert"][0]) <= 1e-4 and maxdiff(feats.low, f["hubert_hid"][0]) <= 1e-4
+
+
+def test_model_folder_resolves_to_its_bundle(tmp_path):
+    """`--weights weights/echomask_paper/` (the converter's output folder) means its model.safetensors."""
+    from model_helpers import tiny_bundle
+
+    from echomask.core.inference import resolve_model
+
+    tiny_bundle(tmp_path / "model.safetensors")
+    assert resolve_model(str(tmp_path), "cpu").path == str(tmp_path / "model.safetensors")

@@ -138,6 +138,10 @@ def main(argv=None) -> int:
         if values:
             print(f"  {phase:<6} steps: {len(values):4d}   max {max(values) * 1000:7.1f}   "
                   f"mean {np.mean(values) * 1000:6.1f}")
+    link = getattr(run.staged, "link_seconds", None)
+    if link is not None and phases.get("APPLY"):
+        print(f"  APPLY = linking the take {link * 1000:.1f} ms + Blender's undo snapshot and operator overhead "
+              f"{(phases['APPLY'][0] - link) * 1000:.1f} ms")
     print(f"Longest main-thread block: {worst * 1000:.1f} ms (target < 100 ms) -> "
           f"{'OK' if worst < 0.1 else 'OVER TARGET'}")
     echomask.unregister()

@@ -60,6 +60,7 @@ def apply_pending(context, token: str):
     if pending is None:
         raise EchoMaskError("Nothing to apply: the generated take is gone (cancelled or already applied).")
     scene = bpy.data.scenes.get(pending.scene) or context.scene
+    t0 = time.perf_counter()
     try:
         info = pending.staged.link(pending.meta)
     except Exception:
@@ -74,6 +75,7 @@ def apply_pending(context, token: str):
             compat.new_sound_strip(scene, os.path.basename(pending.add_strip_file), pending.add_strip_file,
                                    info.frame_start)
     scene.sync_mode = "AUDIO_SYNC"  # viewport playback follows the speech: lip sync holds
+    pending.staged.link_seconds = time.perf_counter() - t0   # the rest of the Apply step is Blender's undo push
     return info
 
 

@@ -50,7 +50,9 @@ class TrainConfig:
     val_every: int = 250
     ckpt_every: int = 250
     seed: int = 0
-    max_minutes: float = 0.0        # > 0: stop early (and save) once this much wall time has passed
+    stop_after: int = 0             # > 0: pause after this step (resumable; the schedule still spans `steps`)
+    max_minutes: float = 0.0        # > 0: training-loop time budget (after data preparation): stop and save
+    #                                 when spent; the LR schedule and masking ramp then follow the clock
 
 
 def default_cache_dir() -> str:
@@ -156,8 +158,7 @@ def full_mask(b: int, t: int, seed_frames: int, device):
     return mask
 
 
-def training_step(student, teacher, tokenizers, batch, tcfg: TrainConfig, step: int, total_steps: int,
-                  generator=None):
+def training_step(student, teacher, tokenizers, batch, tcfg: TrainConfig, progress: float, generator=None):
     """Loss of one batch (three passes + MAM); returns (loss tensor, dict of floats)."""
     import torch
 
@@ -174,7 +175,7 @@ def training_step(student, teacher, tokenizers, batch, tcfg: TrainConfig, step: 
 
     with torch.no_grad():
         scores = teacher.sqa_scores(motion, low, high)
-    h = hardness(step, int(tcfg.ramp * total_steps))
+    h = hardness(progress, tcfg.ramp) if tcfg.ramp > 0 else 1.0
     sqa_mask = select_sqa_mask(scores, gcfg_ratio, gcfg_top, generator, g.seed_frames, h)
     fmask = full_mask(b, t, g.seed_frames, motion.device)
 
@@ -182,9 +183,17 @@ def training_step(student, teacher, tokenizers, batch, tcfg: TrainConfig, step: 
     mam = g.mam.losses(cond, latents)
     loss = tcfg.mam_weight * (mam["mam_nce"] + mam["mam_mse"])
     logs = {"mam_nce": float(mam["mam_nce"].detach()), "mam_mse": float(mam["mam_mse"].detach()), "hardness": h}
-    for name, mask, inject in (("full", fmask, True), ("sqa_noinj", sqa_mask, False), ("sqa_inj", sqa_mask, True)):
-        out = g(motion, mask, low, high, inject=inject, cond=cond)
-        l = generator_losses(out, codes, vectors, batch["weight"], batch["part_mask"])
+    # The three passes run as one batch of 3B windows (same result as three calls, fewer kernel launches).
+    passes = (("full", fmask, True), ("sqa_noinj", sqa_mask, False), ("sqa_inj", sqa_mask, True))
+    cat = lambda x: torch.cat([x] * len(passes))
+    inject = torch.cat([torch.full((b,), flag, dtype=torch.bool, device=motion.device) for _, _, flag in passes])
+    out = g(cat(motion), torch.cat([m for _, m, _ in passes]), None, None, inject=inject,
+            cond={p: cat(c) for p, c in cond.items()})
+    for i, (name, _, _) in enumerate(passes):
+        sl = slice(i * b, (i + 1) * b)
+        part_out = {"logits": {p: v[sl] for p, v in out["logits"].items()},
+                    "features": {p: v[sl] for p, v in out["features"].items()}}
+        l = generator_losses(part_out, codes, vectors, batch["weight"], batch["part_mask"])
         loss = loss + l["token_ce"] + tcfg.mse_weight * l["latent_mse"]
         logs[f"{name}_ce"] = float(l["token_ce"].detach())
         logs[f"{name}_mse"] = float(l["latent_mse"].detach())
@@ -239,11 +248,21 @@ def evaluate(model, tokenizers, data: GeneratorData, device, batch_size=32, max_
     return res
 
 
-def _lr_at(step: int, tcfg: TrainConfig) -> float:
+def _lr_at(step: int, tcfg: TrainConfig, progress: float | None = None) -> float:
+    """Warm-up, then cosine decay to 10 % over training `progress` (0..1; default step / steps)."""
     if step < tcfg.warmup:
         return tcfg.lr * (step + 1) / tcfg.warmup
-    prog = (step - tcfg.warmup) / max(1, tcfg.steps - tcfg.warmup)
+    prog = (step - tcfg.warmup) / max(1, tcfg.steps - tcfg.warmup) if progress is None else progress
     return tcfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, prog))))
+
+
+def _progress(step: int, tcfg: TrainConfig, train_started: float) -> float:
+    """Share of training done: by steps, or by time when --max-minutes is set and comes first (the LR
+    schedule and the soft->hard masking ramp then follow the clock, so such runs are not bit-repeatable)."""
+    prog = step / max(1, tcfg.steps)
+    if tcfg.max_minutes > 0:
+        prog = max(prog, (time.time() - train_started) / 60 / tcfg.max_minutes)
+    return min(1.0, prog)
 
 
 def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: str, tcfg: TrainConfig,
@@ -316,7 +335,7 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
                  "takes": [{"name": e.name, "kind": e.kind, "weight": e.weight, "note": e.note} for e in train.entries]}
 
     def save(final=False, metrics=None):
-        info = dict(info_base, step=step, final=final, train_seconds=round(time.time() - started, 1))
+        info = dict(info_base, step=step, final=final and step >= tcfg.steps, train_seconds=round(time.time() - started, 1))
         if metrics:
             info["val"] = metrics
         save_model(model_path, config, tokenizers, model, info)
@@ -333,17 +352,20 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
     model.train()
     metrics, last_val = {}, -1
     stopped_early = False
+    train_started = time.time()
     with open(log_path, "a") as logf:
-        while step < tcfg.steps:
-            if tcfg.max_minutes > 0 and (time.time() - started) / 60 > tcfg.max_minutes:
+        while step < tcfg.steps and not (tcfg.stop_after and step >= tcfg.stop_after):
+            if tcfg.max_minutes > 0 and (time.time() - train_started) / 60 > tcfg.max_minutes:
                 stopped_early = True
                 log(f"time limit of {tcfg.max_minutes} min reached at step {step}; stopping")
                 break
             idx = np_rng.integers(0, len(train), tcfg.batch_size)
             batch = train.batch(idx, dev)
+            prog = _progress(step, tcfg, train_started)
+            lr = _lr_at(step, tcfg, prog if tcfg.max_minutes > 0 else None)
             for grp in opt.param_groups:
-                grp["lr"] = _lr_at(step, tcfg)
-            loss, logs = training_step(model, teacher.model, tokenizers, batch, tcfg, step, tcfg.steps, mask_gen)
+                grp["lr"] = lr
+            loss, logs = training_step(model, teacher.model, tokenizers, batch, tcfg, prog, mask_gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if tcfg.grad_clip > 0:
@@ -355,7 +377,7 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
                 bar.update(1)
                 bar.set_postfix(loss=f"{logs['loss']:.3f}", acc0=f"{logs['full_acc0']:.2f}")
             if step % tcfg.log_every == 0 or step == tcfg.steps:
-                logf.write(json.dumps({"step": step, "split": "train", "lr": _lr_at(step - 1, tcfg),
+                logf.write(json.dumps({"step": step, "split": "train", "lr": lr, "progress": round(prog, 4),
                                        "time": round(time.time() - started, 1), **logs}) + "\n")
                 logf.flush()
             if step % tcfg.val_every == 0 or step == tcfg.steps:

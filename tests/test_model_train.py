@@ -28,10 +28,11 @@ def setup(tmp_path_factory):
     return root, data
 
 
-def _run(root, data, out, steps, seed=0, resume=False):
+def _run(root, data, out, steps, seed=0, resume=False, stop_after=0):
     from echomask.core.train import TrainConfig, train_generator
 
-    tcfg = TrainConfig(steps=steps, batch_size=3, val_every=2, ckpt_every=2, log_every=1, seed=seed, warmup=1)
+    tcfg = TrainConfig(steps=steps, batch_size=3, val_every=2, ckpt_every=2, log_every=1, seed=seed, warmup=1,
+                       stop_after=stop_after)
     return train_generator(str(data), "tiny", str(root / "tok.safetensors"), str(out), tcfg, device="cpu",
                            resume=resume, feature_fn=fake_feature_fn_path, log=lambda *a: None,
                            progress_bar=False)
@@ -44,7 +45,7 @@ def test_two_steps_resume_and_repeatable(setup):
 
     root, data = setup
     out = root / "run"
-    res = _run(root, data, out, steps=2)
+    res = _run(root, data, out, steps=3, stop_after=2)   # interrupted after 2 of 3 steps
     assert res["steps"] == 2
     lines = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     train = [x for x in lines if x["split"] == "train"]
@@ -56,19 +57,20 @@ def test_two_steps_resume_and_repeatable(setup):
     for key in ("val_token_ce", "val_acc_level0", "val_acc_all", "val_rot_err_deg"):
         assert np.isfinite(val[-1][key])
     model = load_model(out / "model.safetensors")
-    assert model.meta["step"] == 2 and model.meta["final"]
+    assert model.meta["step"] == 2 and not model.meta["final"]
     # The speech standardisation learned from the data is part of the weights.
     assert float(model.generator.mam.speech_low.std.mean()) != 1.0
 
     # Resume from step 2 to 3, compare with an uninterrupted 3-step run of the same seed.
     _run(root, data, out, steps=3, resume=True)
     resumed = load_model(out / "model.safetensors")
-    assert resumed.meta["step"] == 3
+    assert resumed.meta["step"] == 3 and resumed.meta["final"]
     straight = root / "straight"
     _run(root, data, straight, steps=3)
     fresh = load_model(straight / "model.safetensors")
     a, b = resumed.generator.state_dict(), fresh.generator.state_dict()
-    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    diffs = {k: float((a[k] - b[k]).abs().max()) for k in a if a[k].dtype.is_floating_point}
+    assert max(diffs.values()) < 1e-5, sorted(diffs.items(), key=lambda kv: -kv[1])[:5]
     # A different seed trains differently.
     other = root / "other"
     _run(root, data, other, steps=3, seed=1)

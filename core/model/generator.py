@@ -126,12 +126,13 @@ class EchoMaskGenerator(nn.Module):
 
     def forward(self, motion: torch.Tensor, mask: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
                 speaker: torch.Tensor | None = None, inject: bool = True, need_scores: bool = False,
-                cond: dict[str, torch.Tensor] | None = None) -> dict:
+                cond: dict[str, torch.Tensor] | None = None, scores_only: bool = False) -> dict:
         """
         motion (B, T, 337) raw 337-d frames (masked frames may hold anything); mask (B, T) bool/0-1,
         1 = masked; low (B, T, LOW) / high (B, T, HIGH) speech features; speaker (B,) long (default the
         configured inference speaker); inject: add the SQA output to the trunk (speech injection);
-        need_scores: also return the SQA per-frame score; cond: MAM conditions already computed for these
+        inject may also be a (B,) bool tensor (per-sample switch);
+        need_scores: also return the SQA per-frame score (scores_only: stop after the SQA block); cond: MAM conditions already computed for these
         speech features (the three training passes share one speech-branch run).
 
         Returns {"logits": {part: (B, N, L, K)}, "features": {part: (B, N, L, d)}, "cond": {part: (B, T, d)},
@@ -154,10 +155,15 @@ class EchoMaskGenerator(nn.Module):
         body = self.feature2motion(self.bodyhints_body(hint)) + spk_body
         body = self.motion_self_encoder(self.position_embeddings(body))
         score = None
-        if inject or need_scores:
+        inject_any = bool(inject.any()) if torch.is_tensor(inject) else bool(inject)
+        if inject_any or need_scores:
             queries = {p: getattr(self, f"audio_feature2motion_{p}")(cond[p]) for p in SQA_PARTS}
             hints, score = self.sqa(queries, self.position_embeddings(body), need_scores)
-            if inject:
+            if scores_only:
+                return {"score": score, "cond": cond}
+            if torch.is_tensor(inject):  # per-sample switch (training batches several passes together)
+                body = body + hints * inject.to(hints.dtype)[:, None, None]
+            elif inject:
                 body = body + hints
 
         body = self.body1d(body)
@@ -188,7 +194,7 @@ class EchoMaskGenerator(nn.Module):
     def sqa_scores(self, motion, low, high, speaker=None) -> torch.Tensor:
         """Per-frame SQA importance (B, T) of unmasked motion (what the EMA teacher computes)."""
         mask = torch.zeros(motion.shape[:2], dtype=torch.bool, device=motion.device)
-        return self(motion, mask, low, high, speaker, inject=True, need_scores=True)["score"]
+        return self(motion, mask, low, high, speaker, inject=True, need_scores=True, scores_only=True)["score"]
 
 
 def level_weights(levels: int) -> torch.Tensor:

@@ -50,8 +50,9 @@ def mask_counts(window: int, ratio: float, top_share: float) -> tuple[int, int]:
     return total, top
 
 
-def hardness(step: int, ramp_steps: int) -> float:
-    """Soft->hard schedule: 0 at the start (choice nearly random), 1 after `ramp_steps` (pure top-k)."""
+def hardness(step: float, ramp_steps: float) -> float:
+    """Soft->hard schedule: 0 at the start (choice nearly random), 1 after `ramp_steps` (pure top-k);
+    steps may also be a training fraction and `ramp_steps` the fraction at which masking is fully hard."""
     if ramp_steps <= 0:
         return 1.0
     return float(min(1.0, max(0.0, step / ramp_steps)))

@@ -456,5 +456,5 @@ def run_cli(args) -> int:
         print(line)
     print(f"Model: {report.output}")
     print(f"Use it with: python -m core generate SPEECH.wav -o OUT --weights {report.output}")
-    print("The release and HuBERT-large are for non-commercial research use only (docs/OFFICIAL_RELEASE.md).")
+    print("The official release is for non-commercial research use only (docs/OFFICIAL_RELEASE.md).")
     return 0

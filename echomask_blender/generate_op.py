@@ -25,6 +25,7 @@ from ..core.errors import AudioError, EchoMaskError, RigError
 from ..core.take import Take, load_take, resample_take
 from . import compat, runtime, runtime_ops, speech_source
 from .job import JobState, WorkerJob, worker_environment, write_request
+from .panel import selected_parts
 from .rig import check_smplx_armature
 from .takes import StagedTake, take_name
 
@@ -340,7 +341,7 @@ def generate_blocker(context) -> str | None:
         check_smplx_armature(rig)
     except RigError as err:
         return str(err)
-    if not settings.parts():
+    if not selected_parts(settings):
         return "Tick at least one body part to generate."
     try:
         speech_source.plan_speech(context.scene, settings)
@@ -388,7 +389,7 @@ def start_generation(context) -> GenerationRun:
                 last = plan.frame_start + speech_source.frames_for(seconds, fps) - 1
                 if last > scene.frame_end:
                     raise AudioError(speech_source.too_long_message(plan.frame_start, last, scene, fps))
-        parts = settings.parts()
+        parts = selected_parts(settings)
         request = build_request(settings, audio, os.path.join(job_dir, "take.npz"), fps, parts,
                                 runtime_ops.weights_path(context))
         name = take_name(plan.label, settings.seed)

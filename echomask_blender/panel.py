@@ -88,8 +88,11 @@ class EchoMaskSettings(bpy.types.PropertyGroup):
     intensity_scale: bpy.props.FloatProperty(name="Scale", default=1.25, min=0.0, max=3.0,
                                              description="1 = unchanged, 0 = rest pose, above 1 = bigger")
 
-    def parts(self) -> tuple[str, ...]:
-        return tuple(p for p in ANIM_PARTS if getattr(self, f"part_{p}"))
+
+def selected_parts(settings) -> tuple[str, ...]:
+    """The ticked body parts, in core.take_parts.ANIM_PARTS order. (A module function, not a method: a
+    Python method on this PropertyGroup made the 4.2 module crash at exit after unregistering.)"""
+    return tuple(p for p in ANIM_PARTS if getattr(settings, f"part_{p}"))
 
 
 class EchoMaskJobState(bpy.types.PropertyGroup):

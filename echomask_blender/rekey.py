@@ -26,6 +26,7 @@ from ..core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts, model
 from . import compat, runtime_ops, speech_source
 from .generate_op import GenerationRun, _RunModal, _RUN, _set_ui, build_request, current_run, new_job_dir
 from .keys import EXPRESSION_KEY, _bone_quaternions, expression_meshes
+from .panel import selected_parts
 from .rig import BONE_NAMES, check_smplx_armature, rig_frames
 from .takes import (BODY, MAX_NAME, CurveKeys, StagedActions, StagedTake, _bone_path, _channelbag_curves,
                     _expression_path, _face_tracks, _strip_slot, get_take_action, playing_take, read_curve_keys,
@@ -198,7 +199,7 @@ def rekey_blocker(context) -> str | None:
     take = playing_take(rig)
     if take is None:
         return "The rig has no playing take to re-key: generate one first."
-    if not settings.parts():
+    if not selected_parts(settings):
         return "Tick the body parts to regenerate."
     a, b = settings.rekey_start, settings.rekey_end
     if b < a:
@@ -249,7 +250,7 @@ def start_rekey(context) -> GenerationRun:
     settings = scene.echomask
     rig = settings.target
     source = playing_take(rig)
-    parts = settings.parts()
+    parts = selected_parts(settings)
     start, end = max(settings.rekey_start, source.frame_start), min(settings.rekey_end, source.frame_end)
     plan = _rekey_speech(context, rig, source)
     choice = runtime_ops.choose_python(context)
@@ -465,7 +466,7 @@ class ECHOMASK_OT_scale_intensity(bpy.types.Operator):
         settings = context.scene.echomask
         try:
             source = playing_take(settings.target)
-            info = scale_take_intensity(settings.target, source.name, settings.intensity_scale, settings.parts())
+            info = scale_take_intensity(settings.target, source.name, settings.intensity_scale, selected_parts(settings))
         except EchoMaskError as err:
             self.report({"ERROR"}, str(err))
             return {"CANCELLED"}

@@ -393,10 +393,8 @@ def test_hubert_missing_pieces_say_what_to_do(tmp_path, monkeypatch):
     from echomask.core.official import hubert as H
 
     monkeypatch.delenv(H.ENV_DIR, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_cache"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache" / "hub"))
     with pytest.raises(WeightsError, match="never downloads"):
-        H.find_hubert_folder()
+        H.find_hubert_folder(cache_dir=str(tmp_path / "empty_cache"))
     with pytest.raises(WeightsError, match="not found"):
         H.find_hubert_folder(tmp_path / "nope")
     (tmp_path / "half").mkdir()
@@ -433,9 +431,29 @@ def test_generate_with_converted_release(converted, tiny_hubert, parity, monkeyp
     assert np.abs(take.trans[:, [0, 2]].mean(0) - start[[0, 2]]).max() < 0.05
     # The registered 'hubert' speech backend gives the same 256-d features as the release's function.
     monkeypatch.setattr(get_backend("hubert"), "_projection", converted["projection"])
+    monkeypatch.setattr(get_backend("hubert"), "_dir", None)
     feats = compute_speech_features(audio, fps=30.0, backend="hubert")
     assert feats.low.shape == feats.high.shape == (90, 256)
     assert maxdiff(feats.high, f["hubert"][0]) <= 1e-4 and maxdiff(feats.low, f["hubert_hid"][0]) <= 1e-4
+
+
+@requires_transformers
+def test_generate_with_converted_release_keeps_parts(converted, tiny_hubert, parity, monkeypatch):
+    """Re-keying only the face keeps the existing take's body, hands and root."""
+    from echomask.core.inference import generate
+    from echomask.core.take import neutral_take
+
+    monkeypatch.setenv("ECHOMASK_HUBERT_DIR", str(tiny_hubert[0]))
+    audio = np.load(parity / "hubert_feature_parity.npz")["wav_int16"][:24000].astype(np.float32) / 32768.0
+    known = neutral_take(45)
+    known.poses[:, 3:66] = 0.1
+    known.trans[:] = (0.3, 1.2, -0.4)
+    take = generate(audio, model=converted["model"], device="cpu", parts=["face"], known_take=known)
+    assert take.num_frames == 45
+    np.testing.assert_allclose(take.poses[:, 3:66], known.poses[:, 3:66], atol=1e-5)    # body kept
+    np.testing.assert_allclose(take.poses[:, 75:], known.poses[:, 75:], atol=1e-5)      # hands kept
+    np.testing.assert_allclose(take.trans, known.trans, atol=1e-6)                      # root kept
+    assert np.abs(take.expressions).max() > 0 or np.abs(take.poses[:, 66:69]).max() > 0  # face generated
 
 
 def test_model_folder_resolves_to_its_bundle(tmp_path):

@@ -64,8 +64,9 @@ def check_hubert_folder(path: str | os.PathLike) -> pathlib.Path:
     return folder.resolve()
 
 
-def find_hubert_folder(hubert_dir: str | os.PathLike | None = None) -> pathlib.Path:
-    """The argument, else $ECHOMASK_HUBERT_DIR, else the snapshot in the local Hugging Face cache."""
+def find_hubert_folder(hubert_dir: str | os.PathLike | None = None, cache_dir: str | None = None) -> pathlib.Path:
+    """The argument, else $ECHOMASK_HUBERT_DIR, else the snapshot in the local Hugging Face cache
+    (`cache_dir`, default the hub's own)."""
     for candidate in (hubert_dir, os.environ.get(ENV_DIR)):
         if candidate:
             return check_hubert_folder(candidate)
@@ -73,7 +74,7 @@ def find_hubert_folder(hubert_dir: str | os.PathLike | None = None) -> pathlib.P
     try:
         from huggingface_hub import snapshot_download
 
-        return check_hubert_folder(snapshot_download(HUBERT_REPO_ID, local_files_only=True))
+        return check_hubert_folder(snapshot_download(HUBERT_REPO_ID, local_files_only=True, cache_dir=cache_dir))
     except ImportError:
         pass
     except Exception:  # not in the cache (LocalEntryNotFoundError and friends)

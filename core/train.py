@@ -408,7 +408,8 @@ def run_cli(args) -> int:
 
         torch.set_num_threads(args.threads)
     tcfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                       val_every=args.val_every, ckpt_every=args.val_every, max_minutes=args.max_minutes)
+                       val_every=args.val_every, ckpt_every=args.val_every, max_minutes=args.max_minutes,
+                       ramp=args.ramp)
     res = train_generator(args.manifest, args.config, args.tokenizers, args.out, tcfg, device=args.device,
                           resume=args.resume, progress_bar=not args.no_progress)
     val = res.get("val") or {}

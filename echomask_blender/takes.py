@@ -661,7 +661,7 @@ class ECHOMASK_UL_takes(bpy.types.UIList):
         flags = [self.bitflag_filter_item if any(_is_take(s.action) for s in t.strips) else 0 for t in tracks]
         return flags, [len(tracks) - 1 - i for i in range(len(tracks))]  # newest first
 
-    def draw_item(self, context, layout, data, track, icon, active_data, active_propname, index=0):
+    def draw_item(self, context, layout, data, track, icon, active_data, active_propname, index=0, flt_flag=0):
         action = next((s.action for s in track.strips if _is_take(s.action)), None)
         if action is None:
             return

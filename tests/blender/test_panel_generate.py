@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from blender_helpers import ctx, registered  # noqa: F401
+from blender_helpers import ctx, registered, synthetic_take  # noqa: F401
 from conftest import requires_bpy
 from studio_helpers import (add_sound_strip, data_snapshot, make_rig, needs_audaspace, settings_for, studio,  # noqa: F401
                             undo_context, write_wav)
@@ -354,3 +354,14 @@ def test_the_panel_draws_in_every_state(studio, tmp_path):
     panel.VIEW3D_PT_echomask.draw(fake, studio)
     assert "progress" in calls
     studio.window_manager.echomask_job.running = False
+    # the takes list: filter keeps only take tracks (newest first), rows draw their buttons
+    from echomask.echomask_blender import takes
+
+    takes.write_new_take(rig, synthetic_take(n=5), name="row", frame_start=1)
+    anim = rig.animation_data
+    flags, order = takes.ECHOMASK_UL_takes.filter_items(type("U", (), {"bitflag_filter_item": 1 << 30})(),
+                                                        studio, anim, "nla_tracks")
+    assert sum(1 for f in flags if f) == len(takes.list_takes(rig)) and order == list(range(len(flags)))[::-1]
+    calls.clear()
+    takes.ECHOMASK_UL_takes.draw_item(None, studio, Recorder(), anim, anim.nla_tracks[0], 0, None, "", 0, 0)
+    assert calls.count("operator") == 3

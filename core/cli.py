@@ -131,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mean-speed", default=None, help="BEAT2's mean_vel_smplxflame_30.npy for BC (default: from "
                    "../shared/data when present, else computed from the reference takes)")
     p.add_argument("--smplx-model", default=None, help="your SMPL-X model file (.npz) for face vertex MSE/LVD")
-    p.add_argument("--bc-protocol", choices=("emage", "symmetric"), default="emage",
-                   help="BC as EMAGE's code computes it (default, comparable with papers) or its symmetric variant")
+    p.add_argument("--bc-protocol", choices=("both", "emage", "symmetric"), default="both",
+                   help="BC columns: as EMAGE's code computes it (comparable with papers), its symmetric variant, or both")
     p.add_argument("--no-baselines", action="store_true", help="leave out the still-pose and other-clip rows")
     p.add_argument("--out", help="also write the table (markdown) to this file")
     p.add_argument("--json", dest="json_out", help="also write all numbers to this JSON file")

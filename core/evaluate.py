@@ -61,7 +61,7 @@ class Settings:
     evaluator_source: str = ""
     face_model: face.SmplxFaceModel | None = None
     rest_joints: np.ndarray | None = None
-    beat_config: beat.BeatConfig = beat.BeatConfig()
+    bc_protocols: tuple[str, ...] = ("emage", "symmetric")   # BC columns: metric "bc" and "bc_symmetric"
 
 
 # ------------------------------------------------------------------------------------------ clips and takes
@@ -146,7 +146,7 @@ def other_clip_system(clips: list[Clip]) -> System:
     if clips[0].start >= clips[0].reference.num_frames:
         note = "frames just before the next clip's scored part"
     elif len(clips) > 1:
-        note = "the next clip's scored part: FGD is 0 by construction"
+        note = "the next clip, looped to length: nearly the reference set itself, so FGD is near 0"
     else:
         note = "one clip only: its own motion shifted by half its length"
     return System(ROW_OTHER, takes, note)
@@ -178,7 +178,7 @@ def _weighted(values: list[tuple[float, int]]) -> float:
 def evaluate_system(system: System, clips: list[Clip], settings: Settings, reference_latents=None,
                     reference_speed: float | None = None) -> dict:
     by_id = {c.cid: c for c in clips}
-    per_clip, bc_results, local_sets = {}, [], []
+    per_clip, bc_results, local_sets = {}, {p: [] for p in settings.bc_protocols}, []
     acc: dict[str, list[tuple[float, int]]] = {}
     for cid, take in system.takes.items():
         clip = by_id[cid]
@@ -191,17 +191,19 @@ def evaluate_system(system: System, clips: list[Clip], settings: Settings, refer
         if settings.face_model is not None:
             row.update(face.face_vertex_errors(take, ref, settings.face_model))
         if clip.audio is not None:
-            result = beat.beat_consistency(local, clip.audio, take.fps, settings.mean_speed, settings.beat_config)
-            bc_results.append(result)
-            row["bc"] = result.score
+            for protocol in settings.bc_protocols:
+                result = beat.beat_consistency(local, clip.audio, take.fps, settings.mean_speed,
+                                               beat.BeatConfig(protocol=protocol))
+                bc_results[protocol].append(result)
+                row[_BC_KEYS[protocol]] = result.score
         row["frames"] = n
         per_clip[cid] = row
         for key, value in row.items():
             if key != "frames":
                 acc.setdefault(key, []).append((value, n))
     out = {key: _weighted(values) for key, values in acc.items()}
-    out["bc"] = (beat.pool_beat_consistency(bc_results, settings.beat_config.protocol) if bc_results
-                 else float("nan"))
+    for protocol, results in bc_results.items():
+        out[_BC_KEYS[protocol]] = beat.pool_beat_consistency(results, protocol) if results else float("nan")
     out["l1div"] = diversity.l1_diversity(local_sets)
     out["frames"] = int(sum(r["frames"] for r in per_clip.values()))
     if reference_speed:
@@ -223,10 +225,16 @@ def _fmt(value, scale=1.0, digits=3) -> str:
     return f"{value * scale:.{digits}f}"
 
 
-def _columns(with_vertices: bool):
-    cols = [
-        ("FGD (own evaluator)† ↓", "fgd", 1.0, 3),
-        ("BC ×10 ↑", "bc", 10.0, 3),
+_BC_KEYS = {"emage": "bc", "symmetric": "bc_symmetric"}
+
+
+def _columns(with_vertices: bool, bc_protocols=("emage", "symmetric")):
+    cols = [("FGD (own evaluator)† ↓", "fgd", 1.0, 3)]
+    if "emage" in bc_protocols:
+        cols.append(("BC ×10 ↑ (EMAGE code)", "bc", 10.0, 3))
+    if "symmetric" in bc_protocols:
+        cols.append(("BC ×10 ↑ (symmetric)", "bc_symmetric", 10.0, 3))
+    cols += [
         ("L1div", "l1div", 1.0, 2),
         ("expr MSE ↓", "expr_mse", 1.0, 4),
         ("expr LVD ↓", "expr_lvd", 1.0, 4),
@@ -246,7 +254,7 @@ def _columns(with_vertices: bool):
 
 def format_table(rows: list[tuple[System | None, str, dict | None]], settings: Settings, clips: list[Clip],
                  tail: float) -> str:
-    cols = _columns(settings.face_model is not None)
+    cols = _columns(settings.face_model is not None, settings.bc_protocols)
     lines = ["| system | " + " | ".join(c[0] for c in cols) + " |",
              "|---|" + "---|" * len(cols)]
     for system, name, metrics in rows:
@@ -277,10 +285,10 @@ def format_table(rows: list[tuple[System | None, str, dict | None]], settings: S
     else:
         notes.append(f"† FGD not computed: {settings.evaluator_source}")
     with_audio = sum(c.audio is not None for c in clips)
-    protocol = ("EMAGE's code, quirks included" if settings.beat_config.protocol == "emage"
-                else "symmetric variant, lower than EMAGE's")
-    notes.append(f"BC: old EMAGE protocol ({protocol}; sigma 0.3 s, order-7 speed minima, 13 upper-body joints, "
-                 f"60 edge frames), mean joint speeds {settings.mean_speed_source}; speech for {with_audio} of "
+    notes.append(f"BC: old EMAGE protocol (sigma 0.3 s, order-7 speed minima, 13 upper-body joints, 60 edge "
+                 f"frames); 'EMAGE code' keeps its quirks (onsets counted up to the motion's end, threshold looked "
+                 f"up 60 frames early), 'symmetric' scores onsets and beats on the same frames (see "
+                 f"core/metrics/beat.py); mean joint speeds {settings.mean_speed_source}; speech for {with_audio} of "
                  f"{len(clips)} clip(s)" + ("" if with_audio else " (BC n/a without --audio)") + ".")
     notes.append("L1div on joint positions without translation (neutral SMPL-X skeleton); face errors on "
                  "coefficients (expressions; jaw axis-angle)"
@@ -331,8 +339,9 @@ def run_eval(args) -> tuple[str, dict]:
     face_model = face.SmplxFaceModel.load(args.smplx_model) if args.smplx_model else None
     mean_speed, speed_source = load_mean_speed(args.mean_speed, clips, rest)
     evaluator, evaluator_source = load_fgd_evaluator(args.fgd_evaluator)
+    protocol = getattr(args, "bc_protocol", "both")
     settings = Settings(mean_speed, speed_source, evaluator, evaluator_source, face_model, rest,
-                        beat.BeatConfig(protocol=getattr(args, "bc_protocol", "emage")))
+                        ("emage", "symmetric") if protocol == "both" else (protocol,))
 
     reference = System(ROW_REFERENCE, {c.cid: c.reference for c in clips})
     planned: list[tuple[str, System | None]] = [(ROW_REFERENCE, reference)]
@@ -390,9 +399,22 @@ def run_eval_command(args) -> int:
         print(f"\nwrote {args.out}")
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1, default=lambda x: None if isinstance(x, float) and not np.isfinite(x) else x)
+            json.dump(_json_safe(report), f, indent=1)
         print(f"wrote {args.json_out}")
     return 0
+
+
+def _json_safe(obj):
+    """NaN/inf -> null, numpy scalars -> Python numbers, so the file is strict JSON."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
 
 
 def run_train_fgd_command(args) -> int:

@@ -276,7 +276,7 @@ def test_face_model_errors_are_clear(tmp_path):
 def eval_args(**kw):
     base = dict(reference=[], generated=[], random_masking=[], system=[], audio=[], model=None,
                 random_masking_model=None, seed=0, tail=0.0, fgd_evaluator=None, mean_speed=None,
-                smplx_model=None, bc_protocol="emage", no_baselines=False, out=None, json_out=None)
+                smplx_model=None, bc_protocol="both", no_baselines=False, out=None, json_out=None)
     base.update(kw)
     return argparse.Namespace(**base)
 
@@ -315,7 +315,8 @@ def test_eval_table_has_every_row_and_says_fgd_is_not_the_papers(tmp_path):
     model = report["systems"][ROW_MODEL]          # the "model" here is the reference itself
     assert model["fgd"] == pytest.approx(0.0, abs=1e-6) and model["expr_mse"] == 0.0
     assert report["systems"][ROW_STILL]["l1div"] == pytest.approx(0.0, abs=1e-12)
-    assert report["systems"][ROW_STILL]["bc"] == 0.0
+    assert report["systems"][ROW_STILL]["bc"] == 0.0 and report["systems"][ROW_STILL]["bc_symmetric"] == 0.0
+    assert 0.0 <= report["systems"][ROW_MODEL]["bc_symmetric"] <= 1.0
     assert report["systems"][ROW_OTHER]["fgd"] > 0     # frames from before the other clip's tail
     assert report["clips"][0]["start"] == 180
 

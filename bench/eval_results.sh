@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Reproduce the tables of docs/RESULTS.md (run from the repository root; needs ../shared/data).
+#   bash bench/eval_results.sh [OUT_DIR]          (default OUT_DIR: /tmp/echomask_results)
+# Adds the model's row when weights/echomask_small.safetensors exists (generated from the clips' speech).
+set -euo pipefail
+PY=${PYTHON:-python}
+S=../shared/data
+OUT=${1:-/tmp/echomask_results}
+mkdir -p "$OUT"
+MODEL_ARGS=()
+if [ -f weights/echomask_small.safetensors ]; then
+  MODEL_ARGS=(--model weights/echomask_small.safetensors --seed 0)
+fi
+PUBLISHED=(--system "MambaTalk, published output=$S/beat2_model_outputs/mambatalk"
+           --system "SemTalk fork, published output=$S/beat2_model_outputs/semtalk_fork")
+
+# 1. Held-out tails: the last 15 % of each ground-truth clip (kept out of every training in this project).
+/usr/bin/time -v "$PY" -m core eval --reference $S/beat2_samples/smplxflame_30 --audio $S/beat2_samples/wave16k \
+  --tail 0.15 "${MODEL_ARGS[@]}" "${PUBLISHED[@]}" --out "$OUT/heldout.md" --json "$OUT/heldout.json" \
+  2> "$OUT/heldout.time"
+
+# 2. Whole clips (protocol sanity check; no model row: most of these frames are training data).
+/usr/bin/time -v "$PY" -m core eval --reference $S/beat2_samples/smplxflame_30 --audio $S/beat2_samples/wave16k \
+  "${PUBLISHED[@]}" --out "$OUT/whole.md" --json "$OUT/whole.json" 2> "$OUT/whole.time"
+
+grep -h "Elapsed\|Maximum resident" "$OUT"/*.time

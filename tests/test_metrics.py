@@ -331,3 +331,29 @@ def test_eval_rejects_unpaired_takes(tmp_path):
     save_take(neutral_take(90), stray / "unknown_clip.npz")
     with pytest.raises(EchoMaskError, match="no reference clip for unknown_clip"):
         run_eval(eval_args(reference=[str(data)], generated=[str(stray)]))
+
+
+def test_eval_generates_the_models_takes_from_speech_and_scores_their_tail(tmp_path, monkeypatch):
+    """--model: each clip's whole speech goes to core.inference.generate; the take is cut to the tail."""
+    import soundfile
+
+    from echomask.core import inference
+    from echomask.core.evaluate import ROW_MODEL, run_eval
+
+    data = tmp_path / "clips"
+    write_clip_set(data)
+    calls = []
+
+    def fake_generate(audio, seed=0, model=None, **_):
+        calls.append((os.path.basename(audio), seed, model))
+        seconds = soundfile.info(audio).duration
+        take = standing(int(seconds * FPS), smooth_motion_take(int(seconds * FPS), 9).poses)
+        return take
+
+    monkeypatch.setattr(inference, "generate", fake_generate)
+    table, report = run_eval(eval_args(reference=[str(data)], audio=[str(data)], model="w.safetensors", seed=5,
+                                       tail=0.5, no_baselines=True))
+    assert sorted(calls) == [("clip_a.wav", 5, "w.safetensors"), ("clip_b.wav", 5, "w.safetensors")]
+    row = report["systems"][ROW_MODEL]
+    assert row["frames"] == 2 * 180 and row["per_clip"]["clip_a"]["frames"] == 180
+    assert "generated with w.safetensors, seed 5" in table

@@ -107,6 +107,9 @@ class FeatureStream:
         hi = min(self.n_frames, lo + self.chunk)
         clo, chi = max(0, lo - self.margin), min(self.n_frames, hi + self.margin)
         seg = self.audio[self._sample(clo):self._sample(chi)]
+        want = self._sample(chi) - self._sample(clo)
+        if len(seg) < want:  # past the end of the speech: silence
+            seg = np.concatenate([seg, np.zeros(want - len(seg), np.float32)])
         need = chi - clo
         low, high = self.fn(seg, self.fps)
         if len(low) < need:  # rounding at the very end: repeat the last row
@@ -230,9 +233,8 @@ def generate(audio, seed: int = 0, temperature: float = 0.0, model=None, device=
     n_frames = max(1, int(round(len(audio) * fps / SAMPLE_RATE)))
     n_windows = max(1, math.ceil((n_frames - seed_frames) / hop))
     total = seed_frames + n_windows * hop
-    pad = int(round(total * SAMPLE_RATE / fps)) - len(audio)
-    if pad > 0:  # short clips and the last window: pad with silence (the output is trimmed back)
-        audio = np.concatenate([audio, np.zeros(pad, np.float32)])
+    # Short clips and the last window are padded with silence by the feature stream (no copy of the
+    # audio is made); the output is trimmed back to the speech's length.
     if len(audio) / SAMPLE_RATE > 30 and _music_like(audio):
         warnings.warn("This audio looks like music rather than speech; gestures follow speech best.")
 

@@ -239,6 +239,10 @@ def generate(audio, seed: int = 0, temperature: float = 0.0, model=None, device=
         warnings.warn("This audio looks like music rather than speech; gestures follow speech best.")
 
     known_parts = known_m337 = known_frames = None
+    if isinstance(known_take, (str, os.PathLike)):  # the worker passes file paths
+        from .take import load_take
+
+        known_take = load_take(known_take)
     if known_take is not None:
         if known_take.num_frames < n_frames:
             raise EchoMaskError(f"The existing take has {known_take.num_frames} frames but the speech needs "

@@ -242,3 +242,31 @@ def test_intensity_scales_motion(bundle):
     calm = _gen(bundle, audio, intensity=0.3)
     spread = lambda t: np.std(t.poses[:, 3:66], axis=0).mean()
     assert spread(calm) < spread(base)
+
+
+def test_known_frames_and_parts_are_kept(bundle, tmp_path):
+    """In-betweening: frames marked known come back unchanged; parts not asked for are copied."""
+    from echomask.core.take import Take, save_take
+
+    audio = _speech(4)
+    n = 120
+    rng = np.random.default_rng(0)
+    known = Take(poses=(0.2 * rng.standard_normal((n, 165))).astype(np.float32),
+                 trans=np.tile(np.float32([0, 1.3, 0]), (n, 1)), expressions=np.zeros((n, 100), np.float32))
+    path = tmp_path / "known.npz"
+    save_take(known, path)
+    mask = np.zeros(n, bool)
+    mask[30:50] = True
+    take = _gen(bundle, audio, known_take=str(path), known_mask=mask.tolist())
+    from echomask.core import rotations as R
+
+    def mats(p):
+        return R.axis_angle_to_matrix(p.reshape(-1, 55, 3).astype(np.float64))
+
+    body = [j for j in range(55) if j not in (23, 24)]
+    assert np.allclose(mats(take.poses[30:50])[:, body], mats(known.poses[30:50])[:, body], atol=1e-4)
+    assert not np.allclose(take.poses[60:], known.poses[60:], atol=1e-2)
+    only_hands = _gen(bundle, audio, known_take=known, parts=["hands"])
+    upper = [3, 6, 9, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21]
+    assert np.allclose(mats(only_hands.poses)[:, upper], mats(known.poses)[:, upper], atol=1e-4)
+    assert not np.allclose(only_hands.poses[:, 75:], known.poses[:, 75:], atol=1e-2)

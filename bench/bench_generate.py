@@ -90,17 +90,17 @@ def run_one(seconds: float, weights: str | None, device: str, threads: int) -> d
         torch.set_num_threads(threads)
     audio = synthetic_speech(seconds)
     resolve_model(weights, device)                    # load once, outside the timing (the worker keeps it)
-    generate(synthetic_speech(3.0, seed=1), model=weights, device=device)   # warm-up
+    generate(synthetic_speech(3.0, seed=1), model=weights, device=device, threads=threads)   # warm-up
     rss0 = _rss_mb()
     timings = {}
     with PeakRSS() as mem:
         t0 = time.perf_counter()
-        take = generate(audio, model=weights, device=device, timings=timings)
+        take = generate(audio, model=weights, device=device, timings=timings, threads=threads)
         total = time.perf_counter() - t0
     return {"seconds": seconds, "frames": take.num_frames, "total_s": total,
             "per_speech_second": {k: v / seconds for k, v in timings.items()} | {"end_to_end": total / seconds},
             "realtime_factor": seconds / total, "peak_rss_mb": mem.peak, "rss_before_mb": rss0,
-            "audio_mb": audio.nbytes / 2 ** 20, "threads": torch.get_num_threads()}
+            "audio_mb": audio.nbytes / 2 ** 20, "threads": threads}
 
 
 def main(argv=None) -> int:
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lengths", type=float, nargs="+", default=[10, 60, 600])
     ap.add_argument("--weights", default=None, help="model bundle (default: weights/echomask_small.safetensors)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads while generating (1 = the default)")
     ap.add_argument("--one", type=float, default=None, help=argparse.SUPPRESS)  # child process mode
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args(argv)

@@ -152,7 +152,7 @@ def other_clip_system(clips: list[Clip]) -> System:
     return System(ROW_OTHER, takes, note)
 
 
-def generated_system(name: str, weights: str, clips: list[Clip], seed: int) -> System:
+def generated_system(name: str, weights: str, clips: list[Clip], seed: int, temperature: float = 0.0) -> System:
     """Run the project's generator on each clip's whole speech, then cut to the scored segment."""
     try:
         from .inference import generate
@@ -163,9 +163,10 @@ def generated_system(name: str, weights: str, clips: list[Clip], seed: int) -> S
     for c in clips:
         if c.audio_path is None:
             raise EchoMaskError(f"Generating '{name}' needs the speech of clip '{c.cid}': pass it with --audio.")
-        full = generate(c.audio_path, seed=seed, model=weights)
+        full = generate(c.audio_path, seed=seed, model=weights, temperature=temperature)
         takes[c.cid] = cut_to_clip(full, c, f"generated take for {c.cid}")
-    return System(name, takes, f"generated with {os.path.basename(weights)}, seed {seed}")
+    how = "arg-max" if temperature == 0 else f"temperature {temperature:g}"
+    return System(name, takes, f"generated with {os.path.basename(weights)}, {how}, seed {seed}")
 
 
 # ------------------------------------------------------------------------------------------ metrics
@@ -352,7 +353,8 @@ def run_eval(args) -> tuple[str, dict]:
         if paths:
             planned.append((name, system_from_paths(name, paths, clips)))
         elif weights:
-            planned.append((name, generated_system(name, weights, clips, args.seed)))
+            planned.append((name, generated_system(name, weights, clips, args.seed,
+                                                   getattr(args, "temperature", 0.0))))
         else:
             planned.append((name, None))
     for spec in args.system:

@@ -275,7 +275,7 @@ def test_face_model_errors_are_clear(tmp_path):
 # ------------------------------------------------------------------------------------------------ eval command
 def eval_args(**kw):
     base = dict(reference=[], generated=[], random_masking=[], system=[], audio=[], model=None,
-                random_masking_model=None, seed=0, tail=0.0, fgd_evaluator=None, mean_speed=None,
+                random_masking_model=None, seed=0, temperature=0.0, tail=0.0, fgd_evaluator=None, mean_speed=None,
                 smplx_model=None, bc_protocol="both", no_baselines=False, out=None, json_out=None)
     base.update(kw)
     return argparse.Namespace(**base)
@@ -344,16 +344,16 @@ def test_eval_generates_the_models_takes_from_speech_and_scores_their_tail(tmp_p
     write_clip_set(data)
     calls = []
 
-    def fake_generate(audio, seed=0, model=None, **_):
-        calls.append((os.path.basename(audio), seed, model))
+    def fake_generate(audio, seed=0, model=None, temperature=0.0, **_):
+        calls.append((os.path.basename(audio), seed, model, temperature))
         seconds = soundfile.info(audio).duration
         take = standing(int(seconds * FPS), smooth_motion_take(int(seconds * FPS), 9).poses)
         return take
 
     monkeypatch.setattr(inference, "generate", fake_generate)
     table, report = run_eval(eval_args(reference=[str(data)], audio=[str(data)], model="w.safetensors", seed=5,
-                                       tail=0.5, no_baselines=True))
-    assert sorted(calls) == [("clip_a.wav", 5, "w.safetensors"), ("clip_b.wav", 5, "w.safetensors")]
+                                       temperature=0.7, tail=0.5, no_baselines=True))
+    assert sorted(calls) == [("clip_a.wav", 5, "w.safetensors", 0.7), ("clip_b.wav", 5, "w.safetensors", 0.7)]
     row = report["systems"][ROW_MODEL]
     assert row["frames"] == 2 * 180 and row["per_clip"]["clip_a"]["frames"] == 180
-    assert "generated with w.safetensors, seed 5" in table
+    assert "generated with w.safetensors, temperature 0.7, seed 5" in table

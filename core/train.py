@@ -180,7 +180,7 @@ def training_step(student, teacher, tokenizers, batch, tcfg: TrainConfig, progre
     fmask = full_mask(b, t, g.seed_frames, motion.device)
 
     cond = g.mam.speech_branch(low, high)
-    mam = g.mam.losses(cond, latents)
+    mam = g.mam.losses(cond, latents, batch["part_mask"])
     loss = tcfg.mam_weight * (mam["mam_nce"] + mam["mam_mse"])
     logs = {"mam_nce": float(mam["mam_nce"].detach()), "mam_mse": float(mam["mam_mse"].detach()), "hardness": h}
     # The three passes run as one batch of 3B windows (same result as three calls, fewer kernel launches).

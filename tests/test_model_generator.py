@@ -210,3 +210,23 @@ def test_paper_config_matches_official_manifest():
     assert not extra, extra[:10]
     n_params = sum(p.numel() for p in g.parameters())
     assert n_params == 222_204_244 + 4 * 131_584  # official inference params + MAM.predict_motion_* (training)
+
+
+def test_mam_losses_skip_windows_whose_part_is_missing():
+    import torch
+
+    from echomask.core.skeleton import PARTS
+
+    cfg, g = _tiny()
+    g.eval()
+    _, low, high = _inputs(g, 4)
+    cond = g.mam.speech_branch(low, high)
+    latents = {p: torch.randn(4, T // 4, cfg.tokenizer.code_dim) for p in PARTS}
+    keep = {p: torch.ones(4, dtype=torch.bool) for p in PARTS}
+    keep["face"] = torch.tensor([True, True, False, False])
+    with torch.no_grad():
+        masked = g.mam.losses(cond, latents, keep)
+        sub = g.mam.losses({p: c[:2] if p == "face" else c for p, c in cond.items()},
+                           {p: v[:2] if p == "face" else v for p, v in latents.items()})
+    # Face terms use only the kept windows; the other parts all four.
+    assert torch.allclose(masked["mam_mse"], sub["mam_mse"], atol=1e-6)

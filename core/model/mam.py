@@ -84,13 +84,20 @@ class MAM(nn.Module):
             h = self._enc(part, k)(h)
         return h
 
-    def losses(self, cond: dict[str, torch.Tensor], latents: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """InfoNCE + MSE per part, averaged over parts: {'mam_nce', 'mam_mse'}."""
+    def losses(self, cond: dict[str, torch.Tensor], latents: dict[str, torch.Tensor],
+               keep: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """InfoNCE + MSE per part, averaged over parts: {'mam_nce', 'mam_mse'}. keep {part: (B,) bool}
+        leaves out windows whose part is missing or fake in the data."""
         nce, mse = [], []
         for p in PARTS:
-            motion = self.motion_branch(p, latents[p])                          # (B, N, d)
+            lat, c = latents[p], cond[p]
+            if keep is not None:
+                if not bool(keep[p].any()):
+                    continue
+                lat, c = lat[keep[p]], c[keep[p]]
+            motion = self.motion_branch(p, lat)                                 # (B, N, d)
             n = motion.shape[1]
-            pooled = F.adaptive_avg_pool1d(cond[p].transpose(1, 2), n).transpose(1, 2)  # (B, N, d)
+            pooled = F.adaptive_avg_pool1d(c.transpose(1, 2), n).transpose(1, 2)  # (B, N, d)
             m = F.normalize(motion.reshape(-1, self.d), dim=-1)
             s = F.normalize(pooled.reshape(-1, self.d), dim=-1)
             logits = m @ s.t() / self.temperature

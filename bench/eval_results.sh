@@ -23,4 +23,11 @@ PUBLISHED=(--system "MambaTalk, published output=$S/beat2_model_outputs/mambatal
 /usr/bin/time -v "$PY" -m core eval --reference $S/beat2_samples/smplxflame_30 --audio $S/beat2_samples/wave16k \
   "${PUBLISHED[@]}" --out "$OUT/whole.md" --json "$OUT/whole.json" 2> "$OUT/whole.time"
 
+# 3. The model sampled at temperature 1.0 (variations), held-out tails, model row only.
+if [ -f weights/echomask_small.safetensors ]; then
+  /usr/bin/time -v "$PY" -m core eval --reference $S/beat2_samples/smplxflame_30 --audio $S/beat2_samples/wave16k \
+    --tail 0.15 --model weights/echomask_small.safetensors --seed 0 --temperature 1.0 --no-baselines \
+    --out "$OUT/heldout_t1.md" --json "$OUT/heldout_t1.json" 2> "$OUT/heldout_t1.time"
+fi
+
 grep -h "Elapsed\|Maximum resident" "$OUT"/*.time

@@ -81,7 +81,7 @@ def default_feature_fn(backend: str):
         from .speech import compute_speech_features
 
         f = compute_speech_features(audio16k, fps=fps, backend=backend)
-        return np.asarray(f.low, np.float32), np.asarray(f.high, np.float32)
+        return np.asarray(f.low, np.float32), np.asarray(f.high, np.float32), list(f.phones or [])
     return compute
 
 
@@ -95,6 +95,9 @@ class FeatureStream:
         self.chunk, self.margin = chunk_frames, margin
         self._chunks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.seconds = 0.0
+        # Recognised phones [(start_s, end_s, label)] of the chunks computed so far, in clip time, for the
+        # phone-accurate mouth (core.face.lipsync); only when the feature function returns them.
+        self.phones: list[tuple[float, float, str]] = []
 
     def _sample(self, frame: int) -> int:
         return int(round(frame * SAMPLE_RATE / self.fps))
@@ -111,7 +114,13 @@ class FeatureStream:
         if len(seg) < want:  # past the end of the speech: silence
             seg = np.concatenate([seg, np.zeros(want - len(seg), np.float32)])
         need = chi - clo
-        low, high = self.fn(seg, self.fps)
+        low, high, *rest = self.fn(seg, self.fps)
+        if rest:  # keep the phones inside this chunk's own frames (the margins belong to its neighbours)
+            t_seg, t_lo, t_hi = clo / self.fps, lo / self.fps, hi / self.fps
+            for start, end, label in rest[0]:
+                start, end = max(start + t_seg, t_lo), min(end + t_seg, t_hi)
+                if end > start:
+                    self.phones.append((start, end, label))
         if len(low) < need:  # rounding at the very end: repeat the last row
             pad = need - len(low)
             low = np.concatenate([low, np.repeat(low[-1:], pad, 0)])
@@ -164,7 +173,7 @@ def decode_chunked(tokenizer, denorm, codes, chunk_tokens: int = 256, context: i
 def generate(audio, seed: int = 0, temperature: float = 0.0, model=None, device="auto", progress=None,
              cancel=None, travel: bool = False, intensity: float = 1.0, fps: float = 30.0, parts=None,
              known_take=None, known_mask=None, feature_fn=None, chunk_frames: int = 1800, timings=None,
-             threads: int = 1):
+             threads: int = 1, lipsync: float | None = None):
     """See `_generate`. threads: torch CPU threads while generating (restored afterwards). One window at a
     time is a batch of one: a single thread is fastest, and several threads that spin-wait are many times
     slower on a busy machine (measured 5.7 s vs 50 s for 30 s of speech on a loaded 2-core CPU)."""
@@ -175,14 +184,15 @@ def generate(audio, seed: int = 0, temperature: float = 0.0, model=None, device=
         torch.set_num_threads(int(threads))
     try:
         return _generate(audio, seed, temperature, model, device, progress, cancel, travel, intensity, fps, parts,
-                         known_take, known_mask, feature_fn, chunk_frames, timings)
+                         known_take, known_mask, feature_fn, chunk_frames, timings, lipsync)
     finally:
         torch.set_num_threads(before)
 
 
 def _generate(audio, seed: int = 0, temperature: float = 0.0, model=None, device="auto", progress=None,
               cancel=None, travel: bool = False, intensity: float = 1.0, fps: float = 30.0, parts=None,
-              known_take=None, known_mask=None, feature_fn=None, chunk_frames: int = 1800, timings=None):
+              known_take=None, known_mask=None, feature_fn=None, chunk_frames: int = 1800, timings=None,
+              lipsync: float | None = None):
     """Speech (16 kHz mono samples, or a file path) -> Take at `fps` (30 = the model's rate).
 
     seed / temperature: temperature 0 = arg-max (deterministic); > 0 samples tokens (same seed, same take).
@@ -192,6 +202,8 @@ def _generate(audio, seed: int = 0, temperature: float = 0.0, model=None, device
     those frames are given to the model unmasked) and/or for the parts not listed in `parts`.
     progress(fraction, message) is called between windows; cancel() -> True stops with GenerationCancelled.
     timings: optional dict that receives seconds spent in features / model / decoding.
+    lipsync: strength (0..1) of the phone-accurate mouth (core.face.lipsync) combined with the model's face;
+    None = the measured default (docs/LIPSYNC.md), 0 = the model's face alone.
     """
     import time
 
@@ -322,6 +334,7 @@ def _generate(audio, seed: int = 0, temperature: float = 0.0, model=None, device
         times["model"] += (t1 - t0) - t_feat
         times["decode"] += t2 - t1
         report(0.05 + 0.85 * (w + 1) / n_windows, f"Generating gestures ({w + 1}/{n_windows})")
+    phones = stream.phones
     del stream
 
     check_cancel()
@@ -362,8 +375,28 @@ def _generate(audio, seed: int = 0, temperature: float = 0.0, model=None, device
     take = Take(poses=poses, trans=trans, expressions=expressions, fps=fps, meta={
         "generator": "echomask", "config": cfg.name, "weights": mdl.path, "seed": int(seed),
         "temperature": float(temperature), "travel": bool(travel), "intensity": float(intensity)})
+    if phones and "face" in parts_to_generate:
+        take = _phone_accurate_mouth(take, phones, lipsync, known_frames)
     report(1.0, "Done")
     return take.validate("generated take")
+
+
+def _phone_accurate_mouth(take, phones, strength, known_frames):
+    """Combine the model's face with the recognised phones (lips close on p/b/m, open on vowels, rest in
+    pauses); frames given as known keep their face exactly."""
+    from .face.lipsync import DEFAULT_STRENGTH, apply_phone_mouth
+
+    strength = DEFAULT_STRENGTH if strength is None else float(strength)
+    if not 0.0 <= strength <= 1.0:
+        raise EchoMaskError(f"Lip-sync strength must be between 0 and 1 (0 = the model's face alone); got {strength}.")
+    if strength == 0.0:
+        return take
+    mouthed = apply_phone_mouth(take, phones, strength=strength)
+    new = np.ones(take.num_frames, bool) if known_frames is None else ~np.asarray(known_frames, bool)
+    take.poses[new, 66:69] = mouthed.poses[new, 66:69]
+    take.expressions[new] = mouthed.expressions[new]
+    take.meta["lipsync"] = strength
+    return take
 
 
 def _neutral_standing(frames: int):

@@ -17,7 +17,7 @@ from .errors import EchoMaskError
 
 def generate_files(speech: str, out_dir: str, seed: int = 0, temperature: float = 0.0, device: str = "auto",
                    travel: bool = False, intensity: float = 1.0, weights: str | None = None,
-                   blend: bool = True, progress=None) -> dict:
+                   blend: bool = True, progress=None, lipsync: float | None = None) -> dict:
     from .audio import load_speech
     from .inference import generate
     from .take import save_take
@@ -27,7 +27,7 @@ def generate_files(speech: str, out_dir: str, seed: int = 0, temperature: float 
         raise EchoMaskError(f"{out} exists and is not a folder; choose an output folder.")
     audio = load_speech(speech)
     take = generate(audio, seed=seed, temperature=temperature, model=weights, device=device, travel=travel,
-                    intensity=intensity, progress=progress)
+                    intensity=intensity, progress=progress, lipsync=lipsync)
     take.meta["audio"] = os.path.abspath(speech)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".echomask_", dir=out.parent) as tmp:
@@ -63,7 +63,7 @@ def run_cli(args) -> int:
 
     res = generate_files(args.speech, args.out, seed=args.seed, temperature=args.temperature, device=args.device,
                          travel=args.travel, intensity=args.intensity, weights=args.weights,
-                         blend=not args.no_blend, progress=progress)
+                         blend=not args.no_blend, progress=progress, lipsync=args.lipsync)
     take = res["take"]
     print(f"Generated {take.num_frames} frames ({take.duration:.1f} s at {take.fps:g} fps) in "
           f"{time.perf_counter() - started:.1f} s.")

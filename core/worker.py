@@ -70,7 +70,7 @@ def run_request(request: dict, cancelled=lambda: False) -> dict:
     progress(0.0, "Reading the speech")
     audio = load_speech(request["audio"])
     options = {k: request[k] for k in ("seed", "temperature", "device", "travel", "intensity", "parts",
-                                       "known_take", "known_mask") if request.get(k) is not None}
+                                       "known_take", "known_mask", "lipsync") if request.get(k) is not None}
     if request.get("weights"):
         options["model"] = request["weights"]
     if isinstance(options.get("known_take"), str):  # re-key: files from Blender -> Take at 30 fps + frame mask

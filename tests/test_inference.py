@@ -270,3 +270,29 @@ def test_known_frames_and_parts_are_kept(bundle, tmp_path):
     upper = [3, 6, 9, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21]
     assert np.allclose(mats(only_hands.poses)[:, upper], mats(known.poses)[:, upper], atol=1e-4)
     assert not np.allclose(only_hands.poses[:, 75:], known.poses[:, 75:], atol=1e-2)
+
+
+def test_phone_accurate_mouth_is_combined_with_the_model_face():
+    """generate() closes the lips on recognised bilabials; lipsync=0 leaves the model's face alone."""
+    import numpy as np
+
+    from echomask.core.errors import EchoMaskError
+    from echomask.core.face.lipsync import apply_phone_mouth
+    from echomask.core.inference import _phone_accurate_mouth
+    from echomask.core.take import neutral_take
+
+    take = neutral_take(90)
+    phones = [(0.0, 0.5, "SIL"), (0.5, 0.9, "AA"), (0.9, 1.1, "B"), (1.1, 2.0, "AA"), (2.0, 3.0, "SIL")]
+    off = _phone_accurate_mouth(neutral_take(90), phones, 0.0, None)
+    np.testing.assert_array_equal(off.expressions, take.expressions)
+    on = _phone_accurate_mouth(neutral_take(90), phones, 0.5, None)
+    expected = apply_phone_mouth(neutral_take(90), phones, strength=0.5)
+    np.testing.assert_allclose(on.expressions, expected.expressions)
+    np.testing.assert_allclose(on.poses[:, 66:69], expected.poses[:, 66:69])
+    assert np.abs(on.poses[:, 66:69]).max() > 0  # the jaw moves with the vowels
+    known = np.zeros(90, bool)
+    known[:30] = True  # re-keying: known frames keep their face exactly
+    kept = _phone_accurate_mouth(neutral_take(90), phones, 0.5, known)
+    np.testing.assert_array_equal(kept.poses[:30, 66:69], 0)
+    with pytest.raises(EchoMaskError, match="Lip-sync strength"):
+        _phone_accurate_mouth(neutral_take(90), phones, 1.5, None)

@@ -356,7 +356,8 @@ def build_request(settings, audio: str, output: str, fps: float, parts, weights:
     `parts` with the known take)."""
     request = {"audio": audio, "output": output, "fps": fps, "seed": int(settings.seed),
                "temperature": float(settings.temperature), "device": runtime.worker_device(settings.device),
-               "travel": bool(settings.travel and "root" in parts), "intensity": float(settings.intensity)}
+               "travel": bool(settings.travel and "root" in parts), "intensity": float(settings.intensity),
+               "lipsync": float(settings.lipsync)}
     if weights:
         request["weights"] = weights
     return request

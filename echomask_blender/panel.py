@@ -62,6 +62,10 @@ class EchoMaskSettings(bpy.types.PropertyGroup):
     temperature: bpy.props.FloatProperty(
         name="Variation", default=1.0, min=0.0, max=2.0, soft_max=1.5,
         description="0 = the model's single most likely motion; higher = more varied takes per seed")
+    lipsync: bpy.props.FloatProperty(
+        name="Lip Sync", default=0.5, min=0.0, max=1.0,
+        description="How strongly recognised speech sounds drive the mouth (lips close on p/b/m, open on vowels), "
+                    "combined with the model's face. 0 = the model's face alone")
     intensity: bpy.props.FloatProperty(name="Gesture Intensity", default=1.0, min=0.0, max=2.0,
                                        description="How big the gestures are (1 = as the model makes them)")
     device: bpy.props.EnumProperty(
@@ -175,6 +179,7 @@ class VIEW3D_PT_echomask(bpy.types.Panel):
         col.prop(settings, "seed")
         col.prop(settings, "temperature", slider=True)
         col.prop(settings, "intensity", slider=True)
+        col.prop(settings, "lipsync", slider=True)
         layout.prop(settings, "device")
 
         if job.running:

@@ -365,3 +365,14 @@ def test_the_panel_draws_in_every_state(studio, tmp_path):
     calls.clear()
     takes.ECHOMASK_UL_takes.draw_item(None, studio, Recorder(), anim, anim.nla_tracks[0], 0, None, "", 0, 0)
     assert calls.count("operator") == 3
+
+
+@requires_bpy
+def test_the_worker_request_carries_the_panel_settings(studio):
+    gen, _ = _gen()
+    rig = make_rig(studio)
+    settings = settings_for(studio, rig, seed=7, temperature=0.3, intensity=1.4, lipsync=0.25)
+    request = gen.build_request(settings, "/a.wav", "/out.npz", 24.0, {"face", "upper", "root"}, None)
+    assert request["seed"] == 7 and request["lipsync"] == pytest.approx(0.25)
+    assert request["temperature"] == pytest.approx(0.3) and request["intensity"] == pytest.approx(1.4)
+    assert request["fps"] == 24.0 and "weights" not in request

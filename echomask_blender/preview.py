@@ -189,10 +189,13 @@ def task_render_preview(request: dict) -> dict:
     bpy.ops.wm.open_mainfile(filepath=path)
     scene = bpy.context.scene
     name = request.get("armature")
+    armatures = [o for o in scene.objects if o.type == "ARMATURE"]
+    # A rig playing an EchoMask take first; else one animated by an imported take (`generate`/`import-take`).
     armature = bpy.data.objects.get(name) if name else next(
-        (o for o in scene.objects if o.type == "ARMATURE" and playing_take(o) is not None), None)
+        (o for o in armatures if playing_take(o) is not None),
+        next((o for o in armatures if o.animation_data and o.animation_data.action), None))
     if armature is None:
-        raise EchoMaskError("No rig with a playing EchoMask take in this file (give --armature).")
+        raise EchoMaskError("No animated rig in this file (give --armature NAME).")
 
     def progress(fraction, message):
         if request.get("events"):

@@ -183,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop (and save) after this much time; 0 = no limit")
     p.add_argument("--ramp", type=float, default=0.5,
                    help="share of training over which SQA masking goes from soft (random) to hard; 0 = hard from the start")
+    p.add_argument("--random-masking", action="store_true",
+                   help="ablation: mask uniformly random frames instead of SQA-chosen ones (docs/RESULTS.md)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.set_defaults(func=cmd_train)

@@ -43,6 +43,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup: int = 100
     ramp: float = 0.5               # share of training over which masking goes from soft (random) to hard
+    random_masking: bool = False    # the paper's key ablation: mask uniformly random frames, no SQA choice
     mse_weight: float = 1.0
     mam_weight: float = 1.0
     grad_clip: float = 1.0
@@ -176,7 +177,8 @@ def training_step(student, teacher, tokenizers, batch, tcfg: TrainConfig, progre
     with torch.no_grad():
         scores = teacher.sqa_scores(motion, low, high)
     h = hardness(progress, tcfg.ramp) if tcfg.ramp > 0 else 1.0
-    sqa_mask = select_sqa_mask(scores, gcfg_ratio, gcfg_top, generator, g.seed_frames, h)
+    top = 0.0 if tcfg.random_masking else gcfg_top  # ablation: the whole masked share is random
+    sqa_mask = select_sqa_mask(scores, gcfg_ratio, top, generator, g.seed_frames, h)
     fmask = full_mask(b, t, g.seed_frames, motion.device)
 
     cond = g.mam.speech_branch(low, high)
@@ -409,7 +411,7 @@ def run_cli(args) -> int:
         torch.set_num_threads(args.threads)
     tcfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        val_every=args.val_every, ckpt_every=args.val_every, max_minutes=args.max_minutes,
-                       ramp=args.ramp)
+                       ramp=args.ramp, random_masking=args.random_masking)
     res = train_generator(args.manifest, args.config, args.tokenizers, args.out, tcfg, device=args.device,
                           resume=args.resume, progress_bar=not args.no_progress)
     val = res.get("val") or {}

@@ -28,11 +28,11 @@ def setup(tmp_path_factory):
     return root, data
 
 
-def _run(root, data, out, steps, seed=0, resume=False, stop_after=0):
+def _run(root, data, out, steps, seed=0, resume=False, stop_after=0, random_masking=False):
     from echomask.core.train import TrainConfig, train_generator
 
     tcfg = TrainConfig(steps=steps, batch_size=3, val_every=2, ckpt_every=2, log_every=1, seed=seed, warmup=1,
-                       stop_after=stop_after)
+                       stop_after=stop_after, random_masking=random_masking)
     return train_generator(str(data), "tiny", str(root / "tok.safetensors"), str(out), tcfg, device="cpu",
                            resume=resume, feature_fn=fake_feature_fn_path, log=lambda *a: None,
                            progress_bar=False)
@@ -76,6 +76,19 @@ def test_two_steps_resume_and_repeatable(setup):
     _run(root, data, other, steps=3, seed=1)
     c = load_model(other / "model.safetensors").generator.state_dict()
     assert any(not torch.allclose(a[k], c[k], atol=1e-5) for k in a if a[k].dtype.is_floating_point)
+
+
+def test_random_masking_ablation_trains_and_is_recorded(setup):
+    """The paper's key ablation (random instead of SQA-chosen masks) is one flag away."""
+    from echomask.core.checkpoint import load_model
+    from echomask.core.model.sqa import mask_counts
+
+    assert mask_counts(64, 0.375, 0.0) == (24, 0)  # 24 masked, none chosen by attention: all random
+    root, data = setup
+    res = _run(root, data, root / "ablation", steps=1, random_masking=True)
+    assert res["steps"] == 1
+    meta = load_model(root / "ablation" / "model.safetensors").meta
+    assert meta["train_config"]["random_masking"] is True
 
 
 def test_speech_sampling_follows_time_stretch():

@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import EchoMaskError
 
 # The read-only shared data folder beside the repository (…/shared): a cache must never go there.
-_SHARED = pathlib.Path(__file__).resolve().parents[3] / "shared"
+_SHARED = (pathlib.Path(__file__).resolve().parents[3] / "shared").resolve()  # may be a link
 
 
 def cache_key(audio: np.ndarray, fps: float, backend: str, version: str) -> str:

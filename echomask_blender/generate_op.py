@@ -416,9 +416,36 @@ def start_generation(context) -> GenerationRun:
 
 
 class _RunModal:
-    """Modal plumbing shared by Generate and Re-key: a timer, ESC, and GenerationRun.step()."""
+    """Operator plumbing shared by Generate and Re-key: poll from `disabled_reason`, start the run
+    (`start_run`), then a modal timer, ESC, and GenerationRun.step()."""
 
     _timer = None
+
+    @classmethod
+    def disabled_reason(cls, context) -> str | None:
+        raise NotImplementedError
+
+    @classmethod
+    def poll(cls, context):
+        reason = cls.disabled_reason(context)
+        if reason:
+            cls.poll_message_set(reason)
+        return reason is None
+
+    def start_run(self, context):
+        raise NotImplementedError
+
+    def invoke(self, context, event):
+        return self.execute(context)
+
+    def execute(self, context):
+        try:
+            self.start_run(context)
+        except EchoMaskError as err:
+            _set_ui(context, running=False, error=str(err))
+            self.report({"ERROR"}, str(err))
+            return {"CANCELLED"}
+        return self._begin_modal(context)
 
     def _begin_modal(self, context):
         wm = context.window_manager
@@ -476,24 +503,8 @@ class ECHOMASK_OT_generate(_RunModal, bpy.types.Operator):
     def disabled_reason(cls, context) -> str | None:
         return generate_blocker(context)
 
-    @classmethod
-    def poll(cls, context):
-        reason = cls.disabled_reason(context)
-        if reason:
-            cls.poll_message_set(reason)
-        return reason is None
-
-    def invoke(self, context, event):
-        return self.execute(context)
-
-    def execute(self, context):
-        try:
-            start_generation(context)
-        except EchoMaskError as err:
-            _set_ui(context, running=False, error=str(err))
-            self.report({"ERROR"}, str(err))
-            return {"CANCELLED"}
-        return self._begin_modal(context)
+    def start_run(self, context):
+        start_generation(context)
 
 
 class ECHOMASK_OT_cancel_generation(bpy.types.Operator):

@@ -24,7 +24,7 @@ from ..core.keyreduce import quaternion_tolerance, reduce_keys
 from ..core.take import Take, save_take
 from ..core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts, model_parts
 from . import compat, runtime_ops, speech_source
-from .generate_op import GenerationRun, _RunModal, _RUN, _set_ui, build_request, current_run, new_job_dir
+from .generate_op import GenerationRun, _RunModal, _RUN, build_request, current_run, new_job_dir
 from .keys import EXPRESSION_KEY, _bone_quaternions, expression_meshes
 from .panel import selected_parts
 from .rig import BONE_NAMES, check_smplx_armature, rig_frames
@@ -305,24 +305,8 @@ class ECHOMASK_OT_rekey(_RunModal, bpy.types.Operator):
     def disabled_reason(cls, context):
         return rekey_blocker(context)
 
-    @classmethod
-    def poll(cls, context):
-        reason = cls.disabled_reason(context)
-        if reason:
-            cls.poll_message_set(reason)
-        return reason is None
-
-    def invoke(self, context, event):
-        return self.execute(context)
-
-    def execute(self, context):
-        try:
-            start_rekey(context)
-        except EchoMaskError as err:
-            _set_ui(context, running=False, error=str(err))
-            self.report({"ERROR"}, str(err))
-            return {"CANCELLED"}
-        return self._begin_modal(context)
+    def start_run(self, context):
+        start_rekey(context)
 
 
 # ------------------------------------------------------------------------------------------ simplify

@@ -343,6 +343,9 @@ def generate_blocker(context) -> str | None:
         return str(err)
     if not selected_parts(settings):
         return "Tick at least one body part to generate."
+    problem = runtime_ops.model_file_problem(context)
+    if problem:
+        return problem
     try:
         speech_source.plan_speech(context.scene, settings)
         choice = runtime_ops.choose_python(context)

@@ -62,6 +62,12 @@ class EchoMaskSettings(bpy.types.PropertyGroup):
     temperature: bpy.props.FloatProperty(
         name="Variation", default=1.0, min=0.0, max=2.0, soft_max=1.5,
         description="0 = the model's single most likely motion; higher = more varied takes per seed")
+    model: bpy.props.EnumProperty(
+        name="Model",
+        items=(("BUNDLED", "Bundled Model", "The small EchoMask model shipped with the extension"),
+               ("FILE", "Model File", "The checkpoint set in Preferences › EchoMask › Model Weights, e.g. the "
+                                      "authors' official release converted with `convert-official`")),
+        default="BUNDLED")
     lipsync: bpy.props.FloatProperty(
         name="Lip Sync", default=0.5, min=0.0, max=1.0,
         description="How strongly recognised speech sounds drive the mouth (lips close on p/b/m, open on vowels), "
@@ -180,6 +186,7 @@ class VIEW3D_PT_echomask(bpy.types.Panel):
         col.prop(settings, "temperature", slider=True)
         col.prop(settings, "intensity", slider=True)
         col.prop(settings, "lipsync", slider=True)
+        layout.prop(settings, "model")
         layout.prop(settings, "device")
 
         if job.running:

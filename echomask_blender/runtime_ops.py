@@ -36,13 +36,29 @@ def choose_python(context=None) -> runtime.RuntimeChoice:
 
 
 def weights_path(context=None) -> str | None:
-    """Model weights for the worker: ECHOMASK_WEIGHTS (development, tests), else the preference (None: the
-    bundled default)."""
+    """Model weights for the worker: ECHOMASK_WEIGHTS (development, tests); else, when the panel's Model is
+    'Model File', the preference's path; None = the bundled default."""
     if os.environ.get("ECHOMASK_WEIGHTS"):
         return os.environ["ECHOMASK_WEIGHTS"]
+    settings = getattr(getattr(context or bpy.context, "scene", None), "echomask", None)
+    if settings is not None and settings.model == "BUNDLED":
+        return None
     prefs = preferences(context)
     path = prefs.weights_path if prefs is not None else ""
     return os.path.abspath(bpy.path.abspath(path)) if path else None
+
+
+def model_file_problem(context) -> str | None:
+    """Why the panel's 'Model File' choice cannot be used (None when it can, or the bundled model is chosen)."""
+    settings = getattr(context.scene, "echomask", None)
+    if settings is None or settings.model != "FILE" or os.environ.get("ECHOMASK_WEIGHTS"):
+        return None
+    path = weights_path(context)
+    if not path:
+        return "Model File is chosen but no file is set: Preferences › EchoMask › Model Weights."
+    if not os.path.exists(path):
+        return f"The model file {path} does not exist: fix Preferences › EchoMask › Model Weights."
+    return None
 
 
 def cached_probe_for(choice: runtime.RuntimeChoice) -> dict | None:

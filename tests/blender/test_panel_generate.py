@@ -376,3 +376,27 @@ def test_the_worker_request_carries_the_panel_settings(studio):
     assert request["seed"] == 7 and request["lipsync"] == pytest.approx(0.25)
     assert request["temperature"] == pytest.approx(0.3) and request["intensity"] == pytest.approx(1.4)
     assert request["fps"] == 24.0 and "weights" not in request
+
+
+@requires_bpy
+def test_model_choice_bundled_or_a_model_file(studio, tmp_path, monkeypatch):
+    from echomask.echomask_blender import runtime_ops
+
+    gen, _ = _gen()
+    monkeypatch.delenv("ECHOMASK_WEIGHTS", raising=False)
+    rig = make_rig(studio)
+    settings = settings_for(studio, rig, model="BUNDLED")
+    assert runtime_ops.weights_path(studio) is None  # the bundled default
+    settings.model = "FILE"
+    import types
+
+    prefs = types.SimpleNamespace(weights_path="")  # the studio registers classes, not the add-on's preferences
+    monkeypatch.setattr(runtime_ops, "preferences", lambda context=None: prefs)
+    assert "no file is set" in gen.generate_blocker(studio)
+    prefs.weights_path = str(tmp_path / "missing.safetensors")
+    assert "does not exist" in gen.generate_blocker(studio)
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(b"x")
+    prefs.weights_path = str(model)
+    assert runtime_ops.weights_path(studio) == str(model)
+    assert runtime_ops.model_file_problem(studio) is None

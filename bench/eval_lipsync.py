@@ -70,7 +70,7 @@ def our_model_face(wav: str, n: int):
         from core.audio import load_speech
     except ImportError as exc:
         return None, f"pending: core.inference.generate is not available ({exc})"
-    take = generate(load_speech(wav), seed=0)
+    take = generate(load_speech(wav), seed=0, lipsync=0.0)  # model-only: the phone mouth is added below
     if not isinstance(take, Take):
         return None, "pending: generate() did not return a Take"
     return face_vector(take)[:n], "ours"

@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--intensity", type=float, default=1.0, help="gesture amplitude, 0..2 (1 = as generated)")
     p.add_argument("--weights", default=None, help="model weights (default: the bundled small model)")
     p.add_argument("--lipsync", type=float, default=None,
-                   help="phone-accurate mouth strength 0..1 combined with the model's face (default 0.5; 0 = off)")
+                   help="phone-accurate mouth strength 0..1 combined with the model's face (default 0.75; 0 = off)")
     p.add_argument("--no-blend", action="store_true", help="write take.npz only (no .blend / .fbx)")
     p.set_defaults(func=cmd_generate)
 

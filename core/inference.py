@@ -26,6 +26,9 @@ from .skeleton import PARTS
 
 SAMPLE_RATE = 16000
 DEFAULT_WEIGHTS = pathlib.Path(__file__).resolve().parent.parent / "weights" / "echomask_small.safetensors"
+# Phone-mouth strength for generated takes: best on every lip-sync measure for the bundled model
+# (docs/LIPSYNC.md, held-out fit); core.face.lipsync.DEFAULT_STRENGTH (0.5) suits other models' faces.
+GENERATION_LIPSYNC = 0.75
 MIN_SECONDS = 0.1               # shorter clips are refused; shorter than a window are padded with silence
 _MODEL_CACHE: dict = {}
 
@@ -203,7 +206,7 @@ def _generate(audio, seed: int = 0, temperature: float = 0.0, model=None, device
     progress(fraction, message) is called between windows; cancel() -> True stops with GenerationCancelled.
     timings: optional dict that receives seconds spent in features / model / decoding.
     lipsync: strength (0..1) of the phone-accurate mouth (core.face.lipsync) combined with the model's face;
-    None = the measured default (docs/LIPSYNC.md), 0 = the model's face alone.
+    None = GENERATION_LIPSYNC, measured in docs/LIPSYNC.md; 0 = the model's face alone.
     """
     import time
 
@@ -384,9 +387,9 @@ def _generate(audio, seed: int = 0, temperature: float = 0.0, model=None, device
 def _phone_accurate_mouth(take, phones, strength, known_frames):
     """Combine the model's face with the recognised phones (lips close on p/b/m, open on vowels, rest in
     pauses); frames given as known keep their face exactly."""
-    from .face.lipsync import DEFAULT_STRENGTH, apply_phone_mouth
+    from .face.lipsync import apply_phone_mouth
 
-    strength = DEFAULT_STRENGTH if strength is None else float(strength)
+    strength = GENERATION_LIPSYNC if strength is None else float(strength)
     if not 0.0 <= strength <= 1.0:
         raise EchoMaskError(f"Lip-sync strength must be between 0 and 1 (0 = the model's face alone); got {strength}.")
     if strength == 0.0:

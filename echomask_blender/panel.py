@@ -69,7 +69,7 @@ class EchoMaskSettings(bpy.types.PropertyGroup):
                                       "authors' official release converted with `convert-official`")),
         default="BUNDLED")
     lipsync: bpy.props.FloatProperty(
-        name="Lip Sync", default=0.5, min=0.0, max=1.0,
+        name="Lip Sync", default=0.75, min=0.0, max=1.0,
         description="How strongly recognised speech sounds drive the mouth (lips close on p/b/m, open on vowels), "
                     "combined with the model's face. 0 = the model's face alone")
     intensity: bpy.props.FloatProperty(name="Gesture Intensity", default=1.0, min=0.0, max=2.0,

@@ -585,6 +585,20 @@ class _TakeOperator:
             raise RigError("No SMPL-X armature is selected.")
         return obj
 
+    def run(self, context) -> str | None:
+        """The operator's work; returns an optional message for the status bar."""
+        raise NotImplementedError
+
+    def execute(self, context):
+        try:
+            message = self.run(context)
+        except EchoMaskError as err:
+            self.report({"ERROR"}, str(err))
+            return {"CANCELLED"}
+        if message:
+            self.report({"INFO"}, message)
+        return {"FINISHED"}
+
 
 class ECHOMASK_OT_take_play(_TakeOperator, bpy.types.Operator):
     """Play this take (its NLA track is unmuted, every other take's is muted)"""
@@ -593,13 +607,8 @@ class ECHOMASK_OT_take_play(_TakeOperator, bpy.types.Operator):
     bl_label = "Play Take"
     bl_options = {"REGISTER", "UNDO", "INTERNAL"}
 
-    def execute(self, context):
-        try:
-            set_playing_take(self.rig(context), self.take)
-        except EchoMaskError as err:
-            self.report({"ERROR"}, str(err))
-            return {"CANCELLED"}
-        return {"FINISHED"}
+    def run(self, context):
+        set_playing_take(self.rig(context), self.take)
 
 
 class ECHOMASK_OT_take_solo(_TakeOperator, bpy.types.Operator):
@@ -609,15 +618,9 @@ class ECHOMASK_OT_take_solo(_TakeOperator, bpy.types.Operator):
     bl_label = "Solo Take"
     bl_options = {"REGISTER", "UNDO", "INTERNAL"}
 
-    def execute(self, context):
-        try:
-            rig = self.rig(context)
-            info = take_info(rig, get_take_action(rig, self.take))
-            set_solo(rig, self.take, not info.solo)
-        except EchoMaskError as err:
-            self.report({"ERROR"}, str(err))
-            return {"CANCELLED"}
-        return {"FINISHED"}
+    def run(self, context):
+        rig = self.rig(context)
+        set_solo(rig, self.take, not take_info(rig, get_take_action(rig, self.take)).solo)
 
 
 class ECHOMASK_OT_take_compare(_TakeOperator, bpy.types.Operator):
@@ -627,14 +630,8 @@ class ECHOMASK_OT_take_compare(_TakeOperator, bpy.types.Operator):
     bl_label = "A/B Previous Take"
     bl_options = {"REGISTER", "UNDO"}
 
-    def execute(self, context):
-        try:
-            name = swap_with_previous(self.rig(context))
-        except EchoMaskError as err:
-            self.report({"ERROR"}, str(err))
-            return {"CANCELLED"}
-        self.report({"INFO"}, f"Playing '{name}'")
-        return {"FINISHED"}
+    def run(self, context):
+        return f"Playing '{swap_with_previous(self.rig(context))}'"
 
 
 class ECHOMASK_OT_take_delete(_TakeOperator, bpy.types.Operator):
@@ -644,13 +641,8 @@ class ECHOMASK_OT_take_delete(_TakeOperator, bpy.types.Operator):
     bl_label = "Delete Take"
     bl_options = {"REGISTER", "UNDO", "INTERNAL"}
 
-    def execute(self, context):
-        try:
-            delete_take(self.rig(context), self.take)
-        except EchoMaskError as err:
-            self.report({"ERROR"}, str(err))
-            return {"CANCELLED"}
-        return {"FINISHED"}
+    def run(self, context):
+        delete_take(self.rig(context), self.take)
 
 
 class ECHOMASK_UL_takes(bpy.types.UIList):

@@ -24,6 +24,7 @@ import bpy
 from ..core.errors import AudioError, EchoMaskError, RigError
 from ..core.take import Take, load_take, resample_take
 from . import compat, runtime, runtime_ops, speech_source
+from .modal_timer import TimerModal
 from .job import JobState, WorkerJob, worker_environment, write_request
 from .panel import selected_parts
 from .rig import check_smplx_armature
@@ -418,11 +419,9 @@ def start_generation(context) -> GenerationRun:
     return run
 
 
-class _RunModal:
+class _RunModal(TimerModal):
     """Operator plumbing shared by Generate and Re-key: poll from `disabled_reason`, start the run
     (`start_run`), then a modal timer, ESC, and GenerationRun.step()."""
-
-    _timer = None
 
     @classmethod
     def disabled_reason(cls, context) -> str | None:
@@ -451,11 +450,7 @@ class _RunModal:
         return self._begin_modal(context)
 
     def _begin_modal(self, context):
-        wm = context.window_manager
-        if context.window is not None:
-            self._timer = wm.event_timer_add(TIMER_JOB, window=context.window)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
+        return self._start_timer_modal(context, TIMER_JOB)
 
     def modal(self, context, event):
         run = current_run()
@@ -488,11 +483,6 @@ class _RunModal:
             run.abort(context)
         self._end(context, None)
 
-    def _end(self, context, result):
-        if self._timer is not None:
-            context.window_manager.event_timer_remove(self._timer)
-            self._timer = None
-        return result
 
 
 class ECHOMASK_OT_generate(_RunModal, bpy.types.Operator):

@@ -23,6 +23,7 @@ import numpy as np
 from ..core.errors import EchoMaskError
 from . import compat
 from .job import JobState, WorkerJob
+from .modal_timer import TimerModal
 from .rig import BONE_NAMES, check_smplx_armature
 from .takes import playing_take
 
@@ -265,7 +266,7 @@ def finish_preview() -> None:
     shutil.rmtree(_PREVIEW.pop("folder", ""), ignore_errors=True)
 
 
-class ECHOMASK_OT_render_preview(bpy.types.Operator):
+class ECHOMASK_OT_render_preview(TimerModal, bpy.types.Operator):
     """Render a small MP4 of the playing take with its speech (Workbench) in the background"""
 
     bl_idname = "echomask.render_preview"
@@ -273,7 +274,6 @@ class ECHOMASK_OT_render_preview(bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     filepath: bpy.props.StringProperty(subtype="FILE_PATH", options={"SKIP_SAVE"})
-    _timer = None
 
     @classmethod
     def poll(cls, context):
@@ -300,11 +300,7 @@ class ECHOMASK_OT_render_preview(bpy.types.Operator):
         except EchoMaskError as err:
             self.report({"ERROR"}, str(err))
             return {"CANCELLED"}
-        wm = context.window_manager
-        if context.window is not None:
-            self._timer = wm.event_timer_add(0.25, window=context.window)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
+        return self._start_timer_modal(context, 0.25)
 
     def modal(self, context, event):
         job = _PREVIEW.get("job")
@@ -333,11 +329,6 @@ class ECHOMASK_OT_render_preview(bpy.types.Operator):
         finish_preview()
         self._end(context, None)
 
-    def _end(self, context, result):
-        if self._timer is not None:
-            context.window_manager.event_timer_remove(self._timer)
-            self._timer = None
-        return result
 
 
 CLASSES = (ECHOMASK_OT_speech_sync, ECHOMASK_OT_render_preview)

@@ -13,6 +13,7 @@ import bpy
 from ..core.errors import EchoMaskError
 from . import runtime
 from .job import JobState
+from .modal_timer import TimerModal
 
 ADDON_PACKAGE = __package__.rpartition(".")[0]
 
@@ -171,10 +172,8 @@ def finish_probe(task: _ProbeTask, context=None) -> str:
     return summary
 
 
-class _RuntimeTaskOperator:
+class _RuntimeTaskOperator(TimerModal):
     """Modal polling of _TASK['task'] on a timer; tests call `step()` by hand."""
-
-    _timer = None
 
     def start_task(self, context):
         raise NotImplementedError
@@ -191,11 +190,7 @@ class _RuntimeTaskOperator:
         except EchoMaskError as err:
             self.report({"ERROR"}, str(err))
             return {"CANCELLED"}
-        wm = context.window_manager
-        if context.window is not None:
-            self._timer = wm.event_timer_add(0.2, window=context.window)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
+        return self._start_timer_modal(context, 0.2)
 
     def modal(self, context, event):
         task = _TASK.get("task")
@@ -221,11 +216,6 @@ class _RuntimeTaskOperator:
             task.cancel()
         self._end(context, None)
 
-    def _end(self, context, result):
-        if self._timer is not None:
-            context.window_manager.event_timer_remove(self._timer)
-            self._timer = None
-        return result
 
 
 class ECHOMASK_OT_install_runtime(_RuntimeTaskOperator, bpy.types.Operator):

@@ -22,7 +22,8 @@ from ..core.errors import EchoMaskError
 from ..core.take import resample_take, save_take
 from . import compat, scene_io
 from .rig import check_smplx_armature
-from .takes import _face_tracks, get_take_action, playing_take, read_take, take_info
+from .poll import DisabledReasonPoll
+from .takes import _face_tracks, get_take_action, playing_take, playing_take_reason, read_take, take_info
 
 FBX_PRESETS = {
     "UNITY": dict(axis_forward="-Z", axis_up="Y", apply_scale_options="FBX_SCALE_ALL", apply_unit_scale=True,
@@ -149,7 +150,7 @@ def export_take(context, armature, fmt: str, filepath: str, take: str | None = N
     raise EchoMaskError(f"Unknown export format '{fmt}'.")
 
 
-class ECHOMASK_OT_export(bpy.types.Operator):
+class ECHOMASK_OT_export(DisabledReasonPoll, bpy.types.Operator):
     """Export the playing take of the EchoMask rig"""
 
     bl_idname = "echomask.export"
@@ -161,13 +162,8 @@ class ECHOMASK_OT_export(bpy.types.Operator):
     check_existing: bpy.props.BoolProperty(default=True, options={"HIDDEN"})
 
     @classmethod
-    def poll(cls, context):
-        settings = getattr(context.scene, "echomask", None)
-        rig = settings.target if settings is not None else None
-        ok = rig is not None and rig.type == "ARMATURE" and playing_take(rig) is not None
-        if not ok:
-            cls.poll_message_set("Pick a rig with a playing take in the EchoMask panel")
-        return ok
+    def disabled_reason(cls, context):
+        return playing_take_reason(context)
 
     def invoke(self, context, event):
         take = playing_take(context.scene.echomask.target)

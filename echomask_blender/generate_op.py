@@ -25,6 +25,7 @@ from ..core.errors import AudioError, EchoMaskError, RigError
 from ..core.take import Take, load_take, resample_take
 from . import compat, runtime, runtime_ops, speech_source
 from .modal_timer import TimerModal
+from .poll import DisabledReasonPoll
 from .job import JobState, WorkerJob, worker_environment, write_request
 from .panel import selected_parts
 from .rig import check_smplx_armature
@@ -419,20 +420,9 @@ def start_generation(context) -> GenerationRun:
     return run
 
 
-class _RunModal(TimerModal):
+class _RunModal(DisabledReasonPoll, TimerModal):
     """Operator plumbing shared by Generate and Re-key: poll from `disabled_reason`, start the run
     (`start_run`), then a modal timer, ESC, and GenerationRun.step()."""
-
-    @classmethod
-    def disabled_reason(cls, context) -> str | None:
-        raise NotImplementedError
-
-    @classmethod
-    def poll(cls, context):
-        reason = cls.disabled_reason(context)
-        if reason:
-            cls.poll_message_set(reason)
-        return reason is None
 
     def start_run(self, context):
         raise NotImplementedError

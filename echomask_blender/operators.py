@@ -12,6 +12,7 @@ from bpy_extras.io_utils import ExportHelper, ImportHelper
 
 from ..core.errors import EchoMaskError
 from . import compat, scene_io
+from .poll import DisabledReasonPoll
 from .preferences import smplx_model_path
 from .rig import create_smplx_armature, missing_bones
 
@@ -96,7 +97,7 @@ class ECHOMASK_OT_import_take(bpy.types.Operator, ImportHelper):
         return {"FINISHED"}
 
 
-class ECHOMASK_OT_export_take_fbx(bpy.types.Operator, ExportHelper):
+class ECHOMASK_OT_export_take_fbx(DisabledReasonPoll, bpy.types.Operator, ExportHelper):
     """Export the active SMPL-X rig with its current take to FBX (no leaf bones, every key, this take only)"""
 
     bl_idname = "echomask.export_take_fbx"
@@ -115,12 +116,6 @@ class ECHOMASK_OT_export_take_fbx(bpy.types.Operator, ExportHelper):
             return "The selected rig has no take: import or generate one first"
         return None
 
-    @classmethod
-    def poll(cls, context):
-        reason = cls.disabled_reason(context)
-        if reason:
-            cls.poll_message_set(reason)
-        return reason is None
 
     def execute(self, context):
         try:

@@ -25,7 +25,8 @@ from . import compat
 from .job import JobState, WorkerJob
 from .modal_timer import TimerModal
 from .rig import BONE_NAMES, check_smplx_armature
-from .takes import playing_take
+from .poll import DisabledReasonPoll
+from .takes import playing_take, playing_take_reason
 
 PREVIEW_SIZE = (640, 360)
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "preview_job.py")
@@ -266,7 +267,7 @@ def finish_preview() -> None:
     shutil.rmtree(_PREVIEW.pop("folder", ""), ignore_errors=True)
 
 
-class ECHOMASK_OT_render_preview(TimerModal, bpy.types.Operator):
+class ECHOMASK_OT_render_preview(DisabledReasonPoll, TimerModal, bpy.types.Operator):
     """Render a small MP4 of the playing take with its speech (Workbench) in the background"""
 
     bl_idname = "echomask.render_preview"
@@ -276,16 +277,10 @@ class ECHOMASK_OT_render_preview(TimerModal, bpy.types.Operator):
     filepath: bpy.props.StringProperty(subtype="FILE_PATH", options={"SKIP_SAVE"})
 
     @classmethod
-    def poll(cls, context):
-        settings = getattr(context.scene, "echomask", None)
-        rig = settings.target if settings is not None else None
+    def disabled_reason(cls, context):
         if _PREVIEW.get("job") is not None:
-            cls.poll_message_set("A preview is rendering")
-            return False
-        ok = rig is not None and rig.type == "ARMATURE" and playing_take(rig) is not None
-        if not ok:
-            cls.poll_message_set("Pick a rig with a playing take in the EchoMask panel")
-        return ok
+            return "A preview is rendering"
+        return playing_take_reason(context)
 
     def invoke(self, context, event):
         take = playing_take(context.scene.echomask.target)

@@ -27,9 +27,10 @@ from . import compat, runtime_ops, speech_source
 from .generate_op import GenerationRun, _RunModal, _RUN, build_request, current_run, new_job_dir
 from .keys import EXPRESSION_KEY, _bone_quaternions, expression_meshes
 from .panel import selected_parts
+from .poll import DisabledReasonPoll
 from .rig import BONE_NAMES, check_smplx_armature, rig_frames
 from .takes import (BODY, MAX_NAME, CurveKeys, StagedActions, StagedTake, _bone_path, _channelbag_curves,
-                    _expression_path, _face_tracks, _strip_slot, get_take_action, playing_take, read_curve_keys,
+                    _expression_path, _face_tracks, _strip_slot, get_take_action, playing_take, playing_take_reason, read_curve_keys,
                     read_take, sample_fcurve, take_info, write_staged)
 
 
@@ -379,7 +380,7 @@ def simplify_take(armature, source: str, *, rotation_deg: float, location: float
     return write_staged(staged, meta), kept_total, len(frames)
 
 
-class ECHOMASK_OT_simplify_keys(bpy.types.Operator):
+class ECHOMASK_OT_simplify_keys(DisabledReasonPoll, bpy.types.Operator):
     """Make a copy of the playing take with only the key poses it needs (within the tolerances), for
     hand-editing"""
 
@@ -392,12 +393,8 @@ class ECHOMASK_OT_simplify_keys(bpy.types.Operator):
     expression: bpy.props.FloatProperty(name="Expression", default=-1.0, options={"SKIP_SAVE"})
 
     @classmethod
-    def poll(cls, context):
-        rig = context.scene.echomask.target
-        ok = rig is not None and rig.type == "ARMATURE" and playing_take(rig) is not None
-        if not ok:
-            cls.poll_message_set("Pick a rig with a playing take in the EchoMask panel")
-        return ok
+    def disabled_reason(cls, context):
+        return playing_take_reason(context)
 
     def execute(self, context):
         settings = context.scene.echomask
@@ -435,7 +432,7 @@ def scale_take_intensity(armature, source: str, scale: float, parts) -> object:
     return write_staged(staged, meta)
 
 
-class ECHOMASK_OT_scale_intensity(bpy.types.Operator):
+class ECHOMASK_OT_scale_intensity(DisabledReasonPoll, bpy.types.Operator):
     """Make a copy of the playing take with the ticked body parts' motion scaled around the rest pose"""
 
     bl_idname = "echomask.scale_intensity"
@@ -443,8 +440,8 @@ class ECHOMASK_OT_scale_intensity(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     @classmethod
-    def poll(cls, context):
-        return ECHOMASK_OT_simplify_keys.poll(context)
+    def disabled_reason(cls, context):
+        return playing_take_reason(context)
 
     def execute(self, context):
         settings = context.scene.echomask

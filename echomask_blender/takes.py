@@ -569,6 +569,15 @@ def target_armature(context, name: str | None = None):
 
 # ------------------------------------------------------------------------------------------ operators
 
+def playing_take_reason(context) -> str | None:
+    """Why a take operation (export, preview, simplify...) cannot run: None when the panel's rig plays a take."""
+    settings = getattr(context.scene, "echomask", None)
+    rig = settings.target if settings is not None else None
+    if rig is None or rig.type != "ARMATURE" or playing_take(rig) is None:
+        return "Pick a rig with a playing take in the EchoMask panel"
+    return None
+
+
 def _rig_from_context(context):
     settings = getattr(context.scene, "echomask", None)
     target = settings.target if settings is not None else None

@@ -413,6 +413,11 @@ def start_generation(context) -> GenerationRun:
     except Exception:
         shutil.rmtree(job_dir, ignore_errors=True)
         raise
+    return launch_run(context, run)
+
+
+def launch_run(context, run: "GenerationRun") -> "GenerationRun":
+    """Make `run` the current job and start its worker (Generate and Re-key); EchoMaskError if it cannot."""
     _RUN["run"] = run
     run.start(context)
     if run.phase == "ERROR":

@@ -24,7 +24,7 @@ from ..core.keyreduce import quaternion_tolerance, reduce_keys
 from ..core.take import Take, save_take
 from ..core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts, model_parts
 from . import compat, runtime_ops, speech_source
-from .generate_op import GenerationRun, _RunModal, _RUN, build_request, current_run, new_job_dir
+from .generate_op import GenerationRun, _RunModal, build_request, current_run, launch_run, new_job_dir
 from .keys import EXPRESSION_KEY, _bone_quaternions, expression_meshes
 from .panel import selected_parts
 from .poll import DisabledReasonPoll
@@ -287,11 +287,7 @@ def start_rekey(context) -> GenerationRun:
     except Exception:
         shutil.rmtree(job_dir, ignore_errors=True)
         raise
-    _RUN["run"] = run
-    run.start(context)
-    if run.phase == "ERROR":
-        raise EchoMaskError(run.error)
-    return run
+    return launch_run(context, run)
 
 
 class ECHOMASK_OT_rekey(_RunModal, bpy.types.Operator):

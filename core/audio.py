@@ -1,5 +1,8 @@
 """Speech audio in: any file soundfile/libsndfile reads (wav, flac, ogg, mp3), any rate and channel count,
 out: 16 kHz mono float32 — what the speech features and the model expect.
+
+soundfile and soxr are the worker's packages. Where they are missing (Blender's own Python, which runs the
+headless import), PCM WAV files are still read with the standard library and resampled linearly.
 """
 from __future__ import annotations
 
@@ -19,9 +22,14 @@ def to_mono_16k(samples: np.ndarray, rate: int) -> np.ndarray:
     if samples.ndim == 2:
         samples = samples.mean(axis=1)
     if rate != SAMPLE_RATE and len(samples):
-        import soxr  # librosa's resampler; high quality and fast
-
-        samples = soxr.resample(samples, rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
+        try:
+            import soxr  # librosa's resampler; high quality and fast
+        except ImportError:
+            n_out = int(round(len(samples) * SAMPLE_RATE / rate))
+            samples = np.interp(np.arange(n_out) * (rate / SAMPLE_RATE), np.arange(len(samples)), samples)
+        else:
+            samples = soxr.resample(samples, rate, SAMPLE_RATE, quality="HQ")
+        samples = samples.astype(np.float32)
     return np.ascontiguousarray(samples)
 
 
@@ -40,13 +48,18 @@ def load_speech(path: str | os.PathLike, max_seconds: float | None = None) -> np
         raise AudioError(f"{path} is a folder, not an audio file.")
     if os.path.getsize(path) == 0:
         raise AudioError(f"{name} is empty (0 bytes).")
-    import soundfile as sf
-
     try:
-        with sf.SoundFile(path) as f:
-            rate = f.samplerate
-            frames = f.frames if max_seconds is None else min(f.frames, int(max_seconds * rate))
-            samples = f.read(frames, dtype="float32", always_2d=True)
+        try:
+            import soundfile as sf
+        except ImportError:
+            rate, samples = _read_pcm_wav(path, name, max_seconds)
+        else:
+            with sf.SoundFile(path) as f:
+                rate = f.samplerate
+                frames = f.frames if max_seconds is None else min(f.frames, int(max_seconds * rate))
+                samples = f.read(frames, dtype="float32", always_2d=True)
+    except AudioError:
+        raise
     except Exception as exc:
         ext = os.path.splitext(name)[1].lower()
         hint = ("the file looks damaged; re-export it" if ext in SUPPORTED
@@ -58,6 +71,29 @@ def load_speech(path: str | os.PathLike, max_seconds: float | None = None) -> np
     if not np.isfinite(audio).all():
         raise AudioError(f"{name} contains invalid (NaN) samples; re-export it.")
     return audio
+
+
+def _read_pcm_wav(path: str, name: str, max_seconds: float | None):
+    """(rate, (N, C) float32) of a PCM WAV file with the standard library only."""
+    import wave
+
+    if os.path.splitext(name)[1].lower() != ".wav":
+        raise AudioError(f"Reading {name} needs the soundfile package, which this Python lacks; convert it to "
+                         f"WAV or use the EchoMask runtime's Python.")
+    with wave.open(path, "rb") as w:
+        rate, channels, width = w.getframerate(), w.getnchannels(), w.getsampwidth()
+        frames = w.getnframes() if max_seconds is None else min(w.getnframes(), int(max_seconds * rate))
+        raw = w.readframes(frames)
+    if width == 1:
+        pcm = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
+    elif width in (2, 4):
+        pcm = np.frombuffer(raw, f"<i{width}").astype(np.float32) / float(2 ** (8 * width - 1))
+    elif width == 3:
+        b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
+        pcm = ((b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)) << 8 >> 8).astype(np.float32) / float(2 ** 23)
+    else:
+        raise AudioError(f"{name} uses {8 * width}-bit samples, which cannot be read without soundfile.")
+    return rate, pcm.reshape(-1, channels)
 
 
 def is_silent(audio: np.ndarray, threshold_db: float = -50.0) -> bool:

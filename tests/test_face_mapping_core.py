@@ -124,3 +124,20 @@ def test_preset_round_trip_and_damaged_files(tmp_path):
     with pytest.raises(M.FaceMappingError, match="not found"):
         M.load_preset(tmp_path / "missing.json")
     assert [name for _, name in M.list_presets(tmp_path)] == ["mine"]   # the damaged one is skipped
+
+
+def test_face_filters_match_scipy_without_needing_it():
+    # The bpy layer imports core.face (Face Mapping) and Blender's Python has no scipy: the filters are
+    # numpy-only and must keep scipy.ndimage's results (the fitted lip-sync constants were made with them).
+    ndimage = pytest.importorskip("scipy.ndimage", reason="scipy is the reference here (core environment only)")
+    from echomask.core.face import signals as S
+
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 37, 200):
+        x = rng.normal(size=(n, 5))
+        for size in (2, 3, 30, 31, 400):
+            np.testing.assert_allclose(S.slow_part(x, size),
+                                       ndimage.uniform_filter1d(x, size=size, axis=0, mode="nearest"), atol=1e-12)
+        for sigma in (0.5, 1.7, 25.0):
+            np.testing.assert_allclose(S.smooth(x, sigma),
+                                       ndimage.gaussian_filter1d(x, sigma, axis=0, mode="nearest"), atol=1e-12)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from blender_helpers import ctx, fk_blender, registered, synthetic_take, world_heads, write_take  # noqa: F401
+from studio_helpers import write_wav
 from conftest import ROOT, requires_bpy, shared_path
 
 pytestmark = requires_bpy
@@ -24,11 +25,7 @@ def _cli(*args):
 
 
 def _wav(path, seconds=1.0, rate=16000):
-    import soundfile as sf
-
-    t = np.arange(int(seconds * rate)) / rate
-    sf.write(path, (0.2 * np.sin(2 * np.pi * 180 * t)).astype(np.float32), rate)
-    return path
+    return write_wav(path, seconds=seconds, rate=rate)  # stdlib wave: Blender has no soundfile
 
 
 def _open(path):

@@ -9,6 +9,7 @@ from echomask.core.take import Take, resample_take
 
 from blender_helpers import (ctx, evaluated_vertices, fcurve_values, fk_blender, lbs_blender, make_synthetic_smplx_model,  # noqa: F401
                              registered, scene_snapshot, synthetic_take, world_heads, write_take)
+from studio_helpers import write_wav
 from conftest import requires_bpy
 
 pytestmark = requires_bpy
@@ -21,11 +22,7 @@ def _modules():
 
 
 def _wav(path, seconds=2.0, rate=16000):
-    import soundfile as sf
-
-    t = np.arange(int(seconds * rate)) / rate
-    sf.write(path, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), rate)
-    return str(path)
+    return write_wav(path, seconds=seconds, rate=rate)  # stdlib wave: Blender has no soundfile
 
 
 def _no_audaspace():

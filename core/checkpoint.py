@@ -50,7 +50,7 @@ def save_model(path: str | os.PathLike, config, tokenizers, generator, info: dic
     import torch
     from safetensors.torch import save_file
 
-    from .model.config import FORMAT_VERSION
+    from .model.config import MODEL_FORMAT_VERSION
     from .skeleton import PARTS
 
     path = os.fspath(path)
@@ -63,7 +63,7 @@ def save_model(path: str | os.PathLike, config, tokenizers, generator, info: dic
     for name, t in generator.state_dict().items():
         tensors[f"generator.{name}"] = t.detach().cpu().contiguous()
     cfg = resolved_config(config, generator)
-    header = {"kind": MODEL_KIND, "format_version": str(FORMAT_VERSION), "config_name": cfg.name,
+    header = {"kind": MODEL_KIND, "format_version": str(MODEL_FORMAT_VERSION), "config_name": cfg.name,
               "config": json.dumps(cfg.to_dict()), "info": json.dumps(info or {})}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".partial"
@@ -88,7 +88,7 @@ def load_model(path: str | os.PathLike, expected_config: str | None = None, devi
     """Load and check a bundle; raises WeightsError with what is wrong and what to do."""
     from safetensors import safe_open
 
-    from .model.config import FORMAT_VERSION, ModelConfig
+    from .model.config import MODEL_FORMAT_VERSION, ModelConfig
     from .model.generator import EchoMaskGenerator
     from .model.tokenizer import FILE_KIND as TOKENIZER_KIND
     from .model.tokenizer import TokenizerSet
@@ -109,9 +109,13 @@ def load_model(path: str | os.PathLike, expected_config: str | None = None, devi
         raise WeightsError(f"{name} is not an EchoMask model file (kind {kind!r}); choose an EchoMask "
                            f"model weights file (.safetensors made by `python -m core train`).")
     version = header.get("format_version")
-    if version != str(FORMAT_VERSION):
+    if version == "1":
+        raise WeightsError(f"{name} was made by an earlier version of EchoMask (weights format 1), whose generator "
+                           f"this version no longer runs: retrain it (`python -m core train`), or for the official "
+                           f"release convert it again (`python -m core convert-official`).")
+    if version != str(MODEL_FORMAT_VERSION):
         raise WeightsError(f"{name} has weights format version {version}, but this version of EchoMask reads "
-                           f"version {FORMAT_VERSION}; use weights made for this version (or retrain them).")
+                           f"version {MODEL_FORMAT_VERSION}; use weights made for this version (or retrain them).")
     try:
         config = ModelConfig.from_dict(json.loads(header["config"]))
     except (KeyError, ValueError, TypeError) as exc:

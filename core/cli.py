@@ -174,12 +174,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizers", required=True, help="tokenizer weights (.safetensors, from train-tokenizers)")
     p.add_argument("--out", required=True, help="output folder (model.safetensors, train_log.jsonl, resume state)")
     p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--batch-size", type=int, default=16, help="global batch (split over torchrun's processes)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the training config's)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: the training config's)")
+    p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch per process (0: torch's default)")
     p.add_argument("--val-every", type=int, default=250)
+    p.add_argument("--ckpt-every", type=int, default=None, help="checkpoint every N steps (default: --val-every)")
+    p.add_argument("--patience", type=int, default=0,
+                   help="early stopping: stop after this many validations without a better score (0 = off)")
+    p.add_argument("--init", default=None, help="fine-tune: start from this model bundle's generator (same --config)")
+    p.add_argument("--stop-after", type=int, default=0,
+                   help="pause after this step (resumable; the schedule still spans --steps)")
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop (and save) after this much time; 0 = no limit")
     p.add_argument("--ramp", type=float, default=0.5,
                    help="share of training over which SQA masking goes from soft (random) to hard; 0 = hard from the start")

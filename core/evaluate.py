@@ -31,6 +31,7 @@ BEAT2_MEAN_SPEED = os.path.join(SHARED_DATA, "beat2_samples", "weights", "mean_v
 ROW_REFERENCE = "ground truth (reference itself)"
 ROW_STILL = "still neutral pose"
 ROW_OTHER = "real motion, other clip (out of sync)"
+ROW_MATCHING = "motion matching from the training capture (baseline)"
 ROW_RANDOM = "EchoMask, random masking instead of SQA (ablation)"
 ROW_MODEL = "EchoMask (this project's model)"
 
@@ -150,6 +151,35 @@ def other_clip_system(clips: list[Clip]) -> System:
     else:
         note = "one clip only: its own motion shifted by half its length"
     return System(ROW_OTHER, takes, note)
+
+
+def motion_matching_system(clips: list[Clip]) -> System | None:
+    """Real motion re-sequenced by speech (core.motion_matching) from the frames of the reference clips
+    *before* their scored parts (with --tail: the training capture), so no scored frame is in the database.
+    None when no clip has speech or unscored frames."""
+    from .audio import load_speech
+    from .motion_matching import MatchingConfig, MotionDatabase, speech_descriptor
+    from .speech import compute_speech_features
+
+    usable = [c for c in clips if c.audio_path]
+    descs = {}
+    for c in usable:
+        f = compute_speech_features(load_speech(c.audio_path), fps=c.full.fps)
+        descs[c.cid] = speech_descriptor(f.low, f.high)
+    cfg = MatchingConfig()
+    db_clips = [c for c in usable if c.start >= cfg.segment]
+    if not db_clips:
+        return None
+    db = MotionDatabase([c.full.slice(0, c.start) for c in db_clips], [descs[c.cid][:c.start] for c in db_clips], cfg)
+    takes = {}
+    for c in usable:
+        query = descs[c.cid][c.start:c.start + c.reference.num_frames]
+        take = db.generate(query, c.reference.fps)
+        take.trans[:, [0, 2]] = np.median(c.reference.trans[:, [0, 2]], axis=0)  # stand where the speaker stands
+        takes[c.cid] = take
+    seconds = sum(c.start for c in db_clips) / clips[0].full.fps
+    return System(ROW_MATCHING, takes, f"{seconds:.0f} s of capture before the scored parts, "
+                                       f"{cfg.segment}-frame segments, {cfg.blend}-frame cross-fades")
 
 
 def generated_system(name: str, weights: str, clips: list[Clip], seed: int, temperature: float = 0.0) -> System:
@@ -348,6 +378,10 @@ def run_eval(args) -> tuple[str, dict]:
     planned: list[tuple[str, System | None]] = [(ROW_REFERENCE, reference)]
     if not args.no_baselines:
         planned += [(ROW_STILL, still_pose_system(clips)), (ROW_OTHER, other_clip_system(clips))]
+        if not getattr(args, "no_matching", False):
+            matching = motion_matching_system(clips)
+            if matching is not None:
+                planned.append((ROW_MATCHING, matching))
     for name, paths, weights in ((ROW_RANDOM, args.random_masking, args.random_masking_model),
                                  (ROW_MODEL, args.generated, args.model)):
         if paths:

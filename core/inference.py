@@ -21,6 +21,7 @@ import warnings
 
 import numpy as np
 
+from .decoding import DEFAULT_STEPS, choose_tokens, decode_window  # noqa: F401  (choose_tokens: re-exported)
 from .errors import AudioError, EchoMaskError
 from .skeleton import PARTS
 
@@ -145,18 +146,6 @@ class FeatureStream:
         return low[off:off + stop - start], high[off:off + stop - start]
 
 
-def choose_tokens(logits, temperature: float, generator=None):
-    """logits (B, N, L, K) -> codes (B, N, L): arg-max at temperature 0, else sampled."""
-    import torch
-
-    if temperature <= 0:
-        return logits.argmax(-1)
-    probs = torch.softmax(logits.float().cpu() / temperature, dim=-1)
-    flat = probs.reshape(-1, probs.shape[-1])
-    idx = torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
-    return idx.to(logits.device)
-
-
 def decode_chunked(tokenizer, denorm, codes, chunk_tokens: int = 256, context: int = 32):
     """Yield (first_frame, raw features (frames, D) numpy) decoding `codes` (N, L) in overlapping chunks;
     the result equals a single decode of the whole sequence where `context` covers the receptive field."""
@@ -176,7 +165,7 @@ def decode_chunked(tokenizer, denorm, codes, chunk_tokens: int = 256, context: i
 def generate(audio, seed: int = 0, temperature: float = 0.0, model=None, device="auto", progress=None,
              cancel=None, travel: bool = False, intensity: float = 1.0, fps: float = 30.0, parts=None,
              known_take=None, known_mask=None, feature_fn=None, chunk_frames: int = 1800, timings=None,
-             threads: int = 1, lipsync: float | None = None):
+             threads: int = 1, lipsync: float | None = None, steps: int = DEFAULT_STEPS):
     """See `_generate`. threads: torch CPU threads while generating (restored afterwards). One window at a
     time is a batch of one: a single thread is fastest, and several threads that spin-wait are many times
     slower on a busy machine (measured 5.7 s vs 50 s for 30 s of speech on a loaded 2-core CPU)."""
@@ -187,7 +176,7 @@ def generate(audio, seed: int = 0, temperature: float = 0.0, model=None, device=
         torch.set_num_threads(int(threads))
     try:
         return _generate(audio, seed, temperature, model, device, progress, cancel, travel, intensity, fps, parts,
-                         known_take, known_mask, feature_fn, chunk_frames, timings, lipsync)
+                         known_take, known_mask, feature_fn, chunk_frames, timings, lipsync, steps)
     finally:
         torch.set_num_threads(before)
 
@@ -195,7 +184,7 @@ def generate(audio, seed: int = 0, temperature: float = 0.0, model=None, device=
 def _generate(audio, seed: int = 0, temperature: float = 0.0, model=None, device="auto", progress=None,
               cancel=None, travel: bool = False, intensity: float = 1.0, fps: float = 30.0, parts=None,
               known_take=None, known_mask=None, feature_fn=None, chunk_frames: int = 1800, timings=None,
-              lipsync: float | None = None):
+              lipsync: float | None = None, steps: int = DEFAULT_STEPS):
     """Speech (16 kHz mono samples, or a file path) -> Take at `fps` (30 = the model's rate).
 
     seed / temperature: temperature 0 = arg-max (deterministic); > 0 samples tokens (same seed, same take).
@@ -292,6 +281,15 @@ def _generate(audio, seed: int = 0, temperature: float = 0.0, model=None, device
 
     stream = FeatureStream(audio, total, fps, feature_fn, chunk_frames)
     neutral = parts_to_motion337(take_to_parts(_neutral_standing(seed_frames)))
+    # Tokens of what is given: the neutral seed of window 0, and the known take's frames (in-betweening).
+    seed_codes = neutral_seed_codes(tok, window, seed_frames)
+    with torch.inference_mode():
+        known_tokens = None
+        if known_parts is not None:
+            pad = total - n_frames
+            padded = {p: torch.from_numpy(np.concatenate([v, np.repeat(v[-1:], pad, 0)])[None]).to(dev)
+                      for p, v in known_parts.items()}
+            known_tokens = {p: c[0] for p, c in tok.encode_parts(padded).items()}
     sampler = torch.Generator().manual_seed(int(seed))
     tokens = {p: [] for p in PARTS}
     seed_motion = neutral
@@ -321,17 +319,24 @@ def _generate(audio, seed: int = 0, temperature: float = 0.0, model=None, device
             k = known_frames[lo:hi]
             motion[:hi - lo][k] = known_m337[lo:hi][k]
             mask[:hi - lo][k] = False
+        n_tok = window // (seed_frames // tok_per_seed)
+        given = {p: torch.full((n_tok, gen.levels), -1, dtype=torch.long, device=dev) for p in PARTS}
+        if known_tokens is not None:
+            t0_tok = start // (seed_frames // tok_per_seed)
+            for p in PARTS:
+                given[p][:] = known_tokens[p][t0_tok:t0_tok + n_tok, :gen.levels]
+        for p in PARTS:
+            given[p][:tok_per_seed] = seed_codes[p][:, :gen.levels]
+        codes = decode_window(gen, tok, motion, ~mask, cond, temperature, sampler, steps, known_codes=given)
+        t1 = time.perf_counter()
         with torch.inference_mode():
-            out = gen(torch.from_numpy(motion)[None].to(dev), torch.from_numpy(mask)[None].to(dev),
-                      None, None, cond=cond)
-            codes = {p: choose_tokens(out["logits"][p], temperature, sampler)[0] for p in PARTS}
-            t1 = time.perf_counter()
             for p in PARTS:
                 tokens[p].append((codes[p] if w == 0 else codes[p][tok_per_seed:]).cpu())
-            if w + 1 < n_windows:  # the next window's seed: this window's own decode, last 4 frames
+            if w + 1 < n_windows:  # the next window's seed: this window's own decode, last 4 frames, and its token
                 dec = tok.decode_parts({p: codes[p][None] for p in PARTS})
                 last = {p: dec[p][0, -seed_frames:].float().cpu().numpy() for p in PARTS}
                 seed_motion = parts_to_motion337(last)
+                seed_codes = {p: codes[p][-tok_per_seed:] for p in PARTS}
         t2 = time.perf_counter()
         times["features"] += t_feat
         times["model"] += (t1 - t0) - t_feat
@@ -400,6 +405,20 @@ def _phone_accurate_mouth(take, phones, strength, known_frames):
     take.expressions[new] = mouthed.expressions[new]
     take.meta["lipsync"] = strength
     return take
+
+
+def neutral_seed_codes(tokenizers, window: int = 64, seed_frames: int = 4) -> dict:
+    """{part: (seed tokens, L) long}: the tokens of the neutral standing pose, window 0's seed."""
+    import torch
+
+    from .motion_repr import take_to_parts
+
+    parts = take_to_parts(_neutral_standing(window))
+    dev = next(iter(tokenizers.parameters())).device
+    with torch.inference_mode():
+        codes = tokenizers.encode_parts({p: torch.from_numpy(v[None]).to(dev) for p, v in parts.items()})
+    n = seed_frames // tokenizers[PARTS[0]].downsample
+    return {p: c[0, :n] for p, c in codes.items()}
 
 
 def _neutral_standing(frames: int):

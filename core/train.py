@@ -16,10 +16,12 @@ data) and sampled at each window's source frames, so a time-stretched window hea
 the same way. Ground truth weighs more than published models' outputs (core.data manifests).
 
 Outputs in --out: model.safetensors (tokenizers + generator bundle, core.checkpoint), train_state.pt
-(optimizer, EMA, step, RNG; tensors only, read with weights_only=True) + rng.json, train_log.jsonl.
+(optimizer, EMA, step, sampler position, RNG; tensors only, read with weights_only=True), best.safetensors (the best
+validation score so far, the early-stopping choice) and train_log.jsonl (losses, validation, probes, baselines).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -38,10 +40,10 @@ from .skeleton import PARTS
 class TrainConfig:
     steps: int = 2000
     batch_size: int = 16
-    lr: float = 3e-4
-    betas: tuple = (0.5, 0.999)     # the paper's Adam betas
+    lr: float = 1e-3                # the paper: 5e-5 with (0.5, 0.999) for 400 epochs of hours of data
+    betas: tuple = (0.9, 0.99)      # beta1 0.9: with the paper's 0.5 the model sat on a plateau here
     weight_decay: float = 0.0
-    warmup: int = 100
+    warmup: int = 50
     ramp: float = 0.5               # share of training over which masking goes from soft (random) to hard
     random_masking: bool = False    # the paper's key ablation: mask uniformly random frames, no SQA choice
     mse_weight: float = 1.0
@@ -54,6 +56,7 @@ class TrainConfig:
     stop_after: int = 0             # > 0: pause after this step (resumable; the schedule still spans `steps`)
     max_minutes: float = 0.0        # > 0: training-loop time budget (after data preparation): stop and save
     #                                 when spent; the LR schedule and masking ramp then follow the clock
+    patience: int = 0               # > 0: stop when this many validations in a row bring no better score
 
 
 def default_cache_dir() -> str:
@@ -145,6 +148,13 @@ class GeneratorData:
             "weight": t(raw["weight"]),
         }
 
+    def motion_stats(self):
+        """Mean and std of the generator's 337-d input frames over every training frame."""
+        from .motion_repr import parts_to_motion337
+
+        frames = np.concatenate([parts_to_motion337(f) for f in self.ds.features])
+        return frames.mean(0), frames.std(0)
+
     def speech_stats(self):
         low = np.concatenate([v[0] for v in self.speech.values()])
         high = np.concatenate([v[1] for v in self.speech.values()])
@@ -159,48 +169,138 @@ def full_mask(b: int, t: int, seed_frames: int, device):
     return mask
 
 
-def training_step(student, teacher, tokenizers, batch, tcfg: TrainConfig, progress: float, generator=None):
-    """Loss of one batch (three passes + MAM); returns (loss tensor, dict of floats)."""
+def choose_sqa_masks(teacher, batch, tcfg: TrainConfig, progress: float, generator, dist=None):
+    """The SQA-pass mask of every window of the batch (B, T) bool: the EMA teacher's attention on the
+    unmasked motion chooses the top share, the rest is random. With several processes the scores are
+    gathered first and every rank draws the masks of the whole global batch from the same generator, then
+    keeps its own rows (so masks do not depend on how the batch is split)."""
+    import torch
+
+    from .model.sqa import hardness, select_sqa_mask
+
+    g = teacher
+    motion, low, high = batch["motion"], batch["low"], batch["high"]
+    with torch.no_grad():
+        scores = teacher.sqa_scores(motion, low, high)
+    if dist is not None:
+        scores = dist.gather_rows(scores)
+    b = scores.shape[0]
+    h = hardness(progress, tcfg.ramp) if tcfg.ramp > 0 else 1.0
+    top = 0.0 if tcfg.random_masking else g.top_share  # ablation: the whole masked share is random
+    ratios = None
+    if g.mask_schedule == "cosine":  # a masked share per window, so any share of hidden tokens is practised
+        ratios = torch.cos(0.5 * math.pi * torch.rand(b, generator=generator))
+    mask = select_sqa_mask(scores, g.mask_ratio, top, generator, g.seed_frames, h, unit=g.mask_unit, ratios=ratios)
+    if dist is not None:
+        mask = mask[dist.shard(b)]
+    return mask, h
+
+
+class TrainingLoss:
+    """Everything of one step that needs gradients (the MAM losses and the three passes), as one module
+    call so that DistributedDataParallel can wrap it. Built lazily (torch is imported on first use)."""
+
+    @staticmethod
+    def module(generator, tcfg: TrainConfig):
+        import torch
+
+        class _Loss(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.generator = generator
+
+            def forward(self, batch, sqa_mask, norms):
+                return _three_pass_loss(self.generator, batch, sqa_mask, norms, tcfg)
+
+        return _Loss()
+
+
+def loss_norms(batch, dist=None) -> dict:
+    """Global normalisers of one step: per part, the summed loss weight and the number of windows that
+    teach it, over the whole (global) batch; and the factor that undoes DDP's gradient average."""
+    import torch
+
+    w = {p: (batch["weight"] * batch["part_mask"][p].to(batch["weight"].dtype)).sum() for p in PARTS}
+    kept = {p: batch["part_mask"][p].to(torch.float32).sum() for p in PARTS}
+    vec = torch.stack([*w.values(), *kept.values()])
+    if dist is not None:
+        vec = dist.sum(vec)
+    n = len(PARTS)
+    return {"weight": dict(zip(PARTS, vec[:n])), "kept": dict(zip(PARTS, vec[n:])),
+            "scale": float(dist.world) if dist is not None else 1.0,
+            "gather": dist.gather_rows_with_grad if dist is not None and dist.active else None}
+
+
+def _three_pass_loss(g, batch, sqa_mask, norms, tcfg: TrainConfig):
     import torch
 
     from .model.generator import generator_losses
-    from .model.sqa import hardness, select_sqa_mask
 
-    g = student.module if hasattr(student, "module") else student
-    gcfg_ratio, gcfg_top = g.mask_ratio, g.top_share  # config values, kept on the generator
     motion, low, high = batch["motion"], batch["low"], batch["high"]
     b, t, _ = motion.shape
     codes = batch["codes"]
-    vectors = {p: tokenizers[p].latent_per_level(codes[p]).detach() for p in PARTS}
+    vectors = {p: batch["vectors"][p] for p in PARTS}
     latents = {p: vectors[p].sum(2) for p in PARTS}
-
-    with torch.no_grad():
-        scores = teacher.sqa_scores(motion, low, high)
-    h = hardness(progress, tcfg.ramp) if tcfg.ramp > 0 else 1.0
-    top = 0.0 if tcfg.random_masking else gcfg_top  # ablation: the whole masked share is random
-    sqa_mask = select_sqa_mask(scores, gcfg_ratio, top, generator, g.seed_frames, h)
     fmask = full_mask(b, t, g.seed_frames, motion.device)
-
     cond = g.mam.speech_branch(low, high)
-    mam = g.mam.losses(cond, latents, batch["part_mask"])
+    mam = g.mam.losses(cond, latents, batch["part_mask"], kept=norms["kept"], gather=norms["gather"])
     loss = tcfg.mam_weight * (mam["mam_nce"] + mam["mam_mse"])
-    logs = {"mam_nce": float(mam["mam_nce"].detach()), "mam_mse": float(mam["mam_mse"].detach()), "hardness": h}
+    logs = {"mam_nce": mam["mam_nce"].detach(), "mam_mse": mam["mam_mse"].detach()}
     # The three passes run as one batch of 3B windows (same result as three calls, fewer kernel launches).
     passes = (("full", fmask, True), ("sqa_noinj", sqa_mask, False), ("sqa_inj", sqa_mask, True))
     cat = lambda x: torch.cat([x] * len(passes))
     inject = torch.cat([torch.full((b,), flag, dtype=torch.bool, device=motion.device) for _, _, flag in passes])
-    out = g(cat(motion), torch.cat([m for _, m, _ in passes]), None, None, inject=inject,
-            cond={p: cat(c) for p, c in cond.items()})
+    masks = torch.cat([m for _, m, _ in passes])
+    known = visible_token_vectors(g, {p: cat(v) for p, v in vectors.items()}, masks)
+    out = g(cat(motion), masks, None, None, inject=inject, cond={p: cat(c) for p, c in cond.items()}, known=known)
     for i, (name, _, _) in enumerate(passes):
         sl = slice(i * b, (i + 1) * b)
         part_out = {"logits": {p: v[sl] for p, v in out["logits"].items()},
                     "features": {p: v[sl] for p, v in out["features"].items()}}
-        l = generator_losses(part_out, codes, vectors, batch["weight"], batch["part_mask"])
+        l = generator_losses(part_out, codes, vectors, batch["weight"], batch["part_mask"], norms["weight"])
         loss = loss + l["token_ce"] + tcfg.mse_weight * l["latent_mse"]
-        logs[f"{name}_ce"] = float(l["token_ce"].detach())
-        logs[f"{name}_mse"] = float(l["latent_mse"].detach())
-        logs[f"{name}_acc0"] = float(l["acc_level0"])
-    logs["loss"] = float(loss.detach())
+        logs[f"{name}_ce"] = l["token_ce"].detach()
+        logs[f"{name}_mse"] = l["latent_mse"].detach()
+        logs[f"{name}_acc0"] = l["acc_level0"]
+    # Losses are sums over this rank's windows / global counts; DDP averages gradients over the ranks.
+    return loss * norms["scale"], logs
+
+
+def visible_token_vectors(g, vectors: dict, mask):
+    """The generator's known-token input: {part: (B, N, d)} code vectors (sum of the levels it predicts) of
+    the tokens whose frames are all visible in `mask` (B, T; True = hidden); None without token hints."""
+    if not getattr(g, "token_hints", False):
+        return None
+    b, t = mask.shape
+    n = next(iter(vectors.values())).shape[1]
+    visible = (~mask.bool()).reshape(b, n, t // n).all(-1).to(next(iter(vectors.values())).dtype)
+    return {p: v[..., :g.levels, :].sum(2) * visible[..., None] for p, v in vectors.items()}
+
+
+def add_code_vectors(batch, tokenizers):
+    """batch["vectors"] {part: (B, N, L, d)}: the code vectors of the target tokens (frozen tokenizers)."""
+    import torch
+
+    with torch.no_grad():
+        batch["vectors"] = {p: tokenizers[p].latent_per_level(batch["codes"][p]).detach() for p in PARTS}
+    return batch
+
+
+def training_step(student, teacher, tokenizers, batch, tcfg: TrainConfig, progress: float, generator=None,
+                  dist=None, loss_module=None):
+    """Loss of one batch (three passes + MAM); returns (loss tensor, dict of floats). With `dist` (several
+    processes) `batch` is this rank's share of the global batch and the loss is scaled for DDP."""
+    g = student.module if hasattr(student, "module") else student
+    add_code_vectors(batch, tokenizers)
+    sqa_mask, h = choose_sqa_masks(teacher, batch, tcfg, progress, generator, dist)
+    norms = loss_norms(batch, dist)
+    if loss_module is None:
+        loss, logs = _three_pass_loss(g, batch, sqa_mask, norms, tcfg)
+    else:
+        loss, logs = loss_module(batch, sqa_mask, norms)
+    logs = {k: float(v) for k, v in logs.items()}
+    logs["hardness"] = h
+    logs["loss"] = float(loss.detach()) / norms["scale"]
     return loss, logs
 
 
@@ -228,7 +328,9 @@ def evaluate(model, tokenizers, data: GeneratorData, device, batch_size=32, max_
             codes = batch["codes"]
             vectors = {p: tokenizers[p].latent_per_level(codes[p]) for p in PARTS}
             b, t, _ = batch["motion"].shape
-            out = model(batch["motion"], full_mask(b, t, model.seed_frames, device), batch["low"], batch["high"])
+            fmask = full_mask(b, t, model.seed_frames, device)
+            out = model(batch["motion"], fmask, batch["low"], batch["high"],
+                        known=visible_token_vectors(model, vectors, fmask))
             l = generator_losses(out, codes, vectors, batch["weight"], batch["part_mask"])
             for k, v in l.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
@@ -250,6 +352,16 @@ def evaluate(model, tokenizers, data: GeneratorData, device, batch_size=32, max_
     return res
 
 
+def probe_sets(model, train: GeneratorData, val: GeneratorData, device, train_windows=None, tokenizers=None) -> dict:
+    """The context and speech probes (core.diagnostics) on validation and on a fixed set of training windows."""
+    from .diagnostics import run_probes
+
+    out = {"val": run_probes(model, val, device, max_windows=256, tokenizers=tokenizers)}
+    if train_windows is not None:
+        out["train"] = run_probes(model, train, device, indices=train_windows, tokenizers=tokenizers)
+    return out
+
+
 def _lr_at(step: int, tcfg: TrainConfig, progress: float | None = None) -> float:
     """Warm-up, then cosine decay to 10 % over training `progress` (0..1; default step / steps)."""
     if step < tcfg.warmup:
@@ -267,27 +379,71 @@ def _progress(step: int, tcfg: TrainConfig, train_started: float) -> float:
     return min(1.0, prog)
 
 
+class EpochSampler:
+    """Global batches of window indices from seeded per-epoch permutations: the same on every rank and for
+    any number of ranks, so a run resumes from (epoch, position) with a different number of processes."""
+
+    def __init__(self, n: int, batch: int, seed: int, epoch: int = 0, pos: int = 0):
+        if batch > n:
+            raise EchoMaskError(f"The batch size ({batch}) is larger than the number of training windows ({n}).")
+        self.n, self.batch, self.seed, self.epoch, self.pos = n, batch, seed, epoch, pos
+
+    def next(self) -> np.ndarray:
+        if self.pos + self.batch > self.n:  # drop the incomplete tail, as a DistributedSampler with drop_last
+            self.epoch, self.pos = self.epoch + 1, 0
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        idx = order[self.pos:self.pos + self.batch]
+        self.pos += self.batch
+        return idx
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+
+def _validation_score(probes: dict) -> float | None:
+    """Early-stopping criterion: mean level-0 CE on validation over the body parts, with the seed and with
+    24 frames visible (the states iterative decoding passes through)."""
+    val = probes.get("val") or {}
+    if not val.get("ce0"):
+        return None
+    vals = [val["ce0"][p][c] for p in ("upper", "hands", "lower") for c in ("vis4", "vis24")]
+    return float(np.mean(vals))
+
+
 def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: str, tcfg: TrainConfig,
                     device: str = "auto", resume: bool = False, feature_fn=None, log=print,
-                    progress_bar: bool = True, cache_dir: str | None = None) -> dict:
-    """Train (or resume) a generator; returns the final validation metrics and paths."""
+                    progress_bar: bool = True, cache_dir: str | None = None, init: str | None = None) -> dict:
+    """Train (or resume) a generator; returns the final validation metrics and paths.
+
+    Under torchrun (WORLD_SIZE > 1) every process trains its share of each global batch with DDP (core.
+    distributed); only rank 0 validates, logs and writes files. `init`: start from the generator of this
+    model bundle (fine-tuning); its configuration must be `config_name`'s.
+    """
     import torch
 
     from .checkpoint import load_model, save_model
     from .data import resolve_manifest
     from .devices import resolve_device
+    from .diagnostics import format_table, token_baselines
+    from .distributed import DistContext
     from .model.config import get_config
     from .model.ema import EMATeacher
     from .model.generator import EchoMaskGenerator, count_parameters
     from .model.tokenizer import TokenizerSet
 
     started = time.time()
-    dev = resolve_device(device)
+    dist = DistContext.from_env(resolve_device(device))
+    dev = dist.device(resolve_device(device))
+    main = dist.is_main
+    if not main:
+        log, progress_bar = (lambda *a, **k: None), False
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model_path, state_path, rng_path = out / "model.safetensors", out / "train_state.pt", out / "rng.json"
+    model_path, state_path = out / "model.safetensors", out / "train_state.pt"
+    best_path = out / "best.safetensors"
     log_path = out / "train_log.jsonl"
     entries = resolve_manifest(manifest) if isinstance(manifest, str) else list(manifest)
+    local_batch = dist.shard(tcfg.batch_size)
 
     config = get_config(config_name)
     tokenizers = TokenizerSet.load(tokenizers_path, expected_config=config).to(dev).eval()
@@ -297,7 +453,6 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
         feature_fn = builtin_feature_fn(config.generator.speech_backend, cache_dir or default_cache_dir())
 
     torch.manual_seed(tcfg.seed)
-    np_rng = np.random.default_rng(tcfg.seed)
     mask_gen = torch.Generator().manual_seed(tcfg.seed + 1)
 
     t0 = time.time()
@@ -306,15 +461,26 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
     if len(train) == 0:
         raise EchoMaskError("No training window: takes must be longer than 64 frames (2.1 s).")
     log(f"data ready in {time.time() - t0:.0f} s")
+    nb = config.tokenizer.nb_code
+    probe_windows = np.sort(np.random.default_rng(1234).choice(len(train), min(96, len(train)), replace=False))
+    baselines = {"val": token_baselines(train.codes, val.codes, nb) if len(val) else {},
+                 "train": token_baselines(train.codes, {p: train.codes[p][probe_windows] for p in PARTS}, nb)}
 
     model = EchoMaskGenerator(config)
     lm, ls, hm, hs = train.speech_stats()
     model.mam.speech_low.set_stats(lm, ls)
     model.mam.speech_high.set_stats(hm, hs)
+    # Floor 0.05: a near-constant channel must not turn small decoding errors into large inputs.
+    model.motion_input.set_stats(*train.motion_stats(), floor=0.05)
+    if init:
+        start_from = load_model(init, expected_config=config_name)
+        model.load_state_dict(start_from.generator.state_dict())
+        log(f"starting from the generator of {init} (step {start_from.meta.get('step', '?')})")
     model.to(dev)
     teacher = EMATeacher(model, config.generator.ema_decay)
     opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr, betas=tuple(tcfg.betas), weight_decay=tcfg.weight_decay)
-    step = 0
+    sampler = EpochSampler(len(train), tcfg.batch_size, tcfg.seed)
+    step, best = 0, {"score": None, "step": None}
     if resume and state_path.exists() and model_path.exists():
         saved = load_model(model_path, expected_config=config_name)
         model.load_state_dict(saved.generator.state_dict())
@@ -324,27 +490,43 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
         torch.set_rng_state(state["torch_rng"])
         mask_gen.set_state(state["mask_rng"])
         step = int(state["step"])
-        np_rng.bit_generator.state = json.loads(rng_path.read_text())
-        log(f"resumed at step {step}")
-    elif log_path.exists() and not resume:
+        sampler.epoch, sampler.pos = int(state["epoch"]), int(state["pos"])
+        best = dict(saved.meta.get("best") or best)
+        log(f"resumed at step {step} (epoch {sampler.epoch})")
+    elif log_path.exists() and not resume and main:
         log_path.unlink()
     teacher.model.to(dev)
-    log(f"generator '{config_name}': {count_parameters(model) / 1e6:.2f} M parameters on {dev}; "
-        f"{len(train)} training windows, {len(val)} validation windows")
+    loss_module = None
+    if dist.active:
+        from torch.nn.parallel import DistributedDataParallel
 
-    info_base = {"config": config_name, "tokenizers": os.path.basename(tokenizers_path), "seed": tcfg.seed,
+        loss_module = DistributedDataParallel(TrainingLoss.module(model, tcfg),
+                                              device_ids=[dev] if str(dev).startswith("cuda") else None)
+    log(f"generator '{config_name}': {count_parameters(model) / 1e6:.2f} M parameters on {dev}"
+        + (f" x {dist.world} processes ({dist.backend})" if dist.active else "")
+        + f"; {len(train)} training windows, {len(val)} validation windows")
+
+    info_base = {"baselines": baselines, "config": config_name, "tokenizers": os.path.basename(tokenizers_path),
+                 "seed": tcfg.seed, "init": os.path.basename(init) if init else None,
                  "train_windows": len(train), "val_windows": len(val), "train_config": dataclasses.asdict(tcfg),
+                 "processes": dist.world,
                  "takes": [{"name": e.name, "kind": e.kind, "weight": e.weight, "note": e.note} for e in train.entries]}
+    probes = {}
 
     def save(final=False, metrics=None):
-        info = dict(info_base, step=step, final=final and step >= tcfg.steps, train_seconds=round(time.time() - started, 1))
+        if not main:
+            return
+        info = dict(info_base, step=step, epoch=sampler.epoch, best=best,
+                    final=final and step >= tcfg.steps, train_seconds=round(time.time() - started, 1))
         if metrics:
             info["val"] = metrics
+        if probes:
+            info["probes"] = probes
         save_model(model_path, config, tokenizers, model, info)
         torch.save({"optimizer": opt.state_dict(), "ema": teacher.state_dict(), "torch_rng": torch.get_rng_state(),
-                    "mask_rng": mask_gen.get_state(), "step": torch.tensor(step)}, str(state_path) + ".partial")
+                    "mask_rng": mask_gen.get_state(), "step": torch.tensor(step), "epoch": torch.tensor(sampler.epoch),
+                    "pos": torch.tensor(sampler.pos)}, str(state_path) + ".partial")
         os.replace(str(state_path) + ".partial", state_path)
-        rng_path.write_text(json.dumps(np_rng.bit_generator.state))
 
     bar = None
     if progress_bar:
@@ -353,21 +535,60 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
         bar = tqdm(total=tcfg.steps, initial=step, desc="train generator", unit="step", dynamic_ncols=True)
     model.train()
     metrics, last_val = {}, -1
-    stopped_early = False
     train_started = time.time()
-    with open(log_path, "a") as logf:
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if str(dev).startswith("cuda")
+                else contextlib.nullcontext())
+    logf = open(log_path, "a") if main else None
+    try:
+        if main:
+            logf.write(json.dumps({"step": step, "split": "baselines", **baselines}) + "\n")
+
+        def validate():
+            nonlocal metrics, probes
+            if not main:
+                return
+            metrics = evaluate(model, tokenizers, val, dev)
+            probes = probe_sets(model, train, val, dev, probe_windows, tokenizers)
+            score = _validation_score(probes)
+            if score is not None and (best["score"] is None or score < best["score"]):
+                best.update(score=score, step=step)
+                save_model(best_path, config, tokenizers, model, dict(info_base, step=step, best=best, val=metrics,
+                                                                      probes=probes))
+            t = round(time.time() - started, 1)
+            logf.write(json.dumps({"step": step, "split": "val", "time": t, **metrics}) + "\n")
+            logf.write(json.dumps({"step": step, "split": "probe", "time": t, "score": score, **probes}) + "\n")
+            logf.flush()
+            say = bar.write if bar is not None else log
+            if metrics:
+                say(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+                    + (f"; validation score {score:.4f} (best {best['score']:.4f} at step {best['step']})"
+                       if score is not None else ""))
+            for split in ("val", "train"):
+                if probes.get(split):
+                    say(format_table(probes[split], baselines.get(split),
+                                     f"level-0 CE on hidden tokens by visible frames ({split}, step {step})"))
+
         while step < tcfg.steps and not (tcfg.stop_after and step >= tcfg.stop_after):
-            if tcfg.max_minutes > 0 and (time.time() - train_started) / 60 > tcfg.max_minutes:
-                stopped_early = True
-                log(f"time limit of {tcfg.max_minutes} min reached at step {step}; stopping")
+            # Rank 0's clock decides the schedule and the stop, so every rank steps alike.
+            elapsed = (time.time() - train_started) / 60
+            stale = (tcfg.patience > 0 and best["step"] is not None
+                     and step - best["step"] >= tcfg.patience * tcfg.val_every)
+            flags = dist.broadcast(torch.tensor([_progress(step, tcfg, train_started),
+                                                 float(tcfg.max_minutes > 0 and elapsed > tcfg.max_minutes),
+                                                 float(stale)], dtype=torch.float64))
+            prog, out_of_time, no_better = float(flags[0]), bool(flags[1]), bool(flags[2])
+            if out_of_time or no_better:
+                log(f"time limit of {tcfg.max_minutes} min reached at step {step}; stopping" if out_of_time else
+                    f"no better validation score for {tcfg.patience} validations (best at step {best['step']}); stopping")
                 break
-            idx = np_rng.integers(0, len(train), tcfg.batch_size)
+            idx = sampler.next()[local_batch]
             batch = train.batch(idx, dev)
-            prog = _progress(step, tcfg, train_started)
             lr = _lr_at(step, tcfg, prog if tcfg.max_minutes > 0 else None)
             for grp in opt.param_groups:
                 grp["lr"] = lr
-            loss, logs = training_step(model, teacher.model, tokenizers, batch, tcfg, prog, mask_gen)
+            with autocast:
+                loss, logs = training_step(model, teacher.model, tokenizers, batch, tcfg, prog, mask_gen,
+                                           dist if dist.active else None, loss_module)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if tcfg.grad_clip > 0:
@@ -375,47 +596,55 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
             opt.step()
             teacher.update(model)
             step += 1
+            if dist.active:  # every rank's share -> the global batch's values (accuracies: the mean)
+                keys = sorted(k for k in logs if k != "hardness")
+                total = dist.sum(torch.tensor([logs[k] for k in keys], dtype=torch.float64))
+                logs.update({k: float(v) / (dist.world if k.endswith("acc0") else 1) for k, v in zip(keys, total)})
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{logs['loss']:.3f}", acc0=f"{logs['full_acc0']:.2f}")
-            if step % tcfg.log_every == 0 or step == tcfg.steps:
+            if main and (step % tcfg.log_every == 0 or step == tcfg.steps):
                 logf.write(json.dumps({"step": step, "split": "train", "lr": lr, "progress": round(prog, 4),
-                                       "time": round(time.time() - started, 1), **logs}) + "\n")
+                                       "epoch": sampler.epoch, "time": round(time.time() - started, 1), **logs}) + "\n")
                 logf.flush()
             if step % tcfg.val_every == 0 or step == tcfg.steps:
-                metrics, last_val = evaluate(model, tokenizers, val, dev), step
-                logf.write(json.dumps({"step": step, "split": "val", "time": round(time.time() - started, 1),
-                                       **metrics}) + "\n")
-                logf.flush()
-                if bar is not None and metrics:
-                    bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()
-                                                           if isinstance(v, float)))
+                validate()
+                last_val = step
             if step % tcfg.ckpt_every == 0:
                 save(metrics=metrics)
         if last_val != step:
-            metrics = evaluate(model, tokenizers, val, dev)
-            logf.write(json.dumps({"step": step, "split": "val", "time": round(time.time() - started, 1),
-                                   **metrics}) + "\n")
-    if bar is not None:
-        bar.close()
-    save(final=True, metrics=metrics)
-    log(f"saved {model_path} after {step} steps ({(time.time() - started) / 60:.1f} min)")
-    return {"model": str(model_path), "steps": step, "val": metrics, "minutes": (time.time() - started) / 60}
+            validate()
+        if bar is not None:
+            bar.close()
+        save(final=True, metrics=metrics)
+    finally:
+        if logf is not None:
+            logf.close()
+        dist.barrier()
+    log(f"saved {model_path} after {step} steps ({(time.time() - started) / 60:.1f} min); best validation score "
+        f"{best['score']} at step {best['step']} -> {best_path.name}")
+    return {"model": str(model_path), "best": str(best_path) if best["step"] is not None else None,
+            "steps": step, "val": metrics, "minutes": (time.time() - started) / 60, "best_step": best["step"]}
 
 
 def run_cli(args) -> int:
-    """`python -m core train ...`"""
+    """`python -m core train ...` (also under `torchrun --nproc_per_node N -m core train ...`)."""
     if args.threads and args.threads > 0:
         import torch
 
         torch.set_num_threads(args.threads)
-    tcfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                       val_every=args.val_every, ckpt_every=args.val_every, max_minutes=args.max_minutes,
-                       ramp=args.ramp, random_masking=args.random_masking)
+    overrides = {k: v for k, v in (("lr", args.lr), ("warmup", args.warmup), ("weight_decay", args.weight_decay))
+                 if v is not None}
+    tcfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, val_every=args.val_every,
+                       ckpt_every=args.ckpt_every or args.val_every, max_minutes=args.max_minutes, ramp=args.ramp,
+                       random_masking=args.random_masking, patience=args.patience, stop_after=args.stop_after,
+                       **overrides)
     res = train_generator(args.manifest, args.config, args.tokenizers, args.out, tcfg, device=args.device,
-                          resume=args.resume, progress_bar=not args.no_progress)
-    val = res.get("val") or {}
-    print(f"Trained {res['steps']} steps in {res['minutes']:.1f} min -> {res['model']}")
-    if val:
-        print("validation: " + ", ".join(f"{k}={v:.4f}" for k, v in val.items() if isinstance(v, float)))
+                          resume=args.resume, progress_bar=not args.no_progress, init=args.init)
+    if int(os.environ.get("RANK", "0")) == 0:
+        val = res.get("val") or {}
+        print(f"Trained {res['steps']} steps in {res['minutes']:.1f} min -> {res['model']}"
+              + (f" (best validation: step {res['best_step']} -> {res['best']})" if res.get("best") else ""))
+        if val:
+            print("validation: " + ", ".join(f"{k}={v:.4f}" for k, v in val.items() if isinstance(v, float)))
     return 0

@@ -81,3 +81,32 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def data_fitted_tiny_bundle(path, folder, seed=0, updates=20):
+    """A tiny-config bundle whose tokenizers' codebooks are fitted to the takes in `folder` (random
+    encoders, codebooks initialised from and EMA-updated on their outputs): tokens then vary with the
+    motion as real tokens do, which the learning tests need (random codebooks put every frame on one code)."""
+    import torch
+
+    from echomask.core.checkpoint import save_model
+    from echomask.core.data import MotionWindows, folder_manifest
+    from echomask.core.model.config import get_config
+    from echomask.core.model.generator import EchoMaskGenerator
+    from echomask.core.model.tokenizer import TokenizerSet
+    from echomask.core.skeleton import PARTS
+
+    torch.manual_seed(seed)
+    cfg = get_config("tiny")
+    ds = MotionWindows(folder_manifest(folder), "train", cfg.window, cfg.stride, mirror=False, stretch_factors=())
+    tok = TokenizerSet(cfg, ds.compute_stats())
+    batch = ds.batch(np.arange(len(ds)))["parts"]
+    with torch.no_grad():
+        for p in PARTS:
+            tok[p].quantizer.quantizer_dropout = 0.0
+            z = tok[p].encode_latent(tok.normalize(p, torch.from_numpy(batch[p])))
+            flat = z.reshape(-1, z.shape[-1])
+            for _ in range(updates):
+                tok[p].quantizer.forward_train(flat)
+    save_model(path, cfg, tok, EchoMaskGenerator(cfg), {"note": "test fixture (codebooks fitted to synthetic takes)"})
+    return path

@@ -68,7 +68,7 @@ def test_windows_are_seeded_by_previous_window_and_stitch(bundle, monkeypatch):
     monkeypatch.setattr(model.generator, "forward", spy)
     torch.set_grad_enabled(False)
     audio = _speech(7)           # 210 frames -> 4 windows
-    take = inf.generate(audio, model=model, feature_fn=fake_features)
+    take = inf.generate(audio, model=model, feature_fn=fake_features, steps=1)  # the paper's single pass
     assert len(calls) == 4 and take.num_frames == 210
     for c in calls:
         assert not c["mask"][0, :4].any() and c["mask"][0, 4:].all()
@@ -77,7 +77,10 @@ def test_windows_are_seeded_by_previous_window_and_stitch(bundle, monkeypatch):
         expected = parts_to_motion337({p: dec[p][0, -4:].numpy() for p in PARTS})
         assert np.allclose(nxt["motion"][0, :4].numpy(), expected, atol=1e-5)
     # Stitching: window 0 keeps 16 tokens, later windows their last 15.
-    seq = {p: torch.cat([calls[0]["codes"][p]] + [c["codes"][p][1:] for c in calls[1:]]) for p in PARTS}
+    # (window 0's first token is the neutral seed's own token; the seed tokens are given, not predicted)
+    seed = inf.neutral_seed_codes(model.tokenizers)
+    seq = {p: torch.cat([seed[p][:, :calls[0]["codes"][p].shape[-1]], calls[0]["codes"][p][1:]]
+                        + [c["codes"][p][1:] for c in calls[1:]]) for p in PARTS}
     assert len(seq["upper"]) == 16 + 15 * 3
     whole = model.tokenizers.decode_parts({p: seq[p][None] for p in PARTS})
     chunked = np.concatenate([f for _, f in inf.decode_chunked(model.tokenizers["upper"],

@@ -42,7 +42,9 @@ def test_generator_shapes_and_gradients():
     mask = torch.zeros(B, T, dtype=torch.bool)
     mask[:, 4:] = True
     out = g(motion, mask, low, high, need_scores=True)
-    n, lv, k, d = T // 4, cfg.tokenizer.num_quantizers, cfg.tokenizer.nb_code, cfg.tokenizer.code_dim
+    # The model predicts its active levels (the finer ones decode as absent).
+    n, lv, k, d = T // 4, cfg.generator.active_levels or cfg.tokenizer.num_quantizers, cfg.tokenizer.nb_code, cfg.tokenizer.code_dim
+    assert g.levels == lv
     for p in PARTS:
         assert out["logits"][p].shape == (B, n, lv, k)
         assert out["features"][p].shape == (B, n, lv, d)

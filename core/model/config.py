@@ -17,8 +17,11 @@ from ..errors import WeightsError
 from ..skeleton import PART_DIMS, PARTS
 from .generator_config import GeneratorConfig, paper_generator, small_generator, tiny_generator
 
-# Bump when the layout of saved weights or their metadata changes incompatibly.
+# Bump when the layout of saved weights or their metadata changes incompatibly. FORMAT_VERSION: tokenizer
+# files; MODEL_FORMAT_VERSION: model bundles (2: the generator standardises its motion input and predicts
+# `active_levels`; bundles of version 1 were trained without that and are refused with what to do).
 FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2
 
 
 @dataclasses.dataclass

@@ -28,12 +28,19 @@ class GeneratorConfig:
     mam_heads: int = 4
     mam_ff: int = 512
     mam_dec_layers: int = 1         # the low/high speech cross-attention decoders
+    cross_part: bool = True         # cross-part refinement decoders (official); off in `small`: on minutes
+    #                                 of data they kept the model from reading the visible frames
+    token_hints: bool = False       # ours: the visible tokens' code vectors also enter each part's decoder
+    #                                 (and the face decoder's queries), a short path from context to output
     cross_heads: int = 4            # cross-part refinement (width = code_dim)
     cross_ff: int = 512
     res_layers: int = 3             # each residual-level decoder (levels 1..5)
     res_heads: int = 8
     res_ff: int = 1024
     classifier_hidden: int = 768    # level-0 classifier MLP hidden width
+    active_levels: int = 0          # RVQ levels the generator predicts (0 = all the tokenizer has); the
+    #                                 finer levels decode as absent (the tokenizers learn prefixes through
+    #                                 quantizer dropout)
     num_speakers: int = 25
     speaker_id: int = 1             # speaker row used at inference (BEAT2 speaker 2 "scott")
     dropout: float = 0.1
@@ -41,8 +48,12 @@ class GeneratorConfig:
     speech_low_dim: int = 0         # low-/high-level speech feature sizes; 0 = ask the backend
     speech_high_dim: int = 0        #   (core.speech.feature_dims) when the model is built
     ema_decay: float = 0.9999       # EMA teacher that scores frames for the SQA mask
-    mask_ratio: float = 0.375       # share of the 60 non-seed frames masked in the SQA passes
+    mask_ratio: float = 0.375       # share of the window masked in the SQA passes (the mean when varied)
     top_share: float = 0.20         # of which chosen by SQA attention (the rest uniformly random)
+    mask_unit: int = 1              # frames per masking unit: 1 = single frames (paper), 4 = whole tokens
+    mask_schedule: str = "fixed"    # "fixed": mask_ratio in every window (paper); "cosine": a ratio drawn
+    #                                 per window, cos(pi/2 u) with u ~ U(0, 1) (MaskGIT), so the model learns
+    #                                 to fill any share of hidden tokens, as iterative decoding asks
     nce_temperature: float = 0.1    # MAM InfoNCE
 
 
@@ -58,11 +69,14 @@ def small_generator() -> GeneratorConfig:
     return GeneratorConfig(hidden=128, heads=4, hidden_ff=256, motion_stages=2, face_layers=1, self_layers=1,
                            sqa_layers=2, sqa_ff=256, part_layers=1, mam_layers=1, mam_heads=4, mam_ff=128,
                            mam_dec_layers=1, cross_heads=4, cross_ff=128, res_layers=1, res_heads=4,
-                           res_ff=128, classifier_hidden=128, dropout=0.1, ema_decay=0.99)
+                           res_ff=128, classifier_hidden=128, dropout=0.1, ema_decay=0.99,
+                           mask_unit=4, mask_schedule="cosine", active_levels=3, cross_part=False,
+                           token_hints=True)
 
 
 def tiny_generator() -> GeneratorConfig:
     return GeneratorConfig(hidden=16, heads=2, hidden_ff=32, motion_stages=1, face_layers=1, self_layers=1,
                            sqa_layers=2, sqa_ff=32, part_layers=1, mam_layers=1, mam_heads=2, mam_ff=16,
                            mam_dec_layers=1, cross_heads=2, cross_ff=16, res_layers=1, res_heads=2, res_ff=16,
-                           classifier_hidden=16, dropout=0.0, ema_decay=0.9)
+                           classifier_hidden=16, dropout=0.0, ema_decay=0.9, mask_unit=4, mask_schedule="cosine",
+                           active_levels=3, cross_part=False, token_hints=True)

@@ -21,25 +21,33 @@ from ..skeleton import PARTS
 from .gen_layers import MLP, PeriodicPositionalEncoding, decoder, encoder
 
 
-class SpeechInput(nn.Module):
-    """Standardise a speech feature stream with stored statistics, then fit it to the MAM width.
+class Standardize(nn.Module):
+    """(x - mean) / std with stored statistics (buffers saved with the weights, set once from training
+    data; identity until then, which is what converted official weights keep)."""
 
-    The statistics are buffers (saved with the weights, set once from training data). The projection is
-    an identity when the features already have the MAM width (the official 256-d HuBERT projection).
-    """
-
-    def __init__(self, dim_in: int, dim_out: int):
+    def __init__(self, dim: int):
         super().__init__()
-        self.register_buffer("mean", torch.zeros(dim_in))
-        self.register_buffer("std", torch.ones(dim_in))
-        self.proj = nn.Identity() if dim_in == dim_out else nn.Linear(dim_in, dim_out)
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
 
-    def set_stats(self, mean, std):
+    def set_stats(self, mean, std, floor: float = 1e-3):
         self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
-        self.std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-3))
+        self.std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(floor))
 
     def forward(self, x):
-        return self.proj((x - self.mean) / self.std)
+        return (x - self.mean) / self.std
+
+
+class SpeechInput(Standardize):
+    """Standardise a speech feature stream, then fit it to the MAM width. The projection is an identity
+    when the features already have the MAM width (the official 256-d HuBERT projection)."""
+
+    def __init__(self, dim_in: int, dim_out: int):
+        super().__init__(dim_in)
+        self.proj = nn.Identity() if dim_in == dim_out else nn.Linear(dim_in, dim_out)
+
+    def forward(self, x):
+        return self.proj(super().forward(x))
 
 
 class MAM(nn.Module):
@@ -85,23 +93,53 @@ class MAM(nn.Module):
         return h
 
     def losses(self, cond: dict[str, torch.Tensor], latents: dict[str, torch.Tensor],
-               keep: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        """InfoNCE + MSE per part, averaged over parts: {'mam_nce', 'mam_mse'}. keep {part: (B,) bool}
-        leaves out windows whose part is missing or fake in the data."""
-        nce, mse = [], []
+               keep: dict[str, torch.Tensor] | None = None, kept: dict[str, torch.Tensor] | None = None,
+               gather=None) -> dict[str, torch.Tensor]:
+        """InfoNCE + MSE per part, averaged over the parts present: {'mam_nce', 'mam_mse'}.
+
+        keep {part: (B,) bool} leaves out windows whose part is missing or fake in the data (as positives
+        and as negatives). Distributed training: `gather` concatenates every rank's rows (with gradients),
+        so the negatives are the whole global batch's tokens, and `kept` {part: number of windows kept in
+        the global batch} normalises; each rank then returns its rows' share of the global loss.
+        """
+        nce, mse, present = 0.0, 0.0, 0
         for p in PARTS:
             lat, c = latents[p], cond[p]
-            if keep is not None:
-                if not bool(keep[p].any()):
-                    continue
-                lat, c = lat[keep[p]], c[keep[p]]
+            b, n = lat.shape[:2]
+            k = torch.ones(b, dtype=torch.bool, device=lat.device) if keep is None else keep[p].bool()
+            total = (k.sum() if kept is None else kept[p]).to(lat.dtype)
             motion = self.motion_branch(p, lat)                                 # (B, N, d)
-            n = motion.shape[1]
             pooled = F.adaptive_avg_pool1d(c.transpose(1, 2), n).transpose(1, 2)  # (B, N, d)
             m = F.normalize(motion.reshape(-1, self.d), dim=-1)
             s = F.normalize(pooled.reshape(-1, self.d), dim=-1)
-            logits = m @ s.t() / self.temperature
-            target = torch.arange(logits.shape[0], device=logits.device)
-            nce.append(0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)))
-            mse.append(F.mse_loss(getattr(self, f"predict_motion_{p}")(pooled), motion))
-        return {"mam_nce": torch.stack(nce).mean(), "mam_mse": torch.stack(mse).mean()}
+            rows = k.repeat_interleave(n).to(lat.dtype)                         # (B N,) 1 = kept
+            offset = 0
+            if gather is not None:
+                all_m, all_s, all_rows = gather(m), gather(s), gather(rows)
+                offset = _rank_offset(all_rows.shape[0], rows.shape[0])
+            else:
+                all_m, all_s, all_rows = m, s, rows
+            target = offset + torch.arange(rows.shape[0], device=lat.device)
+            # Left-out rows never serve as negatives (a large negative logit, not -inf: left-out rows'
+            # own terms must stay finite before they are multiplied by 0).
+            off = (1.0 - all_rows)[None] * 1e4
+            ce_ms = F.cross_entropy(m @ all_s.t() / self.temperature - off, target, reduction="none")
+            ce_sm = F.cross_entropy(s @ all_m.t() / self.temperature - off, target, reduction="none")
+            denom = (total * n).clamp_min(1.0)
+            err = (getattr(self, f"predict_motion_{p}")(pooled) - motion).pow(2).mean(-1).reshape(-1)
+            if float(total) > 0:
+                present += 1
+                nce = nce + 0.5 * ((ce_ms + ce_sm) * rows).sum() / denom
+                mse = mse + (err * rows).sum() / denom
+            else:  # keep every parameter in the graph (DDP) with a zero contribution
+                nce = nce + 0.0 * (ce_ms.sum() + ce_sm.sum())
+                mse = mse + 0.0 * err.sum()
+        present = max(present, 1)
+        return {"mam_nce": nce / present, "mam_mse": mse / present}
+
+
+def _rank_offset(global_rows: int, local_rows: int) -> int:
+    """First global row of this rank's rows (ranks hold equal contiguous shares, in rank order)."""
+    import torch.distributed as dist
+
+    return dist.get_rank() * local_rows if dist.is_initialized() else 0

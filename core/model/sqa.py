@@ -60,8 +60,14 @@ def hardness(step: float, ramp_steps: float) -> float:
 
 def select_sqa_mask(scores: torch.Tensor, ratio: float = 0.375, top_share: float = 0.20,
                     generator: torch.Generator | None = None, seed_frames: int = 4,
-                    hardness: float = 1.0) -> torch.Tensor:
+                    hardness: float = 1.0, unit: int = 1, ratios: torch.Tensor | None = None) -> torch.Tensor:
     """Frames to mask (B, T) bool: the attention share by SQA score plus a uniformly random share.
+
+    Frames are chosen in units of `unit` frames (1 = single frames, as in the paper; 4 = whole motion
+    tokens, so a token is either seen or hidden, as iterative decoding needs); a unit's score is the mean of
+    its frames'. `ratio` / `top_share` give the masked and attention-chosen shares of the window;
+    `ratios` (B,), when given, varies the masked share per window and keeps the attention-chosen part of it
+    at top_share / ratio.
 
     `hardness` 1 picks the attention share as the exact top-k of `scores`; lower values pick it by
     Gumbel-top-k on standardised log-scores at temperature (1 - h) / h, so early training (h near 0) is
@@ -69,28 +75,40 @@ def select_sqa_mask(scores: torch.Tensor, ratio: float = 0.375, top_share: float
     The `seed_frames` leading frames are never masked.
     """
     b, t = scores.shape
-    total, top = mask_counts(t, ratio, top_share)
-    total = min(total, t - seed_frames)
-    top = min(top, total)
+    if t % unit:
+        raise ValueError(f"a window of {t} frames does not split into units of {unit}")
+    n_units, seed_units = t // unit, -(-seed_frames // unit)
     device = scores.device
+    free = n_units - seed_units
+    if ratios is None:
+        total, top = mask_counts(n_units, ratio, top_share)
+        total = torch.full((b,), min(total, free), dtype=torch.long)
+        top = torch.minimum(torch.full((b,), top, dtype=torch.long), total)
+    else:
+        total = torch.round(ratios.detach().float().cpu() * n_units).long().clamp(1, free)
+        top = (torch.round(total * (top_share / ratio)).long().minimum(total) if ratio > 0
+               else torch.zeros_like(total))
+    total, top = total.to(device), top.to(device)
 
     def uniform(shape):
         return torch.rand(shape, generator=generator, device="cpu").to(device)
 
-    logs = torch.log(scores.detach().float().clamp_min(1e-12))
+    unit_scores = scores.detach().float().reshape(b, n_units, unit).mean(-1)
+    logs = torch.log(unit_scores.clamp_min(1e-12))
     z = (logs - logs.mean(1, keepdim=True)) / logs.std(1, keepdim=True).clamp_min(1e-6)
     if hardness < 1.0:
         temp = (1.0 - hardness) / max(hardness, 1e-6)
-        gumbel = -torch.log(-torch.log(uniform((b, t)).clamp(1e-9, 1 - 1e-9)))
+        gumbel = -torch.log(-torch.log(uniform((b, n_units)).clamp(1e-9, 1 - 1e-9)))
         z = z / max(temp, 1e-6) + gumbel if temp < 1e6 else gumbel
-    z[:, :seed_frames] = -math.inf
-    mask = torch.zeros(b, t, dtype=torch.bool, device=device)
-    if top > 0:
-        mask.scatter_(1, z.topk(top, dim=1).indices, True)
-    rest = total - top
-    if rest > 0:
-        r = uniform((b, t))
-        r[:, :seed_frames] = -1.0
-        r[mask] = -1.0
-        mask.scatter_(1, r.topk(rest, dim=1).indices, True)
-    return mask
+    z[:, :seed_units] = -math.inf
+    mask = _ranks(z) < top[:, None]
+    r = uniform((b, n_units))
+    r[:, :seed_units] = -1.0
+    r[mask] = -1.0
+    mask |= _ranks(r) < (total - top)[:, None]
+    return mask.repeat_interleave(unit, dim=1)
+
+
+def _ranks(x: torch.Tensor) -> torch.Tensor:
+    """Rank of every entry within its row, 0 = largest (ties broken by position)."""
+    return torch.argsort(torch.argsort(x, dim=1, descending=True, stable=True), dim=1)

@@ -294,9 +294,10 @@ class RVQVAE(nn.Module):
         return self.quantize(self.encode_latent(x))[0]
 
     def latent_per_level(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes (B, N, L) -> (B, N, L, C) code vectors per level (zeros where a code is -1)."""
+        """codes (B, N, L) -> (B, N, L, C) code vectors per level (zeros where a code is -1). L may be less
+        than the tokenizer's levels (a generator that predicts the coarse levels only)."""
         per = []
-        for k, layer in enumerate(self.quantizer.layers):
+        for k, layer in enumerate(self.quantizer.layers[:codes.shape[-1]]):
             idx = codes[..., k]
             vec = layer.lookup(idx.clamp(min=0))
             per.append(vec * (idx >= 0).unsqueeze(-1).to(vec.dtype))

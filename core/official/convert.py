@@ -312,7 +312,7 @@ def convert_release(release_dir: str | os.PathLike, out_dir: str | os.PathLike, 
     from safetensors.torch import save_file
 
     from ..checkpoint import MODEL_KIND
-    from ..model.config import FORMAT_VERSION
+    from ..model.config import MODEL_FORMAT_VERSION
     from ..model.tokenizer import RVQVAE
     from ..motion_repr import NormStats
     from .global_motion import GlobalMotionNet
@@ -393,7 +393,7 @@ def convert_release(release_dir: str | os.PathLike, out_dir: str | os.PathLike, 
             "release_files": {k: {"name": p.name, "bytes": p.stat().st_size} for k, p in paths.items()},
             "hubert_dir": hubert_dir, "speaker_id": cfg.generator.speaker_id,
             "converted": time.strftime("%Y-%m-%d %H:%M:%S")}
-    header = {"kind": MODEL_KIND, "format_version": str(FORMAT_VERSION), "config_name": cfg.name,
+    header = {"kind": MODEL_KIND, "format_version": str(MODEL_FORMAT_VERSION), "config_name": cfg.name,
               "config": json.dumps(cfg.to_dict()), "info": json.dumps(info)}
     path = out_dir / BUNDLE_NAME
     tmp = str(path) + ".partial"

@@ -1,0 +1,123 @@
+"""Choosing tokens for one window: confidence-ordered iterative masked decoding (the generator is a masked
+model, so it fills a window over a few passes, each seeing what the passes before it chose).
+
+Pass s of `steps` (MaskGIT's cosine schedule): the generator sees every frame chosen so far (decoded by
+the tokenizers) and predicts every hidden token; level 0 (the level that carries the motion) is sampled
+at `temperature` (0 = arg-max, as in the paper), the finer levels are taken by arg-max; then the hidden
+token positions whose choice is most confident (mean log-probability over the body parts) are kept, and
+the rest are hidden again. After the last pass every position is chosen. `steps` 1 is the paper's single
+pass. Known frames (seeds, in-betweening) stay visible throughout and their positions are never hidden.
+
+Used by `core.inference` (this project's models) and `core.official.pipeline` (the converted release).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .skeleton import PARTS
+
+DEFAULT_STEPS = 4
+
+
+def choose_tokens(logits, temperature: float, generator=None):
+    """logits (B, N, L, K) -> codes (B, N, L): arg-max at temperature 0, else sampled."""
+    import torch
+
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float().cpu() / temperature, dim=-1)
+    flat = probs.reshape(-1, probs.shape[-1])
+    idx = torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
+    return idx.to(logits.device)
+
+
+def choose_motion_tokens(logits, temperature: float, generator=None):
+    """logits (B, N, L, K) -> (codes (B, N, L), log-probability of each level-0 choice (B, N)).
+
+    Level 0 is sampled at `temperature` (arg-max at 0); levels 1.. (detail) by arg-max: sampling the detail
+    levels adds jitter without adding gesture (measured on the bundled weights).
+    """
+    import torch
+
+    codes = logits.argmax(-1)
+    if temperature > 0:
+        codes[..., 0] = choose_tokens(logits[..., :1, :], temperature, generator)[..., 0]
+    logp = torch.log_softmax(logits[..., 0, :].float(), -1).gather(-1, codes[..., :1]).squeeze(-1)
+    return codes, logp
+
+
+def hidden_after_pass(hidden: int, step: int, steps: int) -> int:
+    """Positions still hidden after pass `step` (0-based) of `steps`: cosine schedule, 0 after the last."""
+    if step + 1 >= steps:
+        return 0
+    return int(math.floor(hidden * math.cos(0.5 * math.pi * (step + 1) / steps)))
+
+
+def decode_window(generator, tokenizers, motion, known, cond, temperature: float = 0.0, sampler=None,
+                  steps: int = DEFAULT_STEPS, known_codes=None, to_motion=None):
+    """Tokens of one window by iterative masked decoding.
+
+    motion (T, 337) float32 numpy with the known frames filled in; known (T,) bool; cond: the MAM
+    conditions of this window ({part: (1, T, d)}); known_codes {part: (N, L) long}: the tokens of the
+    positions whose frames are all known (e.g. the seed: the previous window's last token), -1 elsewhere;
+    to_motion(decoded {part: (1, T, D)}) -> (T, 337) numpy frames (default core.motion_repr.parts_to_motion337).
+    Returns {part: codes (N, L)} (long tensors, L = the levels the generator predicts).
+    """
+    import torch
+
+    from .model.generator import known_token_vectors
+    from .motion_repr import parts_to_motion337
+
+    to_motion = to_motion or (lambda dec: parts_to_motion337({p: v[0].float().cpu().numpy() for p, v in dec.items()}))
+    dev = next(generator.parameters()).device
+    levels = generator.levels
+    unit = tokenizers[PARTS[0]].downsample
+    t = len(known)
+    n = t // unit
+    known = np.asarray(known, bool)
+    known_tok = known.reshape(n, unit).all(1)          # positions whose frames are all given
+    codes = {p: torch.full((n, levels), -1, dtype=torch.long, device=dev) for p in PARTS}
+    chosen = np.zeros(n, bool)
+    if known_codes is not None:
+        have = known_tok & np.all([(known_codes[p][:, 0] >= 0).cpu().numpy() for p in PARTS], axis=0)
+        sel = torch.from_numpy(have).to(dev)
+        for p in PARTS:
+            codes[p][sel] = known_codes[p][:, :levels].to(dev)[sel]
+        chosen |= have
+    frames = np.array(motion, np.float32, copy=True)
+    free = int((~chosen).sum())
+    steps = max(1, int(steps))
+    for step in range(steps):
+        visible = known | np.repeat(chosen, unit)
+        with torch.inference_mode():
+            hints = None
+            if getattr(generator, "token_hints", False) and chosen.any():
+                shown = torch.from_numpy(chosen).to(dev)[None]
+                hints = known_token_vectors(tokenizers, {p: c.clamp_min(0)[None] for p, c in codes.items()}, shown, levels)
+            out = generator(torch.from_numpy(frames)[None].to(dev), torch.from_numpy(~visible)[None].to(dev),
+                            None, None, cond=cond, known=hints)
+            picks = {p: choose_motion_tokens(out["logits"][p], temperature, sampler) for p in PARTS}
+        confidence = torch.stack([lp[0] for _, lp in picks.values()]).mean(0).cpu().numpy()   # (N,)
+        # The most confident still-open positions take this pass's codes; the rest stay open.
+        still_open = hidden_after_pass(free, step, steps)
+        candidates = np.flatnonzero(~chosen)
+        order = candidates[np.argsort(-confidence[candidates], kind="stable")]
+        new = np.zeros(n, bool)
+        new[order[:max(0, len(candidates) - still_open)]] = True
+        sel = torch.from_numpy(new).to(dev)
+        for p in PARTS:
+            codes[p][sel] = picks[p][0][0][sel]
+        chosen |= new
+        if step + 1 < steps and new.any():
+            # Decode what is chosen, with this pass's best guesses as placeholders for the open positions
+            # (the decoder's receptive field spans neighbours).
+            open_pos = torch.from_numpy(~chosen).to(dev)[:, None]
+            draft = {p: torch.where(open_pos, picks[p][0][0], codes[p]) for p in PARTS}
+            with torch.inference_mode():
+                dec = tokenizers.decode_parts({p: c[None] for p, c in draft.items()})
+            decoded = to_motion(dec)
+            fill = np.repeat(new, unit) & ~known
+            frames[fill] = decoded[fill]
+    return codes

@@ -1,7 +1,7 @@
 """Lip-sync measurements on the shared BEAT2 GT takes with phone alignments (docs/LIPSYNC.md).
 
     python bench/eval_lipsync.py                       # table to stdout
-    python bench/eval_lipsync.py --markdown docs/lipsync_table.md --json /tmp/lipsync.json
+    python bench/eval_lipsync.py --markdown /tmp/lipsync_table.md --json /tmp/lipsync.json
 
 Held-out protocol: the face coefficients are fitted on one GT take (face + TextGrid) and every system is
 scored on the other, both ways round; an in-sample block (fit on both, score each) shows the optimism.

@@ -1,6 +1,6 @@
 """Take <-> the network's motion features (per body part, and the 337-d whole-body frame).
 
-Per-part features (echomask-method.md §1), one row per frame, float32:
+Per-part features (docs/METHOD.md §1), one row per frame, float32:
   face  (106) = jaw rot6d (6) + 100 expression coefficients
   upper  (78) = 13 joints x rot6d, in core.skeleton.UPPER_JOINTS order
   hands (180) = 30 finger joints (25..54) x rot6d

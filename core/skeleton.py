@@ -149,7 +149,7 @@ EYES = (JOINT_INDEX["left_eye_smplhf"], JOINT_INDEX["right_eye_smplhf"])
 FOOT_CONTACT_JOINTS = (7, 8, 10, 11)
 FOOT_CONTACT_SPEED = 0.01  # metres per frame below which a foot joint counts as planted
 
-# Body parts of echomask-method.md §1; each has its own tokenizer.
+# Body parts of docs/METHOD.md §1; each has its own tokenizer.
 UPPER_JOINTS = (3, 6, 9, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21)
 HAND_JOINTS = tuple(range(25, 55))
 LOWER_JOINTS = (0, 1, 2, 4, 5, 7, 8, 10, 11)

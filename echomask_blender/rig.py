@@ -17,7 +17,7 @@ Because all rest frames are equal, Blender's pose chain reduces to SMPL-X forwar
     rotation_quaternion_j     = the SMPL-X local rotation R_j as it is
     pelvis pose `location`    = trans, in bone-local = SMPL-X model axes
 
-(tests/blender/test_write_take.py checks this to 1e-4 m against core.rotations.forward_kinematics).
+(tests/blender/test_rig_and_keys.py checks this to 1e-4 m against core.rotations.forward_kinematics).
 
 Other rigs with the SMPL-X bone names are valid targets too. `RigFrames` measures how a rig differs:
 `model_frame` F (armature space <- SMPL-X axes, with the rig's scale) is fitted from the rest bone heads

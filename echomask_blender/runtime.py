@@ -1,6 +1,6 @@
 """Which Python runs the generator, installing one, and what it can run on. No bpy at import time.
 
-torch never goes into Blender (blender-notes §0.3/§0.4): the worker runs in a separate Python, found in
+torch never goes into Blender (docs/BLENDER_NOTES.md §0.3/§0.4): the worker runs in a separate Python, found in
 this order:
 1. the environment variable ECHOMASK_PYTHON (development and tests);
 2. the user's own Python, when the preferences say "Existing Python";
@@ -10,7 +10,7 @@ ECHOMASK_WORKER_SCRIPT may name a script to run instead of `-m core.worker` (the
 ECHOMASK_RUNTIME_DIR overrides the runtime folder.
 
 Installing is a list of subprocess steps (venv, pip) run one after the other and polled like a generation
-job, so Blender never waits on pip and the log is visible (blender-notes §1.6). It never runs during
+job, so Blender never waits on pip and the log is visible (docs/BLENDER_NOTES.md §1.6). It never runs during
 register(). The probe (`python -m core.worker --probe`: torch version, CUDA, Apple GPU) is cached in
 the runtime folder next to the Python it describes.
 """

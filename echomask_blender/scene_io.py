@@ -171,7 +171,7 @@ def import_take(context: bpy.types.Context, take_or_path, options: ImportOptions
                         fps=float(take.fps), resampled=resampled, stashed=written.stashed)
 
 
-# FBX settings for one take (blender-notes §2.1/§4.3): the SMPL-X add-on's export choices. The 5.0 defaults
+# FBX settings for one take (docs/BLENDER_NOTES.md §2.1/§4.3): the SMPL-X add-on's export choices. The 5.0 defaults
 # (leaf bones, every action, NLA strips, simplify 1.0) would add bones, other takes and drop keys.
 FBX_TAKE_SETTINGS = dict(
     use_selection=True,

@@ -1,4 +1,4 @@
-"""BC (beat consistency), the old EMAGE protocol (echomask-method.md §8).
+"""BC (beat consistency), the old EMAGE protocol (docs/METHOD.md §8).
 
 1. Joint positions by forward kinematics without root translation.
 2. Per-joint speed (m/s) divided by the dataset's mean speed of that joint

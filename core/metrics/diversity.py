@@ -1,4 +1,4 @@
-"""L1 diversity (EMAGE's L1div, echomask-method.md §8).
+"""L1 diversity (EMAGE's L1div, docs/METHOD.md §8).
 
 Per clip: joint positions without root translation, flattened to (N, 165); sum over frames and coordinates
 of |x_t - mean_t(x)|. Pooled over clips: total sum / total frames (EMAGE accumulates exactly so).

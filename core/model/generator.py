@@ -1,7 +1,7 @@
 """The EchoMask generator (method §5): masked 337-d motion + speech -> RVQ token logits per part and level.
 
 One window of T = 64 frames (N = 16 tokens). Blocks, in the order they run (names follow the official
-release's modules so its checkpoint maps onto this one; see docs/official-release.md §6):
+release's modules so its checkpoint maps onto this one; see docs/OFFICIAL_RELEASE_FORMAT.md §6):
 
 1. `mam`: speech branch of the motion-audio alignment module -> cond_p (B, T, d) for every part.
 2. `motion_input` standardises the 337-d frames with the training data's statistics (ours: the raw frame is

@@ -2,7 +2,7 @@
 
 `ModelConfig.generator` (core/model/config.py) holds one of these. Sizes that the official release
 hard-codes are fields here so that `paper` reproduces the official `echomask` generator block for block
-(same modules, widths, heads, feed-forward sizes, layer counts and order; see docs/official-release.md
+(same modules, widths, heads, feed-forward sizes, layer counts and order; see docs/OFFICIAL_RELEASE_FORMAT.md
 §3-§6), while `small` and `tiny` shrink every block for 2-core CPU training and tests.
 
 The 256-wide "latent world" of the official model (MAM width, motion-encoder width, code vectors) is the

@@ -1,7 +1,7 @@
 """Motion tokenizers: one residual VQ-VAE (RVQ-VAE) per body part, and the set of four with their
 normalisation statistics (saved as one safetensors file).
 
-Architecture (echomask-method.md §2; layer-equivalent to the official `RVQVAE` for the `paper` config):
+Architecture (docs/METHOD.md §2; layer-equivalent to the official `RVQVAE` for the `paper` config):
   encoder: Conv1d(D->W, k3) -> ReLU -> down_t x [Conv1d(W->W, k4, s2, p1) -> ResNet1D] -> Conv1d(W->C, k3)
   decoder: Conv1d(C->W, k3) -> ReLU -> down_t x [ResNet1D -> nearest x2 -> Conv1d(W->W, k3)]
            -> Conv1d(W->W, k3) -> ReLU -> Conv1d(W->D, k3)

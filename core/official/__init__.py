@@ -6,5 +6,5 @@ hubert.py        HuBERT-large speech features exactly as the release was trained
 pipeline.py      the release's windowed inference (seed rebuild, stitching, translation) on our models
 seeded.py        the parity fixtures' seeded-parameter recipe (tests, benchmark)
 
-No official source is copied or imported: everything follows ../shared/docs/official-release.md.
+No official source is copied or imported: everything follows docs/OFFICIAL_RELEASE_FORMAT.md.
 """

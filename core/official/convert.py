@@ -1,6 +1,6 @@
 """Official EchoMask release -> this project's model bundle (`python -m core convert-official`).
 
-Reads the release's files (layout: ../shared/docs/official-release.md §2; names and shapes: the manifests in
+Reads the release's files (layout: docs/OFFICIAL_RELEASE_FORMAT.md §2; names and shapes: the manifests in
 ../shared/data/official_parity/), checks every tensor by name and shape against this project's `paper`
 model, and writes ONE safetensors bundle in this project's format (core/checkpoint.py) that
 `core.checkpoint.load_model` and `core.inference.generate` read like any other model:
@@ -48,7 +48,7 @@ RELEASE_FILES = {
     "projection": "weights/rop_1024_256.pt",
 }
 
-# Generator tensors the release saves that inference never touches (official-release.md §4,
+# Generator tensors the release saves that inference never touches (docs/OFFICIAL_RELEASE_FORMAT.md §4,
 # echomask_modules.tsv status never_used). Matched as name prefixes (after `module.` is stripped).
 UNUSED_GENERATOR_PREFIXES = (
     "wordhints_decoder.", "transformer_de_layer.", "transformer_en_layer.", "transformer_de_fu_layer.",

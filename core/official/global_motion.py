@@ -1,5 +1,5 @@
 """The release's translation ("global motion") predictor, re-implemented from its description
-(../shared/docs/official-release.md §3 and §6; no official code).
+(docs/OFFICIAL_RELEASE_FORMAT.md §3 and §6; no official code).
 
 A conv net without time resampling on the 61-d lower-body features: 4 x [Conv1d k3, LeakyReLU(0.2),
 ResBlock] (61 -> 256), then 2 ResBlocks, 4 x [Conv1d k3, LeakyReLU(0.2)] (256 -> 256 -> 256 -> 256 -> 61)

@@ -1,4 +1,4 @@
-"""HuBERT speech features exactly as the official release was trained (official-release.md §7), and the
+"""HuBERT speech features exactly as the official release was trained (docs/OFFICIAL_RELEASE_FORMAT.md §7), and the
 `hubert` backend of core.speech.
 
 * Model: HuBERT-large (`facebook/hubert-large-ls960-ft`, the CTC head unused) as a transformers

@@ -1,4 +1,4 @@
-"""The official release's inference loop on this project's models (official-release.md §6), and the
+"""The official release's inference loop on this project's models (docs/OFFICIAL_RELEASE_FORMAT.md §6), and the
 product entry point `generate_official` that core.inference.generate calls for a converted release.
 
 Loop over windows i = 0..R-1 (window i reads feature rows [60 i, 60 i + 64)):

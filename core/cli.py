@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="generate the model's takes from --audio with these weights (core.inference)")
     p.add_argument("--random-masking-model", help="generate the ablation's takes from --audio with these weights")
     p.add_argument("--seed", type=int, default=0, help="seed for --model generation")
+    p.add_argument("--steps", type=int, default=None, help="decoding passes per window for --model generation "
+                   "(default: the generator's; 1 = the paper's single pass)")
     p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature for --model generation "
                    "(0 = arg-max, as the paper)")
     p.add_argument("--tail", type=float, default=0.0, help="score only the last FRACTION of each reference clip "

@@ -182,7 +182,8 @@ def motion_matching_system(clips: list[Clip]) -> System | None:
                                        f"{cfg.segment}-frame segments, {cfg.blend}-frame cross-fades")
 
 
-def generated_system(name: str, weights: str, clips: list[Clip], seed: int, temperature: float = 0.0) -> System:
+def generated_system(name: str, weights: str, clips: list[Clip], seed: int, temperature: float = 0.0,
+                     steps: int | None = None) -> System:
     """Run the project's generator on each clip's whole speech, then cut to the scored segment."""
     try:
         from .inference import generate
@@ -193,9 +194,10 @@ def generated_system(name: str, weights: str, clips: list[Clip], seed: int, temp
     for c in clips:
         if c.audio_path is None:
             raise EchoMaskError(f"Generating '{name}' needs the speech of clip '{c.cid}': pass it with --audio.")
-        full = generate(c.audio_path, seed=seed, model=weights, temperature=temperature)
+        full = generate(c.audio_path, seed=seed, model=weights, temperature=temperature,
+                        **({"steps": steps} if steps else {}))
         takes[c.cid] = cut_to_clip(full, c, f"generated take for {c.cid}")
-    how = "arg-max" if temperature == 0 else f"temperature {temperature:g}"
+    how = ("arg-max" if temperature == 0 else f"temperature {temperature:g}") + (f", {steps} decoding passes" if steps else "")
     return System(name, takes, f"generated with {os.path.basename(weights)}, {how}, seed {seed}")
 
 
@@ -388,7 +390,7 @@ def run_eval(args) -> tuple[str, dict]:
             planned.append((name, system_from_paths(name, paths, clips)))
         elif weights:
             planned.append((name, generated_system(name, weights, clips, args.seed,
-                                                   getattr(args, "temperature", 0.0))))
+                                                   getattr(args, "temperature", 0.0), getattr(args, "steps", None))))
         else:
             planned.append((name, None))
     for spec in args.system:

@@ -1,10 +1,11 @@
-"""Scale how big a take's motion is, relative to a neutral pose (no bpy).
+"""Scale how big a take's motion is (no bpy): "intensity" has one meaning in the product, at generation
+(`GenerationOptions.intensity`) and in the Scale Intensity tool alike.
 
-Rotations are scaled on the rotation itself, not per component: q' = r (r^-1 q)^s, the slerp from the
-reference r towards q with parameter s (s > 1 extrapolates). For a bone the reference is the rest pose
-(the identity: SMPL-X rotations are relative to the rest pose); for the pelvis it is the take's mean
-facing, so scaling never turns the whole character. Root translation scales around its mean position,
-expressions around 0 (the neutral face).
+Motion is scaled about the take's own mean pose, so the character keeps its average posture and only its
+gestures grow or shrink (0 = holds the mean pose, 1 = unchanged, 2 = twice as big). Rotations are scaled
+on the rotation itself, not per component: q' = r (r^-1 q)^s, the slerp from the joint's mean rotation r
+towards q with parameter s (s > 1 extrapolates); for the pelvis r is the mean facing, so scaling never
+turns the whole character. Root translation scales about its mean position, expressions about their mean.
 """
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def _conjugate(q):
 
 
 def scale_take(take: Take, scale: float, parts=ANIM_PARTS) -> Take:
-    """A copy of `take` with the motion of `parts` scaled by `scale` (1 = unchanged, 0 = neutral)."""
+    """A copy of `take` with the motion of `parts` scaled by `scale` about its mean pose (1 = unchanged,
+    0 = the mean pose held still)."""
     if not np.isfinite(scale) or scale < 0:
         raise ValueError(f"scale must be a finite number >= 0, got {scale}")
     parts = check_parts(parts)
@@ -50,12 +52,9 @@ def scale_take(take: Take, scale: float, parts=ANIM_PARTS) -> Take:
     out = q.copy()
     joints = sorted(j for p in parts for j in PART_JOINT_INDICES[p])
     for j in joints:
-        if j == 0:  # pelvis: around the mean facing
-            ref = mean_quaternion(q[:, 0])
-            rel = R.quaternion_multiply(np.broadcast_to(_conjugate(ref), q[:, 0].shape), q[:, 0])
-            out[:, 0] = R.quaternion_multiply(np.broadcast_to(ref, q[:, 0].shape), quaternion_power(rel, scale))
-        else:
-            out[:, j] = quaternion_power(q[:, j], scale)
+        ref = np.broadcast_to(mean_quaternion(q[:, j]), q[:, j].shape)
+        rel = R.quaternion_multiply(_conjugate(ref), q[:, j])
+        out[:, j] = R.quaternion_multiply(ref, quaternion_power(rel, scale))
     poses = R.quaternion_to_axis_angle(out).reshape(take.num_frames, skeleton.NUM_JOINTS * 3)
     trans = take.trans.astype(np.float64)
     if "root" in parts:
@@ -63,7 +62,8 @@ def scale_take(take: Take, scale: float, parts=ANIM_PARTS) -> Take:
         trans = centre + scale * (trans - centre)
     expressions = take.expressions.astype(np.float64)
     if "face" in parts:
-        expressions = scale * expressions
+        centre = expressions.mean(0)
+        expressions = centre + scale * (expressions - centre)
     return Take(poses=poses.astype(np.float32), trans=trans.astype(np.float32),
                 expressions=expressions.astype(np.float32), betas=take.betas, fps=take.fps, gender=take.gender,
                 meta=dict(take.meta))

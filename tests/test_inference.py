@@ -281,7 +281,8 @@ def test_phone_accurate_mouth_is_combined_with_the_model_face():
 
     from echomask.core.errors import EchoMaskError
     from echomask.core.face.lipsync import apply_phone_mouth
-    from echomask.core.inference import _phone_accurate_mouth
+    from echomask.core.generation.options import GenerationOptions
+    from echomask.core.generation.post import apply_phone_mouth as _phone_accurate_mouth
     from echomask.core.take import neutral_take
 
     take = neutral_take(90)
@@ -298,4 +299,4 @@ def test_phone_accurate_mouth_is_combined_with_the_model_face():
     kept = _phone_accurate_mouth(neutral_take(90), phones, 0.5, known)
     np.testing.assert_array_equal(kept.poses[:30, 66:69], 0)
     with pytest.raises(EchoMaskError, match="Lip-sync strength"):
-        _phone_accurate_mouth(neutral_take(90), phones, 1.5, None)
+        GenerationOptions(lipsync=1.5)

@@ -4,7 +4,7 @@ import pytest
 
 from echomask.core import rotations as R
 from echomask.core import skeleton as S
-from echomask.core.intensity import quaternion_power, scale_take
+from echomask.core.intensity import mean_quaternion, quaternion_power, scale_take
 from echomask.core.keyreduce import max_interpolation_error, quaternion_tolerance, reduce_keys
 from echomask.core.take import Take
 from echomask.core.take import save_take
@@ -59,21 +59,30 @@ def test_quaternion_power_scales_the_angle_about_the_same_axis():
         np.testing.assert_allclose(R.quaternion_to_axis_angle(quaternion_power(q, s)), s * aa, atol=1e-9)
 
 
-def test_scale_take_scales_only_the_chosen_parts_around_neutral():
+def test_scale_take_scales_only_the_chosen_parts_around_their_mean_pose():
     take = _take()
     big = scale_take(take, 1.5, parts=("hands", "face"))
-    aa0, aa1 = take.joint_rotations(), big.joint_rotations()
+    q0 = R.axis_angle_to_quaternion(take.joint_rotations().astype(np.float64))
+    q1 = R.axis_angle_to_quaternion(big.joint_rotations().astype(np.float64))
     hands = list(PART_JOINT_INDICES["hands"])
-    np.testing.assert_allclose(aa1[:, hands], 1.5 * aa0[:, hands], atol=1e-4)
+    for j in hands[:3]:
+        mean = mean_quaternion(q0[:, j])
+        angle = lambda q: 2 * np.arccos(np.clip(np.abs(q @ mean), 0, 1))   # distance from the mean rotation
+        np.testing.assert_allclose(angle(q1[:, j]), 1.5 * angle(q0[:, j]), atol=1e-4)
     others = [j for j in range(S.NUM_JOINTS) if j not in hands and j not in PART_JOINT_INDICES["face"]]
-    np.testing.assert_allclose(aa1[:, others], aa0[:, others], atol=1e-5)
-    np.testing.assert_allclose(big.expressions, 1.5 * take.expressions, rtol=1e-6)
+    np.testing.assert_allclose(big.joint_rotations()[:, others], take.joint_rotations()[:, others], atol=1e-5)
+    mean_e = take.expressions.mean(0)
+    np.testing.assert_allclose(big.expressions, mean_e + 1.5 * (take.expressions - mean_e), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(big.trans, take.trans)
+    same = scale_take(take, 1.0, parts=ANIM_PARTS)
+    np.testing.assert_allclose(same.joint_rotations(), take.joint_rotations(), atol=1e-5)
     still = scale_take(take, 0.0, parts=ANIM_PARTS)
-    assert np.abs(still.joint_rotations()[:, 1:]).max() < 1e-6           # bones at rest
+    qs = R.axis_angle_to_quaternion(still.joint_rotations().astype(np.float64))
+    assert np.abs(np.abs((qs * qs[:1]).sum(-1)) - 1).max() < 1e-6      # every joint holds one pose ...
+    for j in (0, 16, 30):
+        assert abs(abs(qs[0, j] @ mean_quaternion(q0[:, j])) - 1) < 1e-6   # ... its mean pose, not the rest pose
     np.testing.assert_allclose(still.trans, np.broadcast_to(take.trans.mean(0), take.trans.shape), atol=1e-6)
-    pelvis = R.axis_angle_to_quaternion(still.joint_rotations()[:, 0].astype(np.float64))
-    assert np.abs(np.abs(pelvis @ pelvis[0]) - 1).max() < 1e-6          # one constant facing, not identity
+    np.testing.assert_allclose(still.expressions, np.broadcast_to(mean_e, take.expressions.shape), atol=1e-6)
 
 
 def test_merge_known_copies_known_frames_per_part():

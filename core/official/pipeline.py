@@ -1,5 +1,5 @@
-"""The official release's inference loop on this project's models (docs/OFFICIAL_RELEASE_FORMAT.md §6), and the
-product entry point `generate_official` that core.inference.generate calls for a converted release.
+"""The official release's inference loop on this project's models (docs/OFFICIAL_RELEASE_FORMAT.md §6); the
+product runs it through core.generation.official (options, post-processing) from core.inference.generate.
 
 Loop over windows i = 0..R-1 (window i reads feature rows [60 i, 60 i + 64)):
   * generator input: 64 frames in the release's 337-d layout (55 x rot6d, ABSOLUTE translation, 4
@@ -15,8 +15,8 @@ Then each part's stitched tokens are decoded in one pass; poses = upper/lower/ha
 lower body (rot6d normalised, translation zeroed), x/z velocities integrated from the start, y absolute.
 
 The release seeds window 0 with the first BEAT2 test clip; the product uses this project's neutral
-standing pose instead (core.inference._neutral_standing), so outputs differ from the release's own
-script only through that seed.
+standing pose instead (core.generation.post.neutral_standing), so outputs differ from the release's own
+script only through that seed (core.generation.post.neutral_standing).
 """
 from __future__ import annotations
 
@@ -189,133 +189,24 @@ def assemble_pose(decoded: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return mats, poses, expressions
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Product entry point
-
 def neutral_seed() -> tuple[np.ndarray, np.ndarray]:
     """This project's neutral standing pose as the release's 4 seed frames (absolute translation) and the
     start translation (the release would take both from the first BEAT2 test clip)."""
-    from ..inference import _neutral_standing
+    from ..generation.post import neutral_standing
     from ..motion_repr import parts_to_motion337, take_to_parts
 
-    take = _neutral_standing(SEED)
+    take = neutral_standing(SEED)
     seed = parts_to_motion337(take_to_parts(take), trans=take.trans, trans_mode="absolute")
     seed[:, MOTION_CONTACTS] = 1.0  # standing still: feet planted
     assert np.allclose(seed[:, MOTION_TRANS], take.trans)
     return seed.astype(np.float32), take.trans[0].astype(np.float32)
 
 
-def generate_official(audio: np.ndarray, model, seed: int = 0, temperature: float = 0.0, progress=None,
-                      cancel=None, travel: bool = False, intensity: float = 1.0, parts=None, known_take=None,
-                      known_mask=None, timings=None, feature_fn=None):
-    """Speech (16 kHz mono float) -> Take with a converted official release (`model`: EchoMaskModel whose
-    info says pipeline 'official-release'). Same options as core.inference.generate. feature_fn(audio16k,
-    n_frames) -> (hubert_hid, hubert) (T, 256) each overrides the HuBERT backend (tests)."""
-    import time
-
-    import torch
-
-    from ..errors import EchoMaskError
-    from ..inference import _scale_intensity, choose_tokens
-    from ..motion_repr import take_to_motion337, take_to_parts
-    from ..take import Take
-    from .convert import load_official_extras
-    from .hubert import release_feature_fn
-
-    def report(fraction, message):
-        if progress is not None:
-            progress(float(fraction), message)
-
-    times = {"features": 0.0, "model": 0.0, "decode": 0.0}
-    dev = model.device
-    n_frames = max(1, int(round(len(audio) * FPS / 16000)))
-    n_windows = max(1, math.ceil((n_frames - SEED) / HOP))
-    total = SEED + n_windows * HOP
-    pad = int(round(total * 16000 / FPS)) - len(audio)
-    if pad > 0:  # cover the last frames (the release would drop up to 59 of them): pad with silence
-        audio = np.concatenate([audio, np.zeros(pad, np.float32)])
-    parts_to_generate = tuple(parts) if parts else PARTS
-
-    global_motion, projection = _extras(model, load_official_extras)
-    report(0.02, "Analysing the speech (HuBERT)")
-    t0 = time.perf_counter()
-    fn = feature_fn or release_feature_fn(projection, model.meta.get("hubert_dir"), device=dev)
-    hubert_hid, hubert = fn(audio, total)
-    times["features"] = time.perf_counter() - t0
-
-    seed_motion, start = neutral_seed()
-    known = known_parts = None
-    if known_take is not None:
-        if known_take.num_frames < n_frames:
-            raise EchoMaskError(f"The existing take has {known_take.num_frames} frames but the speech needs "
-                                f"{n_frames}; extend the take or trim the speech.")
-        piece = known_take.slice(0, n_frames)
-        known_parts = take_to_parts(piece)
-        if known_mask is not None:
-            frames = np.zeros(n_frames, bool)
-            m = np.asarray(known_mask, bool)[:n_frames]
-            frames[:len(m)] = m
-            known = (take_to_motion337(piece, trans_mode="absolute"), frames)
-
-    sampler = torch.Generator().manual_seed(int(seed))
-
-    def choose(logits):
-        return choose_tokens(logits, temperature, sampler)
-
-    def window_done(w, n):
-        report(0.05 + 0.85 * w / n, f"Generating gestures ({w}/{n})")
-
-    def check_cancel():
-        if cancel is not None and cancel():
-            from ..inference import GenerationCancelled
-
-            raise GenerationCancelled("Generation cancelled.")
-
-    run = run_release(model.generator, model.tokenizers, global_motion, hubert, hubert_hid, seed_motion, start,
-                      n_windows=n_windows, choose=choose, known=known, record=False, progress=window_done,
-                      cancel=check_cancel, timings=times)
-    report(0.92, "Building the animation")
-    poses, expressions, trans = run.poses[:n_frames], run.expressions[:n_frames], run.trans[:n_frames]
-    if not travel:  # stay where the seed stood: remove the slow x/z drift, keep steps and sways
-        from ..root_motion import _moving_average
-
-        xz = trans[:, [0, 2]].astype(np.float64)
-        xz = xz - _moving_average(xz, max(3, int(round(4.0 * FPS)) | 1)) + start[[0, 2]]
-        trans = trans.copy()
-        trans[:, 0], trans[:, 2] = xz[:, 0], xz[:, 1]
-    if known_parts is not None:
-        from ..motion_repr import parts_to_take
-
-        keep = np.zeros(n_frames, bool) if known_mask is None else known[1]
-        mine = take_to_parts(Take(poses=poses, trans=trans, expressions=expressions, fps=FPS))
-        for p in PARTS:
-            if p not in parts_to_generate:
-                mine[p] = known_parts[p]
-            elif keep.any():
-                mine[p][keep] = known_parts[p][keep]
-        rebuilt = parts_to_take(mine, fps=FPS)
-        poses, expressions = rebuilt.poses, rebuilt.expressions
-        if "lower" not in parts_to_generate:
-            trans = known_take.trans[:n_frames].astype(np.float32).copy()
-        elif keep.any():
-            trans[keep] = known_take.trans[:n_frames][keep]
-    if intensity != 1.0:
-        poses, expressions = _scale_intensity(poses, expressions, intensity)
-    if timings is not None:
-        timings.update(times)
-    take = Take(poses=poses.astype(np.float32), trans=trans.astype(np.float32),
-                expressions=expressions.astype(np.float32), fps=FPS, meta={
-                    "generator": "echomask-official-release", "config": model.config.name, "weights": model.path,
-                    "seed": int(seed), "temperature": float(temperature), "travel": bool(travel),
-                    "intensity": float(intensity)})
-    report(1.0, "Done")
-    return take.validate("generated take")
-
-
 _EXTRAS: dict = {}
 
 
-def _extras(model, loader):
+def release_extras(model, loader):
+    """The converted release's global-motion net and speech projection (cached per file and device)."""
     import os
 
     key = (os.path.abspath(model.path), os.path.getmtime(model.path), str(model.device))

@@ -8,7 +8,7 @@ token positions whose choice is most confident (mean log-probability over the bo
 the rest are hidden again. After the last pass every position is chosen. `steps` 1 is the paper's single
 pass. Known frames (seeds, in-betweening) stay visible throughout and their positions are never hidden.
 
-Used by `core.inference` (this project's models) and `core.official.pipeline` (the converted release).
+Used by `core.generation.loop` (this project's models) and `core.generation.official` (the converted release).
 """
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import math
 
 import numpy as np
 
-from .skeleton import PARTS
+from ..skeleton import PARTS
 
-DEFAULT_STEPS = 4
+from .options import DEFAULT_STEPS  # noqa: E402,F401
 
 
 def choose_tokens(logits, temperature: float, generator=None):
@@ -67,8 +67,8 @@ def decode_window(generator, tokenizers, motion, known, cond, temperature: float
     """
     import torch
 
-    from .model.generator import known_token_vectors
-    from .motion_repr import parts_to_motion337
+    from ..model.generator import known_token_vectors
+    from ..motion_repr import parts_to_motion337
 
     to_motion = to_motion or (lambda dec: parts_to_motion337({p: v[0].float().cpu().numpy() for p, v in dec.items()}))
     dev = next(generator.parameters()).device

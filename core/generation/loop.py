@@ -1,0 +1,196 @@
+"""The window loop of this project's models (docs/METHOD.md §7): speech -> tokens -> take.
+
+The speech is walked in 64-frame windows that overlap by 4 frames: window i covers frames [60 i, 60 i + 64);
+its first 4 frames are the seed (the last 4 frames of window i-1's own decode, whose last token is also
+given as a known token; for window 0 a neutral standing pose and its tokens). Each window's tokens are
+chosen by `decoding.decode_window` (iterative masked decoding; one pass with arg-max is the paper's).
+Window 0 keeps its 16 tokens, every later window its last 15, and each part's token sequence is decoded
+by its RVQ decoder in overlapping chunks, which equals one pass over the whole sequence. Frames the
+animator keeps (re-key) are given to the model as known frames and known tokens, and copied back.
+
+Memory stays flat in the audio's length: speech features are computed chunk by chunk as the windows
+advance (`features.FeatureStream`), and decoding writes straight into the output arrays. Root motion:
+core.root_motion.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from ..skeleton import PARTS
+from .decoding import decode_window
+from .features import SAMPLE_RATE, FeatureStream, default_feature_fn
+from .options import GenerationOptions
+from .post import apply_intensity, apply_phone_mouth, keep_known, neutral_standing, splice_known
+
+SPEECH_GROUP = 8   # the MAM speech branch does not depend on motion: run it for 8 windows in one batch
+
+
+def decode_chunked(tokenizer, denorm, codes, chunk_tokens: int = 256, context: int = 32):
+    """Yield (first_frame, raw features (frames, D) numpy) decoding `codes` (N, L) in overlapping chunks;
+    the result equals a single decode of the whole sequence where `context` covers the receptive field."""
+    import torch
+
+    n = len(codes)
+    ds = tokenizer.downsample
+    for lo in range(0, n, chunk_tokens):
+        hi = min(n, lo + chunk_tokens)
+        a, b = max(0, lo - context), min(n, hi + context)
+        with torch.no_grad():
+            dec = tokenizer.decode(codes[a:b][None])[0]
+        dec = denorm(dec)[(lo - a) * ds:(hi - a) * ds]
+        yield lo * ds, dec.float().cpu().numpy()
+
+
+def neutral_seed_codes(tokenizers, window: int = 64, seed_frames: int = 4) -> dict:
+    """{part: (seed tokens, L) long}: the tokens of the neutral standing pose, window 0's seed."""
+    import torch
+
+    from ..motion_repr import take_to_parts
+
+    parts = take_to_parts(neutral_standing(window))
+    dev = next(iter(tokenizers.parameters())).device
+    with torch.inference_mode():
+        codes = tokenizers.encode_parts({p: torch.from_numpy(v[None]).to(dev) for p, v in parts.items()})
+    n = seed_frames // tokenizers[PARTS[0]].downsample
+    return {p: c[0, :n] for p, c in codes.items()}
+
+
+def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None, progress=None, cancel=None,
+                  feature_fn=None, chunk_frames: int = 1800, timings=None, fps: float = 30.0):
+    """Speech (16 kHz mono float32) -> Take with one of this project's models (an EchoMaskModel).
+
+    known: None or (known_parts {part: (n_frames, D)}, known_frames (n_frames,) bool, known_take) from
+    core.inference (the frames and parts the animator keeps). progress(fraction, message) between windows;
+    cancel() is called between windows and raises to stop.
+    """
+    import torch
+
+    from ..motion_repr import LOWER_CONTACTS, LOWER_TRANS, parts_to_motion337, parts_to_take, take_to_parts
+    from ..root_motion import root_translation
+    from ..take import Take
+
+    def report(fraction, message):
+        if progress is not None:
+            progress(float(fraction), message)
+
+    gen, tok, cfg = mdl.generator, mdl.tokenizers, mdl.config
+    dev = mdl.device
+    window, seed_frames = cfg.window, cfg.seed_frames
+    hop = window - seed_frames
+    unit = tok[PARTS[0]].downsample
+    tok_per_seed = seed_frames // unit
+    n_tok = window // unit
+    parts_to_generate = options.parts or PARTS
+    feature_fn = feature_fn or default_feature_fn(cfg.generator.speech_backend)
+    times = {"features": 0.0, "model": 0.0, "decode": 0.0}
+
+    n_frames = max(1, int(round(len(audio) * fps / SAMPLE_RATE)))
+    n_windows = max(1, math.ceil((n_frames - seed_frames) / hop))
+    total = seed_frames + n_windows * hop
+    known_parts, known_frames, known_take = known if known is not None else (None, None, None)
+    # Short clips and the last window are padded with silence by the feature stream (no copy of the
+    # audio is made); the output is trimmed back to the speech's length.
+    stream = FeatureStream(audio, total, fps, feature_fn, chunk_frames)
+    neutral = parts_to_motion337(take_to_parts(neutral_standing(seed_frames)))
+    seed_codes = neutral_seed_codes(tok, window, seed_frames)
+    known_m337 = known_tokens = None
+    if known_parts is not None:
+        known_m337 = parts_to_motion337(known_parts)
+        pad = total - n_frames
+        padded = {p: torch.from_numpy(np.concatenate([v, np.repeat(v[-1:], pad, 0)])[None]).to(dev)
+                  for p, v in known_parts.items()}
+        with torch.inference_mode():
+            known_tokens = {p: c[0] for p, c in tok.encode_parts(padded).items()}
+    sampler = torch.Generator().manual_seed(options.seed)
+    tokens = {p: [] for p in PARTS}
+    seed_motion = neutral
+    report(0.02, "Analysing the speech")
+    cond_group: dict = {}
+    for w in range(n_windows):
+        if cancel is not None:
+            cancel()
+        start = w * hop
+        t0 = time.perf_counter()
+        f0 = stream.seconds
+        if w % SPEECH_GROUP == 0:
+            lows, highs = zip(*(stream.rows(v * hop, v * hop + window)
+                                for v in range(w, min(n_windows, w + SPEECH_GROUP))))
+            with torch.inference_mode():
+                cond_group = gen.mam.speech_branch(torch.from_numpy(np.stack(lows)).to(dev),
+                                                   torch.from_numpy(np.stack(highs)).to(dev))
+        j = w % SPEECH_GROUP
+        cond = {p: c[j:j + 1] for p, c in cond_group.items()}
+        t_feat = stream.seconds - f0
+        motion = np.zeros((window, neutral.shape[1]), np.float32)
+        motion[:seed_frames] = seed_motion
+        known_here = np.zeros(window, bool)
+        known_here[:seed_frames] = True
+        given = {p: torch.full((n_tok, gen.levels), -1, dtype=torch.long, device=dev) for p in PARTS}
+        if known_frames is not None:
+            lo, hi = start, min(n_frames, start + window)
+            k = known_frames[lo:hi]
+            motion[:hi - lo][k] = known_m337[lo:hi][k]
+            known_here[:hi - lo] |= k
+            for p in PARTS:
+                given[p][:] = known_tokens[p][w * (hop // unit):w * (hop // unit) + n_tok, :gen.levels]
+        for p in PARTS:
+            given[p][:tok_per_seed] = seed_codes[p][:, :gen.levels]
+        codes = decode_window(gen, tok, motion, known_here, cond, options.temperature, sampler, options.steps,
+                              known_codes=given)
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            for p in PARTS:
+                tokens[p].append((codes[p] if w == 0 else codes[p][tok_per_seed:]).cpu())
+            if w + 1 < n_windows:  # the next window's seed: this window's own decode, last 4 frames, and its token
+                dec = tok.decode_parts({p: codes[p][None] for p in PARTS})
+                seed_motion = parts_to_motion337({p: dec[p][0, -seed_frames:].float().cpu().numpy() for p in PARTS})
+                seed_codes = {p: codes[p][-tok_per_seed:] for p in PARTS}
+        t2 = time.perf_counter()
+        times["features"] += t_feat
+        times["model"] += (t1 - t0) - t_feat
+        times["decode"] += t2 - t1
+        report(0.05 + 0.85 * (w + 1) / n_windows, f"Generating gestures ({w + 1}/{n_windows})")
+    phones = stream.phones
+    del stream
+
+    if cancel is not None:
+        cancel()
+    report(0.92, "Building the animation")
+    t0 = time.perf_counter()
+    poses = np.zeros((n_frames, 165), np.float32)
+    expressions = np.zeros((n_frames, 100), np.float32)
+    trans_feat = np.zeros((n_frames, 3), np.float32)
+    contacts = np.zeros((n_frames, 4), np.float32)
+    seqs = {p: torch.cat(tokens[p]).to(dev) for p in PARTS}
+    decoders = {p: decode_chunked(tok[p], lambda x, p=p: tok.denormalize(p, x), seqs[p]) for p in PARTS}
+    for chunks in zip(*(decoders[p] for p in PARTS)):
+        first = chunks[0][0]
+        if first >= n_frames:
+            break
+        feats = {p: c[1][: n_frames - first] for p, c in zip(PARTS, chunks)}
+        if known_parts is not None:
+            sl = slice(first, first + len(feats["face"]))
+            feats = splice_known(feats, {p: v[sl] for p, v in known_parts.items()}, known_frames[sl],
+                                 parts_to_generate)
+        piece = parts_to_take(feats, fps=fps)
+        sl = slice(first, first + piece.num_frames)
+        poses[sl], expressions[sl] = piece.poses, piece.expressions
+        trans_feat[sl], contacts[sl] = feats["lower"][:, LOWER_TRANS], feats["lower"][:, LOWER_CONTACTS]
+    del seqs, tokens
+    take = Take(poses=poses, trans=np.zeros((n_frames, 3), np.float32), expressions=expressions, fps=fps)
+    take = apply_intensity(take, options.intensity)   # before the root: foot locking sees the final legs
+    take.trans = root_translation(take.poses, trans_feat, contacts, fps, travel=options.travel)
+    if known_parts is not None:   # what the animator keeps stays exactly as it was
+        take = keep_known(take, known_take.slice(0, n_frames), known_frames, parts_to_generate)
+    times["decode"] += time.perf_counter() - t0
+    if timings is not None:
+        timings.update(times)
+    take.meta = {"generator": "echomask", "config": cfg.name, "weights": mdl.path, "seed": options.seed,
+                 "temperature": options.temperature, "steps": options.steps, "travel": options.travel,
+                 "intensity": options.intensity}
+    if "face" in parts_to_generate:
+        take = apply_phone_mouth(take, phones, options.lipsync, known_frames)
+    return take

@@ -1,0 +1,84 @@
+"""What happens to a take after the model: the parts and frames the animator keeps, gesture intensity,
+the phone-accurate mouth; and the neutral pose that seeds generation. Shared by this project's models
+(`loop`) and the official release (`official`)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..skeleton import PARTS
+from ..take import Take
+
+MODEL_PARTS_FOR_INTENSITY = ("face", "upper", "hands", "lower")   # root translation is left as generated
+
+
+def neutral_standing(frames: int) -> Take:
+    """Seed pose of the first window: neutral standing, arms relaxed down (not the SMPL-X T-pose), on the floor."""
+    from ..take import neutral_take
+
+    take = neutral_take(frames)
+    pose = take.poses.reshape(frames, 55, 3)
+    pose[:, 16] = (0.0, 0.0, -1.2)   # left shoulder: arm down
+    pose[:, 17] = (0.0, 0.0, 1.2)    # right shoulder
+    take.trans[:, 1] = 1.30          # pelvis height of a standing SMPL-X neutral body (BEAT2 ~1.30 m)
+    return take
+
+
+def apply_intensity(take: Take, intensity: float) -> Take:
+    """Gesture amplitude about the take's mean pose (core.intensity: the one meaning of intensity)."""
+    if intensity == 1.0:
+        return take
+    from ..intensity import scale_take
+
+    scaled = scale_take(take, intensity, MODEL_PARTS_FOR_INTENSITY)
+    scaled.meta = dict(take.meta)
+    return scaled
+
+
+def apply_phone_mouth(take: Take, phones, strength: float, known_frames=None) -> Take:
+    """Combine the model's face with the recognised phones (lips close on p/b/m, open on vowels, rest in
+    pauses); frames given as known keep their face exactly. Strength 0 returns the take unchanged."""
+    if strength == 0.0 or not phones:
+        return take
+    from ..face.lipsync import apply_phone_mouth as mouth
+
+    mouthed = mouth(take, phones, strength=strength)
+    new = np.ones(take.num_frames, bool) if known_frames is None else ~np.asarray(known_frames, bool)
+    take.poses[new, 66:69] = mouthed.poses[new, 66:69]
+    take.expressions[new] = mouthed.expressions[new]
+    take.meta["lipsync"] = strength
+    return take
+
+
+def splice_known(feats: dict, known_parts: dict, keep: np.ndarray, parts_to_generate) -> dict:
+    """Per-part features of one chunk of frames with the animator's kept parts and frames put back:
+    parts not generated come from `known_parts` entirely, kept frames (`keep`) of generated parts too."""
+    for p in PARTS:
+        if p not in parts_to_generate:
+            feats[p] = known_parts[p].copy()
+        elif keep.any():
+            feats[p][keep] = known_parts[p][keep]
+    return feats
+
+
+def keep_known(take: Take, known: Take, known_frames, parts_to_generate) -> Take:
+    """`take` with the known take's frames (`known_frames`) and the parts not generated put back exactly
+    (after intensity and root motion, which would otherwise touch them)."""
+    from ..take_parts import ANIM_PARTS, merge_known
+
+    n = take.num_frames
+    frames = np.zeros(n, bool) if known_frames is None else np.asarray(known_frames, bool)[:n]
+    mask = np.zeros((n, len(ANIM_PARTS)), bool)
+    for i, part in enumerate(ANIM_PARTS):
+        model_part = "lower" if part == "root" else part
+        mask[:, i] = frames | (model_part not in parts_to_generate)
+    return merge_known(take, known, mask)
+
+
+def music_like(audio: np.ndarray) -> bool:
+    """Crude check: speech has pauses; continuous energy for a minute suggests music (warning only)."""
+    frame = 1600
+    n = min(len(audio) // frame, 600)
+    if n < 20:
+        return False
+    e = np.sqrt(np.mean(audio[: n * frame].reshape(n, frame) ** 2, axis=1) + 1e-12)
+    return bool((e < 0.1 * np.median(e)).mean() < 0.02)

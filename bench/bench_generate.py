@@ -73,7 +73,8 @@ class PeakRSS:
         self.peak = max(self.peak, _rss_mb())
 
 
-def run_one(seconds: float, weights: str | None, device: str, threads: int, lipsync: float | None = None) -> dict:
+def run_one(seconds: float, weights: str | None, device: str, threads: int, lipsync: float | None = None,
+            steps: int | None = None) -> dict:
     sys.path.insert(0, str(ROOT.parent))
     import importlib.util
 
@@ -95,7 +96,8 @@ def run_one(seconds: float, weights: str | None, device: str, threads: int, lips
     timings = {}
     with PeakRSS() as mem:
         t0 = time.perf_counter()
-        take = generate(audio, model=weights, device=device, timings=timings, threads=threads, lipsync=lipsync)
+        take = generate(audio, model=weights, device=device, timings=timings, threads=threads, lipsync=lipsync,
+                        steps=steps)
         total = time.perf_counter() - t0
     return {"seconds": seconds, "frames": take.num_frames, "total_s": total,
             "per_speech_second": {k: v / seconds for k, v in timings.items()} | {"end_to_end": total / seconds},
@@ -111,11 +113,12 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads while generating (1 = the default)")
     ap.add_argument("--lipsync", type=float, default=None,
                     help="phone-mouth strength passed to generate (default: generate's; 0 = model face only)")
+    ap.add_argument("--steps", type=int, default=None, help="decoding passes per window (default: generate's)")
     ap.add_argument("--one", type=float, default=None, help=argparse.SUPPRESS)  # child process mode
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args(argv)
     if args.one is not None:
-        print(json.dumps(run_one(args.one, args.weights, args.device, args.threads, args.lipsync)))
+        print(json.dumps(run_one(args.one, args.weights, args.device, args.threads, args.lipsync, args.steps)))
         return 0
     results = []
     for sec in args.lengths:
@@ -124,6 +127,8 @@ def main(argv=None) -> int:
             cmd += ["--weights", args.weights]
         if args.lipsync is not None:
             cmd += ["--lipsync", str(args.lipsync)]
+        if args.steps is not None:
+            cmd += ["--steps", str(args.steps)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         if proc.returncode != 0:
             print(proc.stderr[-2000:], file=sys.stderr)

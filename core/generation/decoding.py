@@ -21,19 +21,25 @@ from ..skeleton import PARTS
 from .options import DEFAULT_STEPS  # noqa: E402,F401
 
 
-def choose_tokens(logits, temperature: float, generator=None):
-    """logits (B, N, L, K) -> codes (B, N, L): arg-max at temperature 0, else sampled."""
+def choose_tokens(logits, temperature: float, generator=None, top_p: float = 1.0):
+    """logits (B, N, L, K) -> codes (B, N, L): arg-max at temperature 0, else sampled at `temperature`
+    from the smallest set of codes whose probability reaches `top_p` (nucleus sampling; 1 = all codes)."""
     import torch
 
     if temperature <= 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits.float().cpu() / temperature, dim=-1)
     flat = probs.reshape(-1, probs.shape[-1])
+    if top_p < 1.0:  # rare codes are where sampled motion turns jerky
+        sorted_p, order = flat.sort(-1, descending=True)
+        outside = (sorted_p.cumsum(-1) - sorted_p) >= top_p
+        sorted_p = sorted_p.masked_fill(outside, 0.0)
+        flat = torch.zeros_like(flat).scatter_(-1, order, sorted_p)
     idx = torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
     return idx.to(logits.device)
 
 
-def choose_motion_tokens(logits, temperature: float, generator=None):
+def choose_motion_tokens(logits, temperature: float, generator=None, top_p: float = 1.0):
     """logits (B, N, L, K) -> (codes (B, N, L), log-probability of each level-0 choice (B, N)).
 
     Level 0 is sampled at `temperature` (arg-max at 0); levels 1.. (detail) by arg-max: sampling the detail
@@ -43,7 +49,7 @@ def choose_motion_tokens(logits, temperature: float, generator=None):
 
     codes = logits.argmax(-1)
     if temperature > 0:
-        codes[..., 0] = choose_tokens(logits[..., :1, :], temperature, generator)[..., 0]
+        codes[..., 0] = choose_tokens(logits[..., :1, :], temperature, generator, top_p)[..., 0]
     logp = torch.log_softmax(logits[..., 0, :].float(), -1).gather(-1, codes[..., :1]).squeeze(-1)
     return codes, logp
 
@@ -56,7 +62,7 @@ def hidden_after_pass(hidden: int, step: int, steps: int) -> int:
 
 
 def decode_window(generator, tokenizers, motion, known, cond, temperature: float = 0.0, sampler=None,
-                  steps: int = DEFAULT_STEPS, known_codes=None, to_motion=None):
+                  steps: int = DEFAULT_STEPS, known_codes=None, to_motion=None, top_p: float = 1.0):
     """Tokens of one window by iterative masked decoding.
 
     motion (T, 337) float32 numpy with the known frames filled in; known (T,) bool; cond: the MAM
@@ -98,8 +104,11 @@ def decode_window(generator, tokenizers, motion, known, cond, temperature: float
                 hints = known_token_vectors(tokenizers, {p: c.clamp_min(0)[None] for p, c in codes.items()}, shown, levels)
             out = generator(torch.from_numpy(frames)[None].to(dev), torch.from_numpy(~visible)[None].to(dev),
                             None, None, cond=cond, known=hints)
-            picks = {p: choose_motion_tokens(out["logits"][p], temperature, sampler) for p in PARTS}
+            picks = {p: choose_motion_tokens(out["logits"][p], temperature, sampler, top_p) for p in PARTS}
         confidence = torch.stack([lp[0] for _, lp in picks.values()]).mean(0).cpu().numpy()   # (N,)
+        if temperature > 0:  # MaskGIT: randomise the order a little, less as the window fills
+            noise = torch.rand(n, generator=sampler).clamp(1e-9, 1 - 1e-9).numpy()
+            confidence = confidence - temperature * (1 - step / steps) * np.log(-np.log(noise))
         # The most confident still-open positions take this pass's codes; the rest stay open.
         still_open = hidden_after_pass(free, step, steps)
         candidates = np.flatnonzero(~chosen)

@@ -139,7 +139,7 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
         for p in PARTS:
             given[p][:tok_per_seed] = seed_codes[p][:, :gen.levels]
         codes = decode_window(gen, tok, motion, known_here, cond, options.temperature, sampler, options.steps,
-                              known_codes=given)
+                              known_codes=given, top_p=options.top_p)
         t1 = time.perf_counter()
         with torch.inference_mode():
             for p in PARTS:
@@ -189,7 +189,7 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
     if timings is not None:
         timings.update(times)
     take.meta = {"generator": "echomask", "config": cfg.name, "weights": mdl.path, "seed": options.seed,
-                 "temperature": options.temperature, "steps": options.steps, "travel": options.travel,
+                 "temperature": options.temperature, "top_p": options.top_p, "steps": options.steps, "travel": options.travel,
                  "intensity": options.intensity}
     if "face" in parts_to_generate:
         take = apply_phone_mouth(take, phones, options.lipsync, known_frames)

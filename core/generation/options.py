@@ -11,6 +11,7 @@ import math
 # Defaults. Temperature and steps were chosen by measurement on the held-out BEAT2 tails (docs/RESULTS.md).
 DEFAULT_TEMPERATURE = 0.0      # "Variation": 0 = the model's most likely motion (arg-max, as in the paper)
 DEFAULT_STEPS = 4              # decoding passes per window (1 = the paper's single pass)
+DEFAULT_TOP_P = 1.0            # nucleus of level-0 sampling (1 = every code)
 DEFAULT_LIPSYNC = 0.75         # phone-mouth strength for generated takes (docs/LIPSYNC.md)
 MAX_INTENSITY = 2.0
 MAX_TEMPERATURE = 2.0
@@ -22,6 +23,7 @@ class GenerationOptions:
     seed: int = 0                          # same seed, same take (when temperature > 0)
     temperature: float = DEFAULT_TEMPERATURE  # shown as "Variation"
     steps: int = DEFAULT_STEPS
+    top_p: float = DEFAULT_TOP_P           # sample level 0 among the most likely codes (when temperature > 0)
     intensity: float = 1.0                 # gesture amplitude about the take's mean pose (1 = as generated)
     travel: bool = False                   # let the character travel (False: stays in place)
     lipsync: float = DEFAULT_LIPSYNC       # 0 = the model's face alone
@@ -40,6 +42,8 @@ class GenerationOptions:
             raise EchoMaskError(f"Intensity must be between 0 and {MAX_INTENSITY:g} (1 = as generated); got {self.intensity}.")
         if not (math.isfinite(ls) and 0.0 <= ls <= 1.0):
             raise EchoMaskError(f"Lip-sync strength must be between 0 and 1 (0 = the model's face alone); got {self.lipsync}.")
+        if not (0.0 < float(self.top_p) <= 1.0):
+            raise EchoMaskError(f"top_p must be above 0 and at most 1 (1 = sample among every code); got {self.top_p}.")
         if not (1 <= int(self.steps) <= MAX_STEPS):
             raise EchoMaskError(f"Decoding passes must be between 1 and {MAX_STEPS}; got {self.steps}.")
         if self.parts is not None:
@@ -56,6 +60,7 @@ class GenerationOptions:
         object.__setattr__(self, "temperature", t)
         object.__setattr__(self, "intensity", i)
         object.__setattr__(self, "lipsync", ls)
+        object.__setattr__(self, "top_p", float(self.top_p))
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -220,7 +220,8 @@ class GenerationRun:
     def _step(self, context) -> None:
         if self.finished:
             return
-        if self._cancel_requested and self.phase in ("JOB", "STAGE", "LOAD"):
+        # Cancel holds until the take is linked: the APPLY step checks it too (nothing is on the rig before).
+        if self._cancel_requested and self.phase in ("JOB", "LOAD", "STAGE", "APPLY"):
             if self.phase == "JOB" and self.job.state == JobState.RUNNING:
                 self.job.cancel()
                 _set_ui(context, status="Cancelling")

@@ -184,6 +184,27 @@ def test_cancel_stops_the_worker_and_leaves_the_scene_as_it_was(studio, tmp_path
     assert "cancelled" in studio.window_manager.echomask_job.last_info
 
 
+def test_cancel_during_the_final_apply_step_stops_it_and_changes_nothing(studio, tmp_path):
+    import bpy
+
+    generate_op, takes = _gen()
+    studio.scene.frame_end = 100
+    rig = make_rig(studio)
+    settings_for(studio, rig, audio_source="FILE", audio_file=write_wav(tmp_path / "late.wav", seconds=1.0))
+    before = data_snapshot(studio.scene)
+    run = generate_op.start_generation(studio)
+    end = time.monotonic() + 30
+    while run.phase != "APPLY" and not run.finished and time.monotonic() < end:
+        run.step(studio)
+        time.sleep(0.005)
+    assert run.phase == "APPLY"                     # the keys are staged; only linking them is left
+    assert bpy.ops.echomask.cancel_generation() == {"FINISHED"}   # the panel's Cancel button
+    assert run.step(studio) == "CANCELLED"
+    assert data_snapshot(studio.scene) == before and takes.playing_take(rig) is None
+    assert generate_op.current_run() is None and not studio.window_manager.echomask_job.running
+    assert "cancelled" in studio.window_manager.echomask_job.last_info
+
+
 def test_escape_in_the_modal_cancels(studio, tmp_path, monkeypatch):
     import types
 

@@ -323,10 +323,12 @@ class StagedTake(StagedActions):
 
 
 def _add_take_track(owner_id, action) -> bpy.types.NlaTrack:
-    """A new unmuted NLA track on top holding `action` where its keys are (with its slot on 4.4+)."""
+    """A new NLA track on top holding `action` where its keys are (with its slot on 4.4+). It starts muted:
+    `set_playing_take` switches to it, which is what remembers the take that played before (A/B)."""
     anim = owner_id.animation_data or owner_id.animation_data_create()
     track = anim.nla_tracks.new()
     track.name = (TRACK_PREFIX + action.name)[:63]
+    track.mute = True
     strip = track.strips.new(action.name[:63], int(round(action.frame_range[0])), action)
     if compat.HAS_SLOTTED_ACTIONS and action.slots and strip.action_slot != action.slots[0]:
         strip.action_slot = action.slots[0]
@@ -429,7 +431,7 @@ def _face_take_tracks(armature):
 def set_playing_take(armature, name: str) -> None:
     """Unmute this take's tracks (body and face), mute every other take's; remembers the previous one."""
     action = get_take_action(armature, name)
-    previous = playing_take(armature)
+    previous = next((t for t in reversed(list_takes(armature)) if t.playing and t.name != name), None)
     anim = armature.animation_data
     _leave_tweak_mode(anim)
     for info in list_takes(armature):

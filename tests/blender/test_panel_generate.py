@@ -156,6 +156,24 @@ def test_apply_is_one_undo_step_that_restores_the_scene(studio, tmp_path):
     assert data_snapshot(bpy.context.scene) == after
 
 
+def test_ab_previous_take_right_after_a_second_generate(studio, tmp_path):
+    import bpy
+
+    generate_op, takes = _gen()
+    studio.scene.frame_end = 100
+    rig = make_rig(studio)
+    settings_for(studio, rig, audio_source="FILE", audio_file=write_wav(tmp_path / "ab.wav", seconds=1.0), seed=1)
+    assert generate_op.start_generation(studio).drive(studio) == "FINISHED"
+    settings_for(studio, rig, seed=2)
+    assert generate_op.start_generation(studio).drive(studio) == "FINISHED"
+    assert takes.playing_take(rig).name == "ab · seed 2"
+    assert bpy.ops.echomask.take_compare() == {"FINISHED"}      # the panel's A/B Previous Take
+    assert takes.playing_take(rig).name == "ab · seed 1"
+    assert [t.name for t in takes.list_takes(rig) if t.playing] == ["ab · seed 1"]   # one take plays
+    assert bpy.ops.echomask.take_compare() == {"FINISHED"}
+    assert takes.playing_take(rig).name == "ab · seed 2"
+
+
 def _slow(monkeypatch, steps=400, delay=0.02):
     monkeypatch.setenv("ECHOMASK_FAKE_STEPS", str(steps))
     monkeypatch.setenv("ECHOMASK_FAKE_DELAY", str(delay))

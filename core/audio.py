@@ -33,6 +33,11 @@ def to_mono_16k(samples: np.ndarray, rate: int) -> np.ndarray:
     return np.ascontiguousarray(samples)
 
 
+def speech_frames(num_samples: int, fps: float = 30.0) -> int:
+    """Frames of motion for `num_samples` of 16 kHz speech (the generator's count: rounded, at least 1)."""
+    return max(1, int(round(num_samples * fps / SAMPLE_RATE)))
+
+
 def load_speech(path: str | os.PathLike, max_seconds: float | None = None) -> np.ndarray:
     """Read an audio file as 16 kHz mono float32 in [-1, 1].
 

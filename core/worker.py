@@ -74,9 +74,11 @@ def run_request(request: dict, cancelled=lambda: False) -> dict:
     if request.get("weights"):
         options["model"] = request["weights"]
     if isinstance(options.get("known_take"), str):  # re-key: files from Blender -> Take at 30 fps + frame mask
-        from .take_parts import load_known
+        from .audio import speech_frames
+        from .take_parts import fit_known_to_speech, load_known
 
-        options["known_take"], options["known_mask"] = load_known(options["known_take"], options.get("known_mask"))
+        known, mask = load_known(options["known_take"], options.get("known_mask"))
+        options["known_take"], options["known_mask"] = fit_known_to_speech(known, mask, speech_frames(len(audio)))
     take = generate(audio, progress=progress, cancel=cancelled, **options)
     fps = request.get("fps")
     if fps and abs(float(fps) - take.fps) > 1e-6:

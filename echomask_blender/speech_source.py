@@ -17,6 +17,8 @@ import bpy
 from ..core.errors import AudioError
 from . import compat
 
+MIX_RATE = 16000  # the speech features' rate: the mixdown is written at it, so the worker does not resample
+
 SOURCES = (
     ("MIX", "Scene Sound", "Mix every unmuted sound strip in the frame range (what you hear)"),
     ("STRIP", "One Strip", "The speech of one sound strip; the take starts where its sound starts"),
@@ -170,13 +172,31 @@ def _mixdown(scene, start: int, end: int, path: str) -> str:
         scene.frame_start, scene.frame_end = start, end
         with bpy.context.temp_override(scene=scene):
             result = bpy.ops.sound.mixdown(filepath=path, check_existing=False, container="WAV", codec="PCM",
-                                           format="S16", mixrate=16000, channels="MONO")
+                                           format="S16", mixrate=MIX_RATE, channels="MONO")
     finally:
         scene.frame_start, scene.frame_end = saved
     if "FINISHED" not in result or not os.path.isfile(path):
         raise AudioError("Blender could not mix the scene's sound (sound mixdown failed). Choose 'File' or "
                          "'One Strip' as the audio source.")
+    # Blender mixes whole buffers, so the file runs a little past the last frame (frames 1-1860 at 30 fps:
+    # 992,768 samples, 1861.4 frames). Cut it to exactly the frames asked for: the take, and a re-key of it,
+    # then have the same length as the range.
+    _fit_wav_length(path, int(round((end - start + 1) / scene_fps(scene) * MIX_RATE)))
     return path
+
+
+def _fit_wav_length(path: str, samples: int) -> None:
+    """Trim (or pad with silence) a PCM WAV file to exactly `samples` sample frames, in place."""
+    with wave.open(path, "rb") as w:
+        params = w.getparams()
+        data = w.readframes(samples)
+    frame_bytes = params.sampwidth * params.nchannels
+    data = data[:samples * frame_bytes].ljust(samples * frame_bytes, b"\0")
+    with wave.open(path, "wb") as w:
+        w.setnchannels(params.nchannels)
+        w.setsampwidth(params.sampwidth)
+        w.setframerate(params.framerate)
+        w.writeframes(data)
 
 
 def materialize(plan: SpeechPlan, scene, folder: str) -> str:

@@ -6,7 +6,8 @@
 The take it writes is plausible, not learned: smooth per-joint sways whose size follows `intensity`, a
 jaw and a few expressions that follow the speech loudness (so lip sync can be eyeballed), root sway when
 `travel` is set. Same seed -> same take. Parts not in `parts` stay at rest; `known_take`/`known_mask` are
-honoured the way the masked model does (known frames are copied, see core/take_parts.py).
+honoured the way the masked model does (known frames are copied, see core/take_parts.py), with the real
+worker's rule for their length (core.take_parts.fit_known_to_speech).
 
 Behaviour for tests, from the environment:
     ECHOMASK_FAKE_MODE   ok (default) | fail | hang | die | stubborn | notorch | garbage
@@ -15,7 +16,8 @@ Behaviour for tests, from the environment:
       without torch prints; garbage: non-JSON output then exit 1.
     ECHOMASK_FAKE_STEPS  progress events (default 5);  ECHOMASK_FAKE_DELAY  seconds between them (0.02)
     ECHOMASK_FAKE_PROBE  JSON merged into the --probe answer (e.g. '{"cuda": true}')
-    ECHOMASK_FAKE_RECORD a folder: the request (and known_take/known_mask when given) are copied there
+    ECHOMASK_FAKE_RECORD a folder: the request, its speech (as speech.<ext>) and known_take/known_mask when
+                         given are copied there
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ import numpy as np  # noqa: E402
 
 from core import skeleton  # noqa: E402
 from core.take import Take, load_take, save_take  # noqa: E402
-from core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, merge_known  # noqa: E402
+from core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, fit_known_to_speech, merge_known  # noqa: E402
 
 
 def emit(event: str, **fields) -> None:
@@ -115,9 +117,8 @@ def run(request: dict, mode: str, steps: int, delay: float, stop: dict) -> dict:
     take = fake_take(loudness_per_frame(samples, rate, fps, frames), fps, int(request.get("seed", 0)),
                      float(request.get("temperature", 1.0)), float(request.get("intensity", 1.0)),
                      bool(request.get("travel", False)), parts)
-    if request.get("known_take"):
-        known = load_take(request["known_take"])
-        mask = np.load(request["known_mask"])
+    if request.get("known_take"):  # the real worker's contract: a frame or two of rounding is padded
+        known, mask = fit_known_to_speech(load_take(request["known_take"]), np.load(request["known_mask"]), frames)
         take = merge_known(take, known, mask)
     take.meta.update({"audio": request["audio"], "seed": request.get("seed", 0)})
     save_take(take, request["output"])
@@ -161,6 +162,7 @@ def main(argv=None) -> int:
         for key in ("known_take", "known_mask"):
             if request.get(key):
                 shutil.copy(request[key], os.path.join(record, os.path.basename(request[key])))
+        shutil.copy(request["audio"], os.path.join(record, "speech" + os.path.splitext(request["audio"])[1]))
         with open(os.path.join(record, "request.json"), "w") as f:
             json.dump(request, f)
     emit("started", pid=os.getpid(), protocol=1)

@@ -112,3 +112,25 @@ def test_load_known_gives_generate_a_30fps_take_and_a_per_frame_mask(tmp_path):
     with pytest.raises(ValueError, match="known_mask has shape"):
         np.save(tmp_path / "bad.npy", np.ones(7, bool))
         load_known(str(tmp_path / "known.npz"), str(tmp_path / "bad.npy"))
+
+
+def test_fit_known_to_speech_pads_a_frame_or_two_and_refuses_other_speech():
+    from echomask.core.errors import EchoMaskError
+    from echomask.core.take_parts import fit_known_to_speech
+
+    take = _take(n=60)
+    mask = np.ones(60, bool)
+    mask[20:40] = False
+    same, same_mask = fit_known_to_speech(take, mask, 60)
+    assert same is take and same_mask is mask                       # long enough: as it is
+    padded, padded_mask = fit_known_to_speech(take, mask, 62)       # a mixdown's rounding
+    assert padded.num_frames == 62 and padded_mask.shape == (62,)
+    np.testing.assert_array_equal(padded.poses[:60], take.poses)
+    np.testing.assert_array_equal(padded.poses[60:], take.poses[[59, 59]])
+    np.testing.assert_array_equal(padded.trans[61], take.trans[59])
+    assert padded_mask[60:].all()                                   # the last frame's mask, repeated
+    _, per_part = fit_known_to_speech(take, np.ones((60, len(ANIM_PARTS)), bool), 61)
+    assert per_part.shape == (61, len(ANIM_PARTS))
+    assert fit_known_to_speech(take, None, 61)[1] is None
+    with pytest.raises(EchoMaskError, match="not the speech the take was made from"):
+        fit_known_to_speech(take, mask, 70)

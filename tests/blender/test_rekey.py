@@ -4,7 +4,7 @@ import pytest
 
 from blender_helpers import ctx, registered, synthetic_take  # noqa: F401
 from conftest import requires_bpy
-from studio_helpers import all_keys, make_rig, settings_for, studio, write_wav  # noqa: F401
+from studio_helpers import add_sound_strip, all_keys, make_rig, needs_audaspace, settings_for, studio, write_wav  # noqa: F401
 
 pytestmark = requires_bpy
 
@@ -95,6 +95,42 @@ def test_rekey_replaces_only_the_chosen_parts_inside_the_range(studio, tmp_path,
     assert not mask[19:40, 1:3].any() and mask[19:40, [0, 3, 4]].all() and mask[:19].all() and mask[40:].all()
     edited = takes.read_take(rig, source.name)
     np.testing.assert_allclose(known.poses, edited.poses, atol=1e-6)
+
+
+def _wav_frames(path):
+    import wave
+
+    with wave.open(str(path), "rb") as w:
+        return w.getnframes(), w.getframerate()
+
+
+@pytest.mark.parametrize("last_frame", [90, 1860])
+def test_rekey_of_a_take_made_from_scene_sound(studio, tmp_path, monkeypatch, last_frame):
+    """Scene Sound (the default source): Blender's mixdown runs past the range (frames 1-1860 mix to
+    1861.4 frames of samples); the speech handed to the worker is exactly the take's frames."""
+    needs_audaspace()
+    compat, generate_op, rekey, takes = _mods()
+    scene = studio.scene
+    scene.frame_start, scene.frame_end = 1, last_frame
+    rig = make_rig(studio, with_face=False)
+    add_sound_strip(scene, write_wav(tmp_path / "scene_line.wav", seconds=last_frame / 30 + 1.5), frame_start=1)
+    record = tmp_path / "sent"
+    monkeypatch.setenv("ECHOMASK_FAKE_RECORD", str(record))
+    settings_for(studio, rig, audio_source="MIX")
+    assert generate_op.start_generation(studio).drive(studio, timeout=300) == "FINISHED"
+    source = takes.playing_take(rig)
+    assert (source.frame_start, source.frame_end) == (1, last_frame)
+    assert _wav_frames(record / "speech.wav") == (last_frame * 16000 // 30, 16000)   # exactly the range
+    settings_for(studio, rig, rekey_start=20, rekey_end=40, part_upper=True, part_face=False, part_hands=False,
+                 part_lower=False, part_root=False)
+    assert rekey.ECHOMASK_OT_rekey.disabled_reason(studio) is None
+    run = rekey.start_rekey(studio)
+    assert run.drive(studio, timeout=300) == "FINISHED", run.error
+    new = takes.playing_take(rig)
+    assert new.name != source.name and (new.frame_start, new.frame_end) == (1, last_frame)
+    from echomask.core.take import load_take
+
+    assert _wav_frames(record / "speech.wav")[0] == load_take(record / "known_take.npz").num_frames * 16000 // 30
 
 
 def test_rekey_is_refused_without_a_take_or_outside_it(studio, tmp_path):

@@ -9,6 +9,8 @@ one event per line:
     {"event": "warning", "message": "..."}
     {"event": "done", "result": "/path/take.npz", "frames": 1800, "seconds": 5.1}
     {"event": "error", "message": "...", "kind": "AudioError"}
+The request names the speech for messages (`audio_label`, e.g. "the sound strip 'line_04'"): silence is
+refused with that name before the model runs.
 Cancel = Blender kills the process (and it stops between windows on SIGTERM/SIGINT). A crash in torch ends
 only this process. The result is written to a temp name and renamed, so Blender never reads half a file.
 """
@@ -55,7 +57,7 @@ def probe() -> dict:
 
 def run_request(request: dict, cancelled=lambda: False) -> dict:
     """Generate the take a request asks for; returns the 'done' event's fields."""
-    from .audio import load_speech
+    from .audio import check_has_speech, load_speech
     from .inference import generate
     from .take import resample_take, save_take
 
@@ -69,6 +71,7 @@ def run_request(request: dict, cancelled=lambda: False) -> dict:
 
     progress(0.0, "Reading the speech")
     audio = load_speech(request["audio"])
+    check_has_speech(audio, request.get("audio_label") or os.path.basename(request["audio"]))
     options = {k: request[k] for k in ("seed", "temperature", "device", "travel", "intensity", "parts",
                                        "known_take", "known_mask", "lipsync") if request.get(k) is not None}
     if request.get("weights"):

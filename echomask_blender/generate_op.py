@@ -357,10 +357,12 @@ def generate_blocker(context) -> str | None:
     return runtime.device_problem(settings.device, runtime_ops.cached_probe_for(choice))
 
 
-def build_request(settings, audio: str, output: str, fps: float, parts, weights: str | None) -> dict:
+def build_request(settings, audio: str, output: str, fps: float, parts, weights: str | None,
+                  audio_label: str = "") -> dict:
     """The worker request. The model generates every part; only the ticked parts are keyed (re-key adds
-    `parts` with the known take)."""
+    `parts` with the known take). `audio_label` names the speech in the worker's messages."""
     request = {"audio": audio, "output": output, "fps": fps, "seed": int(settings.seed),
+               "audio_label": audio_label,
                "temperature": float(settings.temperature), "device": runtime.worker_device(settings.device),
                "travel": bool(settings.travel and "root" in parts), "intensity": float(settings.intensity),
                "lipsync": float(settings.lipsync)}
@@ -398,7 +400,7 @@ def start_generation(context) -> GenerationRun:
                     raise AudioError(speech_source.too_long_message(plan.frame_start, last, scene, fps))
         parts = selected_parts(settings)
         request = build_request(settings, audio, os.path.join(job_dir, "take.npz"), fps, parts,
-                                runtime_ops.weights_path(context))
+                                runtime_ops.weights_path(context), plan.description)
         name = take_name(plan.label, settings.seed)
         meta = {"audio": plan.label, "seed": int(settings.seed), "temperature": float(settings.temperature),
                 "intensity": float(settings.intensity), "source": plan.source}

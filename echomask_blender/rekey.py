@@ -221,7 +221,8 @@ def _rekey_speech(context, rig, source) -> speech_source.SpeechPlan:
     kind = str(action.get("echomask_source", "MIX"))
     if kind == "FILE":
         path = speech_source.resolve_file(str(action.get("echomask_audio_file", "")))
-        return speech_source.SpeechPlan("FILE", source.frame_start, None, source.audio, file=path)
+        return speech_source.SpeechPlan("FILE", source.frame_start, None, source.audio, file=path,
+                                        description=f"'{os.path.basename(path)}'")
     if kind == "STRIP":
         name = str(action.get("echomask_strip", ""))
         strip = next((s for s in compat.all_sound_strips(scene) if s.name == name), None)
@@ -230,17 +231,21 @@ def _rekey_speech(context, rig, source) -> speech_source.SpeechPlan:
                                 "speech: put the strip back, or generate a new take.")
         problem = speech_source.sound_file_problem(strip.sound)
         if problem:
-            raise EchoMaskError(f"The sound strip '{name}' cannot be used: {problem}.")
+            raise EchoMaskError(f"The sound strip '{name}' cannot be used: {problem}. Relink it to the take's "
+                                "speech, or generate a new take.")
+        description = speech_source.strip_description(strip)
         if strip.sound.packed_file is not None:
-            return speech_source.SpeechPlan("STRIP", source.frame_start, None, source.audio, packed_strip=name)
+            return speech_source.SpeechPlan("STRIP", source.frame_start, None, source.audio, packed_strip=name,
+                                            description=description)
         return speech_source.SpeechPlan("STRIP", source.frame_start, None, source.audio,
-                                        file=speech_source.sound_path(strip.sound))
+                                        file=speech_source.sound_path(strip.sound), description=description)
     if not compat.HAS_AUDASPACE:
         raise EchoMaskError("This Blender build cannot mix the scene's sound, which re-keying this take needs.")
     if not speech_source.strips_in_range(scene, source.frame_start, source.frame_end):
         raise EchoMaskError(f"No sound strip plays in the take's frames {source.frame_start}–{source.frame_end}: "
                             "re-keying needs the speech the take was made from.")
-    return speech_source.SpeechPlan("MIX", source.frame_start, source.frame_end, source.audio)
+    return speech_source.SpeechPlan("MIX", source.frame_start, source.frame_end, source.audio,
+                                    description=speech_source.mix_description(source.frame_start, source.frame_end))
 
 
 def start_rekey(context) -> GenerationRun:
@@ -265,7 +270,7 @@ def start_rekey(context) -> GenerationRun:
         mask_path = os.path.join(job_dir, "known_mask.npy")
         np.save(mask_path, known_mask(known.num_frames, source.frame_start, start, end, parts))
         request = build_request(settings, audio, os.path.join(job_dir, "take.npz"), fps, parts,
-                                runtime_ops.weights_path(context))
+                                runtime_ops.weights_path(context), plan.description)
         request.update(known_take=known_path, known_mask=mask_path, parts=model_parts(parts))
         name = derived_name(source.name, f" · rekey {start}-{end}")
         blend = int(settings.rekey_blend)

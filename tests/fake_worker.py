@@ -38,6 +38,8 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 from core import skeleton  # noqa: E402
+from core.audio import check_has_speech  # noqa: E402
+from core.errors import EchoMaskError  # noqa: E402
 from core.take import Take, load_take, save_take  # noqa: E402
 from core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, fit_known_to_speech, merge_known  # noqa: E402
 
@@ -104,6 +106,7 @@ def run(request: dict, mode: str, steps: int, delay: float, stop: dict) -> dict:
     samples, rate = read_wav_mono(request["audio"])
     if samples.size == 0:
         raise ValueError("the speech file has no samples")
+    check_has_speech(samples, request.get("audio_label") or os.path.basename(request["audio"]), rate)  # as core.worker
     fps = float(request.get("fps") or 30.0)
     frames = max(1, int(round(samples.size / rate * fps)))
     for i in range(steps):
@@ -176,6 +179,9 @@ def main(argv=None) -> int:
     delay = float(os.environ.get("ECHOMASK_FAKE_DELAY", "0.02"))
     try:
         done = run(request, mode, steps, delay, stop)
+    except EchoMaskError as err:   # the real worker's refusals (silence, a known take that does not fit)
+        emit("error", message=str(err), kind=type(err).__name__)
+        return 2
     except (ValueError, KeyError) as exc:
         emit("error", message=f"Fake worker: {exc}", kind="AudioError")
         return 2

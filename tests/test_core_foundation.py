@@ -213,6 +213,21 @@ def test_audio_errors_are_clear(tmp_path):
 def test_silence_detection():
     assert is_silent(np.zeros(16000, np.float32))
     assert not is_silent(np.sin(np.arange(16000) / 10).astype(np.float32) * 0.3)
+    hiss = np.random.default_rng(0).standard_normal(3 * 16000).astype(np.float32) * 10 ** (-60 / 20)
+    assert is_silent(hiss)                                   # room tone / hiss at -60 dBFS: nearly silent
+    line = hiss.copy()
+    line[16000:16000 + 4000] += 0.2 * np.sin(np.arange(4000) / 8)   # a quarter second of speech in it
+    assert not is_silent(line)
+
+
+def test_silence_is_refused_with_the_sounds_name():
+    from echomask.core.audio import check_has_speech
+
+    with pytest.raises(AudioError, match="No speech found in the sound strip 'line_04': it is completely silent"):
+        check_has_speech(np.zeros(48000, np.float32), "the sound strip 'line_04'")
+    with pytest.raises(AudioError, match=r"nearly silent \(its loudest moment is -6\d dBFS\)"):
+        check_has_speech(np.full(48000, 10 ** (-62 / 20), np.float32), "'x.wav'")
+    check_has_speech(np.sin(np.arange(48000) / 10).astype(np.float32) * 0.3, "'speech.wav'")   # no error
 
 
 def test_real_beat2_speech_float32_wav():

@@ -67,3 +67,19 @@ def test_rekey_accepts_speech_a_frame_longer_than_the_take(tmp_path, bundle, qui
     np.save(tmp_path / "mask.npy", mask[:50])
     with pytest.raises(EchoMaskError, match="not the speech the take was made from"):
         worker.run_request(request)
+
+
+def test_silence_is_refused_before_the_model_runs(tmp_path, bundle, quick_features):
+    import soundfile as sf
+
+    from echomask.core import worker
+    from echomask.core.errors import AudioError
+
+    sf.write(str(tmp_path / "silent.wav"), np.zeros(3 * 16000, np.float32), 16000)
+    request = _request(tmp_path, bundle, str(tmp_path / "silent.wav"), audio_label="the sound strip 'Mic 2'")
+    with pytest.raises(AudioError, match="No speech found in the sound strip 'Mic 2'"):
+        worker.run_request(request)
+    assert not (tmp_path / "take.npz").exists()
+    del request["audio_label"]                                       # older requests: the file's name
+    with pytest.raises(AudioError, match="No speech found in silent.wav"):
+        worker.run_request(request)

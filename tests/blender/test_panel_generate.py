@@ -322,6 +322,62 @@ def test_muted_and_missing_strips_are_explained(studio, tmp_path):
     assert "its file is missing" in _reason(studio)
 
 
+@pytest.mark.parametrize("amplitude, loudness", [(0.0, "completely silent"), (0.003, "nearly silent")])
+def test_silent_speech_makes_no_take_and_says_no_speech_was_found(studio, tmp_path, amplitude, loudness):
+    generate_op, takes = _gen()
+    studio.scene.frame_end = 100
+    rig = make_rig(studio)
+    settings_for(studio, rig, audio_source="FILE",
+                 audio_file=write_wav(tmp_path / "quiet.wav", seconds=3.0, amplitude=amplitude))
+    before = data_snapshot(studio.scene)
+    run = generate_op.start_generation(studio)
+    assert run.drive(studio) == "ERROR"
+    assert run.error.startswith(f"No speech found in 'quiet.wav': it is {loudness}")
+    assert "Check that the sound with the speech is chosen" in run.error
+    assert run.error in studio.window_manager.echomask_job.last_error
+    assert data_snapshot(studio.scene) == before and takes.playing_take(rig) is None
+
+
+def test_a_silent_scene_mix_names_the_frames(studio, tmp_path):
+    needs_audaspace()
+    generate_op, _ = _gen()
+    scene = studio.scene
+    scene.frame_start, scene.frame_end = 1, 90
+    rig = make_rig(studio, with_face=False)
+    add_sound_strip(scene, write_wav(tmp_path / "room_tone.wav", seconds=3.0, amplitude=0.0), frame_start=1)
+    settings_for(studio, rig, audio_source="MIX")
+    before = data_snapshot(scene)
+    run = generate_op.start_generation(studio)
+    assert run.drive(studio) == "ERROR"
+    assert run.error.startswith("No speech found in the scene's sound in frames 1–90")
+    assert data_snapshot(scene) == before
+
+
+def test_an_unreadable_sound_strip_is_named_with_what_to_do(studio, tmp_path):
+    needs_audaspace()
+    import bpy
+
+    generate_op, _ = _gen()
+    from echomask.core.errors import EchoMaskError
+
+    scene = studio.scene
+    scene.frame_start, scene.frame_end = 1, 250
+    rig = make_rig(studio, with_face=False)
+    noise = tmp_path / "noise.wav"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 50000, dtype=np.uint8).tobytes())
+    strip = add_sound_strip(scene, str(noise), frame_start=1)
+    before = data_snapshot(scene)
+    for source, verb in (("MIX", "cannot be played"), ("STRIP", "cannot be used")):
+        settings_for(studio, rig, audio_source=source, strip=strip.name)
+        reason = _reason(studio)
+        assert reason.startswith(f"The sound strip '{strip.name}' {verb}: Blender cannot read its file as sound")
+        assert "Relink" in reason
+        assert not bpy.ops.echomask.generate.poll()
+        with pytest.raises(EchoMaskError, match=f"The sound strip '{strip.name}'"):
+            generate_op.start_generation(studio)
+        assert data_snapshot(scene) == before and generate_op.current_run() is None
+
+
 def test_a_take_longer_than_the_scene_is_refused_unless_extend_is_on(studio, tmp_path):
     generate_op, takes = _gen()
     from echomask.core.errors import EchoMaskError

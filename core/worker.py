@@ -17,12 +17,15 @@ only this process. The result is written to a temp name and renamed, so Blender 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import time
 import traceback
+import warnings
 
 from .errors import EchoMaskError
 
@@ -36,6 +39,30 @@ class _Cancelled(Exception):
 def emit(event: str, **fields) -> None:
     sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
     sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def warnings_as_events():
+    """Warnings from EchoMask's own code ("This audio looks like music...") become 'warning' events, so
+    Blender shows them with the take; every warning from this package is sent (once per message), however
+    often it ran before in this process. Other libraries' warnings go to stderr as usual."""
+    package = __package__ or "core"
+    sent: set[str] = set()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("always", module=re.escape(package) + r"(\.|$)")
+        to_stderr = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if os.path.abspath(filename).startswith(os.path.dirname(os.path.abspath(__file__)) + os.sep):
+                text = str(message)
+                if text not in sent:
+                    sent.add(text)
+                    emit("warning", message=text)
+            else:
+                to_stderr(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
 
 
 def probe() -> dict:
@@ -82,7 +109,8 @@ def run_request(request: dict, cancelled=lambda: False) -> dict:
 
         known, mask = load_known(options["known_take"], options.get("known_mask"))
         options["known_take"], options["known_mask"] = fit_known_to_speech(known, mask, speech_frames(len(audio)))
-    take = generate(audio, progress=progress, cancel=cancelled, **options)
+    with warnings_as_events():
+        take = generate(audio, progress=progress, cancel=cancelled, **options)
     fps = request.get("fps")
     if fps and abs(float(fps) - take.fps) > 1e-6:
         take = resample_take(take, float(fps))

@@ -124,7 +124,7 @@ def stage_file(context, filepath: str, armature_name: str, frame_start: int) -> 
 
 # ------------------------------------------------------------------------------------------ the run
 
-def _set_ui(context, *, running=None, progress=None, status=None, error=None, info=None):
+def _set_ui(context, *, running=None, progress=None, status=None, error=None, info=None, warning=None):
     job = getattr(context.window_manager, "echomask_job", None)
     if job is None:
         return
@@ -138,6 +138,8 @@ def _set_ui(context, *, running=None, progress=None, status=None, error=None, in
         job.last_error = error
     if info is not None:
         job.last_info = info
+    if warning is not None:
+        job.last_warning = warning
     workspace = getattr(context, "workspace", None)
     if workspace is not None:
         text = None
@@ -193,7 +195,8 @@ class GenerationRun:
             self._fail(context, status.error)
             return
         self.phase = "JOB"
-        _set_ui(context, running=True, progress=0.0, status="Starting the generator", error="", info="")
+        _set_ui(context, running=True, progress=0.0, status="Starting the generator", error="", info="",
+                warning="")
 
     def request_cancel(self) -> None:
         self._cancel_requested = True
@@ -271,10 +274,14 @@ class GenerationRun:
                 return self._fail(context, "The take could not be applied (see the Info editor for why).")
             self.result = getattr(self.staged, "applied_name", None)
             self.phase = "FINISHED"
-            warn = f" Warning: {self.warnings[0]}" if self.warnings else ""
             _set_ui(context, running=False, progress=1.0, status="Done",
-                    info=f"New take '{self.result}' is playing. Ctrl+Z removes it.{warn}")
+                    info=f"New take '{self.result}' is playing. Ctrl+Z removes it.", warning=self.warning_text)
             self._cleanup()
+
+    @property
+    def warning_text(self) -> str:
+        """The worker's warnings about the take (e.g. music instead of speech), one sentence each."""
+        return " ".join(dict.fromkeys(w.strip() for w in self.warnings if w.strip()))
 
     def _load_take(self, context) -> Take:
         take = load_take(self.result_file)
@@ -465,6 +472,8 @@ class _RunModal(DisabledReasonPoll, TimerModal):
                     self.report({"ERROR"}, run.error)
                 elif run.phase == "CANCELLED":
                     self.report({"INFO"}, "Generation cancelled.")
+                elif run.warning_text:   # the take is made; say what may be wrong with it
+                    self.report({"WARNING"}, f"New take '{run.result}' is playing. {run.warning_text}")
                 else:
                     self.report({"INFO"}, f"New take '{run.result}' is playing.")
                 return self._end(context, {"FINISHED"} if run.phase == "FINISHED" else {"CANCELLED"})

@@ -113,6 +113,7 @@ class EchoMaskJobState(bpy.types.PropertyGroup):
     status: bpy.props.StringProperty(default="")
     last_error: bpy.props.StringProperty(default="")
     last_info: bpy.props.StringProperty(default="")
+    last_warning: bpy.props.StringProperty(default="")   # the worker's warnings about the last take made
 
 
 def _wrap(layout, text: str, icon="NONE", width: int = 48):
@@ -203,6 +204,8 @@ class VIEW3D_PT_echomask(bpy.types.Panel):
             _wrap(layout, job.last_error, icon="ERROR")
         elif job.last_info:
             _wrap(layout, job.last_info, icon="CHECKMARK")
+            if job.last_warning:
+                _wrap(layout, job.last_warning, icon="ERROR")
 
 
 class VIEW3D_PT_echomask_takes(bpy.types.Panel):

@@ -16,6 +16,8 @@ Behaviour for tests, from the environment:
       without torch prints; garbage: non-JSON output then exit 1.
     ECHOMASK_FAKE_STEPS  progress events (default 5);  ECHOMASK_FAKE_DELAY  seconds between them (0.02)
     ECHOMASK_FAKE_PROBE  JSON merged into the --probe answer (e.g. '{"cuda": true}')
+    ECHOMASK_FAKE_WARNING a 'warning' event with this message is sent while generating (as core.worker sends
+                         core's warnings, e.g. music instead of speech)
     ECHOMASK_FAKE_RECORD a folder: the request, its speech (as speech.<ext>) and known_take/known_mask when
                          given are copied there
 """
@@ -113,6 +115,8 @@ def run(request: dict, mode: str, steps: int, delay: float, stop: dict) -> dict:
         if stop["set"] and mode != "stubborn":
             return {}
         emit("progress", fraction=round(i / steps, 4), message=f"Generating gestures ({i + 1}/{steps})")
+        if i == 0 and os.environ.get("ECHOMASK_FAKE_WARNING"):
+            emit("warning", message=os.environ["ECHOMASK_FAKE_WARNING"])
         if mode == "die":
             os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
         time.sleep(delay)

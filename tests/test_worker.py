@@ -83,3 +83,37 @@ def test_silence_is_refused_before_the_model_runs(tmp_path, bundle, quick_featur
     del request["audio_label"]                                       # older requests: the file's name
     with pytest.raises(AudioError, match="No speech found in silent.wav"):
         worker.run_request(request)
+
+
+def _events(text):
+    import json
+
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_music_is_a_warning_event_and_the_take_is_still_made(tmp_path, bundle, quick_features, capsys):
+    """core.inference warns (warnings.warn) on music-like audio; Blender only hears events on stdout."""
+    import soundfile as sf
+
+    from echomask.core import worker
+
+    t = np.arange(32 * 16000) / 16000
+    music = 0.3 * np.sin(2 * np.pi * 220 * t) * (0.8 + 0.2 * np.sin(2 * np.pi * 2 * t))   # no pauses
+    sf.write(str(tmp_path / "song.wav"), music.astype(np.float32), 16000)
+    for attempt in range(2):                     # again in the same process: warned again, not swallowed
+        done = worker.run_request(_request(tmp_path, bundle, str(tmp_path / "song.wav")))
+        assert done["frames"] == 960 and (tmp_path / "take.npz").exists()
+        warned = [e["message"] for e in _events(capsys.readouterr().out) if e["event"] == "warning"]
+        assert warned == ["This audio looks like music rather than speech; gestures follow speech best."]
+
+
+def test_other_libraries_warnings_stay_on_stderr(capsys, monkeypatch):
+    import warnings
+
+    from echomask.core import worker
+
+    shown = []   # what Python's own warning display (stderr) receives
+    monkeypatch.setattr(warnings, "showwarning", lambda message, *args, **kw: shown.append(str(message)))
+    with worker.warnings_as_events():
+        warnings.warn_explicit("a library's own notice", UserWarning, "/elsewhere/lib.py", 1)
+    assert _events(capsys.readouterr().out) == [] and shown == ["a library's own notice"]

@@ -1,4 +1,5 @@
 """Generate from the panel, end to end with the fake worker: audio sources, progress, cancel, errors, undo."""
+import itertools
 import os
 import time
 
@@ -177,6 +178,52 @@ def test_ab_previous_take_right_after_a_second_generate(studio, tmp_path):
 def _slow(monkeypatch, steps=400, delay=0.02):
     monkeypatch.setenv("ECHOMASK_FAKE_STEPS", str(steps))
     monkeypatch.setenv("ECHOMASK_FAKE_DELAY", str(delay))
+
+
+MUSIC = "This audio looks like music rather than speech; gestures follow speech best."
+
+
+def test_a_worker_warning_is_shown_with_the_take(studio, tmp_path, monkeypatch):
+    """The worker sends core's warnings as events (core.worker.warnings_as_events); the take is still made
+    and the panel, the status bar report and the Info editor say what may be wrong with it."""
+    import types
+
+    generate_op, takes = _gen()
+    from echomask.echomask_blender import panel
+
+    monkeypatch.setenv("ECHOMASK_FAKE_WARNING", MUSIC)
+    studio.scene.frame_end = 100
+    rig = make_rig(studio)
+    settings_for(studio, rig, audio_source="FILE", audio_file=write_wav(tmp_path / "song.wav", seconds=1.0))
+    run = generate_op.start_generation(studio)
+    reports = []
+    op = types.SimpleNamespace(_timer=None, report=lambda kind, text: reports.append((set(kind), text)),
+                               _end=lambda context, result: result)
+    timer = types.SimpleNamespace(type="TIMER", value="NOTHING")
+    result, end = {"PASS_THROUGH"}, time.monotonic() + 30
+    while result == {"PASS_THROUGH"} and time.monotonic() < end:   # the operator's modal, as Blender runs it
+        result = generate_op.ECHOMASK_OT_generate.modal(op, studio, timer)
+        time.sleep(0.005)
+    assert result == {"FINISHED"} and takes.playing_take(rig).name == "song · seed 0"   # the take is made
+    assert reports == [({"WARNING"}, f"New take 'song · seed 0' is playing. {MUSIC}")]
+    job = studio.window_manager.echomask_job
+    assert job.last_warning == MUSIC and "is playing" in job.last_info and not job.last_error
+    labels = []
+
+    class Layout:
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: (labels.append((kwargs.get("text"), kwargs.get("icon")))
+                                            if name == "label" else None) or self
+
+    panel.VIEW3D_PT_echomask.draw(types.SimpleNamespace(layout=Layout()), studio)
+    first = next(i for i, (_, icon) in enumerate(labels) if icon == "ERROR")   # the warning, wrapped over lines
+    lines = [labels[first][0]] + [text for text, _ in itertools.takewhile(lambda label: label[1] == "BLANK1",
+                                                                          labels[first + 1:])]
+    assert " ".join(lines) == MUSIC
+    settings_for(studio, rig, seed=3)
+    monkeypatch.delenv("ECHOMASK_FAKE_WARNING")
+    assert generate_op.start_generation(studio).drive(studio) == "FINISHED"
+    assert job.last_warning == ""                          # the next take has no warning left over
 
 
 def test_cancel_stops_the_worker_and_leaves_the_scene_as_it_was(studio, tmp_path, monkeypatch):

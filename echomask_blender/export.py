@@ -1,7 +1,8 @@
 """One-click export of the playing take: FBX for Unity or Unreal, BVH, or a BEAT2/SMPL-X .npz.
 
-FBX goes through the foundation's `scene_io.export_take_fbx` (no leaf bones, only this take, every key)
-with a preset's overrides:
+FBX goes through the foundation's `scene_io.export_take_fbx` (no leaf bones, only this take, every key; the
+animation is named after the take and starts at time 0, so the take's first frame is the speech's start and
+Blender's importer at its defaults puts it on frame 1) with a preset's overrides:
 - Unity: Y up / -Z forward, metres with the unit scale in the FBX header ("Apply Scalings: FBX All"), so
   Unity imports at scale 1 with no 100x on the root.
 - Unreal: the same axes (Unreal converts FBX axes on import), centimetres baked into the transforms and an

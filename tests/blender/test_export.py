@@ -108,10 +108,14 @@ def test_bvh_has_every_joint_and_frame_and_reimports_to_the_same_motion(ctx, tmp
     motion = text.split("Frame Time:")[1].strip().splitlines()[1:]
     assert len(motion) == 24 and all(len(line.split()) == channels for line in motion)
     before = set(bpy.data.objects.keys())
-    bpy.ops.import_anim.bvh(filepath=path, axis_forward="Y", axis_up="Z", rotate_mode="NATIVE")
+    offsets = {name: np.array(xyz, float) for name, *xyz in re.findall(
+        r"(?:ROOT|JOINT) (\S+)\s*\{\s*OFFSET (\S+) (\S+) (\S+)", text)}
+    shin = offsets["left_ankle"]                       # knee -> ankle at rest: straight down, in Y-up axes
+    assert shin[1] < -0.3 and abs(shin[2]) < 0.05
+    bpy.ops.import_anim.bvh(filepath=path)                          # Blender's importer at its defaults (Y up)
     imported = _imported_armature(before)
     pos, _ = fk_blender(take)
-    for frame in (1, 13):
+    for frame in (1, 13, 24):
         ctx.scene.frame_set(frame)
         heads = np.array([imported.matrix_world @ imported.pose.bones[n].head for n in S.JOINT_NAMES])
         np.testing.assert_allclose(heads, pos[frame - 1], atol=1e-3)

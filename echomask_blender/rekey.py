@@ -25,13 +25,15 @@ from ..core.take import Take, save_take
 from ..core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts, model_parts
 from . import compat, runtime_ops, speech_source
 from .generate_op import GenerationRun, _RunModal, build_request, current_run, launch_run, new_job_dir
-from .keys import EXPRESSION_KEY, _bone_quaternions, expression_meshes
+from .keys import (EXPRESSION_KEY, _bone_quaternions, channels_to_quaternions, expression_meshes, rotation_channels,
+                   rotation_property)
 from .panel import selected_parts
 from .poll import DisabledReasonPoll
 from .rig import BONE_NAMES, check_smplx_armature, rig_frames
 from .takes import (BODY, MAX_NAME, CurveKeys, StagedActions, StagedTake, _bone_path, _channelbag_curves,
-                    _expression_path, _face_tracks, _strip_slot, get_take_action, playing_take, playing_take_reason, read_curve_keys,
-                    read_take, sample_fcurve, take_info, write_staged)
+                    _expression_path, _face_tracks, _strip_slot, bone_rotation_samples, get_take_action,
+                    keyed_rotation_mode, playing_take, playing_take_reason, read_curve_keys, read_take, sample_fcurve,
+                    take_info, write_staged)
 
 
 def derived_name(source: str, suffix: str) -> str:
@@ -142,20 +144,19 @@ class StagedRekey(StagedActions):
         if joints:
             new_q = _bone_quaternions(rig, new_take)[rows]
             for j in joints:
-                path = _bone_path(BONE_NAMES[j], "rotation_quaternion")
-                have = all((path, c) in curves[BODY] for c in range(4))
-                old_q = np.stack([sample_fcurve(curves[BODY][(path, c)], frames) for c in range(4)], -1) if have \
-                    else np.tile([1.0, 0.0, 0.0, 0.0], (len(frames), 1))
-                old_q /= np.linalg.norm(old_q, axis=-1, keepdims=True)
+                pose_bone = armature.pose.bones[BONE_NAMES[j]]
+                # the rotation property the source keys for this bone (else the bone's own mode)
+                mode = keyed_rotation_mode(curves[BODY], pose_bone) or pose_bone.rotation_mode
+                path = _bone_path(BONE_NAMES[j], rotation_property(mode)[0])
+                old_values = bone_rotation_samples(curves[BODY], pose_bone, mode, frames)
+                old_q = channels_to_quaternions(old_values, mode)
                 q = new_q[:, j].copy()
                 if np.dot(q[0], old_q[0]) < 0:   # same hemisphere as the keys around it: no spin
                     q = -q
                 q = R.quaternion_slerp(old_q, q, weights)
-                q = R.make_quaternions_continuous(q, axis=0)
-                if np.dot(q[0], old_q[0]) < 0:
-                    q = -q
-                for c in range(4):
-                    replaced[(BODY, path, c)] = q[:, c]
+                values = rotation_channels(q, mode, reference=old_values[0])   # continuous with the old keys
+                for c in range(values.shape[1]):
+                    replaced[(BODY, path, c)] = values[:, c]
         if "root" in parts:
             path = _bone_path(BONE_NAMES[0], "location")
             new_loc = rig.pelvis_location(new_take.trans.astype(np.float64))[rows]
@@ -343,6 +344,11 @@ def simplify_take(armature, source: str, *, rotation_deg: float, location: float
             if owner == BODY and path.endswith(".rotation_quaternion") and all((path, c) in owner_curves for c in range(4)):
                 add_group(owner, path, range(4), quaternion_tolerance(rotation_deg))
                 seen.update((path, c) for c in range(4))
+            elif owner == BODY and path.endswith(".rotation_euler") and all((path, c) in owner_curves for c in range(3)):
+                # the rotation between two Euler triples is at most the sum of their angle differences,
+                # <= sqrt(3) x their distance: this tolerance keeps the rotation error within rotation_deg
+                add_group(owner, path, range(3), np.radians(rotation_deg) / np.sqrt(3.0))
+                seen.update((path, c) for c in range(3))
             elif owner == BODY and path.endswith(".location") and all((path, c) in owner_curves for c in range(3)):
                 add_group(owner, path, range(3), location * rig.scale)
                 seen.update((path, c) for c in range(3))

@@ -210,6 +210,65 @@ def test_simplify_keeps_every_frame_within_tolerance_with_far_fewer_keys(ctx, mo
     assert len(info.face_actions) == 1 and takes.playing_take(rig).name == info.name
 
 
+EULER_BONES = {"head": "ZXY", "left_elbow": "XYZ", "right_shoulder": "YXZ", "right_wrist": "AXIS_ANGLE"}
+
+
+def _set_modes(rig, modes=EULER_BONES):
+    for bone, mode in modes.items():
+        rig.pose.bones[bone].rotation_mode = mode
+
+
+def test_simplify_on_euler_bones_stays_within_the_rotation_tolerance(ctx):
+    compat, generate_op, rekey, takes = _mods()
+    rig = make_rig(ctx, with_face=False)
+    _set_modes(rig)
+    takes.write_new_take(rig, _smooth_take(120), name="dense", frame_start=1)
+    info, kept, total = rekey.simplify_take(rig, "dense", rotation_deg=1.0, location=0.005, expression=0.05,
+                                            mode="POSE")
+    assert total == 120 and kept < 60
+    assert {b: rig.pose.bones[b].rotation_mode for b in EULER_BONES} == EULER_BONES
+    after = _action_keys(info.name)
+    assert len(after[('pose.bones["head"].rotation_euler', 0)]["co"]) == kept      # reduced with the pose
+    q_ref = takes.read_take(rig, "dense").quaternions()
+    q = takes.read_take(rig, info.name).quaternions()       # evaluated from the kept keys, as Blender plays
+    assert _quat_angle_error(q_ref, q).max() <= 1.0 * 1.02
+
+
+def test_rekey_keeps_each_bone_in_its_rotation_mode(studio, tmp_path):
+    compat, generate_op, rekey, takes = _mods()
+    studio.scene.frame_start, studio.scene.frame_end = 1, 100
+    rig = make_rig(studio, with_face=False)
+    _set_modes(rig)
+    settings_for(studio, rig, audio_source="FILE", audio_file=write_wav(tmp_path / "talk.wav", seconds=2.0), seed=1)
+    assert generate_op.start_generation(studio).drive(studio) == "FINISHED"
+    source = takes.playing_take(rig)
+    before = _action_keys(source.name)
+    settings_for(studio, rig, rekey_start=20, rekey_end=40, rekey_blend=2, seed=5, part_face=False, part_upper=True,
+                 part_hands=False, part_lower=False, part_root=False)
+    run = rekey.start_rekey(studio)
+    assert run.drive(studio) == "FINISHED", run.error
+    new = takes.playing_take(rig)
+    after = _action_keys(new.name)
+    assert set(after) == set(before)
+    assert ('pose.bones["left_elbow"].rotation_euler', 2) in after
+    assert ('pose.bones["left_elbow"].rotation_quaternion', 0) not in after
+    assert {b: rig.pose.bones[b].rotation_mode for b in EULER_BONES} == EULER_BONES
+    for key, old in before.items():            # every key outside the range exactly as it was
+        cur = after[key]
+        outside_old = (old["co"][:, 0] < 20) | (old["co"][:, 0] > 40)
+        outside_new = (cur["co"][:, 0] < 20) | (cur["co"][:, 0] > 40)
+        for attr in old:
+            np.testing.assert_array_equal(old[attr][outside_old], cur[attr][outside_new], err_msg=f"{key} {attr}")
+    for bone in ("left_elbow", "head", "right_shoulder"):
+        euler = np.stack([after[(f'pose.bones["{bone}"].rotation_euler', c)]["co"][:, 1] for c in range(3)], -1)
+        old_euler = np.stack([before[(f'pose.bones["{bone}"].rotation_euler', c)]["co"][:, 1] for c in range(3)], -1)
+        assert np.abs(euler[19:40] - old_euler[19:40]).max() > 1e-3       # regenerated inside the range
+        assert np.abs(np.diff(euler, axis=0)).max() < 0.5                 # continuous: no Euler wraps
+    q_new = takes.read_take(rig, new.name).quaternions()
+    q_old = takes.read_take(rig, source.name).quaternions()
+    assert _quat_angle_error(q_old[:19], q_new[:19]).max() < 1e-3      # plays as before outside the range
+
+
 def test_scale_intensity_makes_a_scaled_copy(ctx):
     compat, generate_op, rekey, takes = _mods()
     from echomask.core.intensity import scale_take

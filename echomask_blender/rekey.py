@@ -6,11 +6,13 @@ Each tool makes a NEW take from the playing one (the original stays on its NLA t
   the chosen range. The new take is an exact copy of the old one — every key outside the range, with all
   its attributes, bit for bit — with the regenerated channels' keys inside the range replaced (a few
   frames at each inside edge crossfade from old to new).
-- Simplify keys: dense per-frame keys -> key poses within a tolerance (core/keyreduce.py), linear.
+- Simplify keys: dense per-frame keys -> key poses within a tolerance and a key budget (core/keyreduce.py),
+  linear; the rotation error left is measured and reported.
 - Intensity: gestures bigger or smaller around the rest pose (core/intensity.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 
@@ -20,7 +22,7 @@ import numpy as np
 from ..core import rotations as R
 from ..core.errors import EchoMaskError, RigError
 from ..core.intensity import scale_take
-from ..core.keyreduce import quaternion_tolerance, reduce_keys
+from ..core.keyreduce import interpolate_kept, quaternion_angle_deg, quaternion_tolerance, reduce_keys
 from ..core.take import Take, save_take
 from ..core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts, model_parts
 from . import compat, runtime_ops, speech_source
@@ -314,15 +316,38 @@ class ECHOMASK_OT_rekey(_RunModal, bpy.types.Operator):
 
 # ------------------------------------------------------------------------------------------ simplify
 
+@dataclasses.dataclass
+class SimplifyResult:
+    info: object                 # the new take's TakeInfo
+    kept: int                    # key poses (Per Bone: the most any bone kept)
+    total: int                   # frames of the source take
+    max_error_deg: float         # largest rotation error of any bone at any frame, as the new keys play
+    mean_error_deg: float        # over every rotation-keyed bone and frame
+    worst_bone: str              # where the largest error is
+    budget_reached: bool         # the key budget stopped before every frame was within the tolerances
+
+    def report(self, rotation_deg: float, budget_percent: float | None) -> str:
+        text = (f"'{self.info.name}': {self.kept} key poses for {self.total} frames "
+                f"({100.0 * self.kept / max(1, self.total):.0f}%); rotation error max {self.max_error_deg:.1f}° "
+                f"({self.worst_bone}), mean {self.mean_error_deg:.2f}°.")
+        if self.budget_reached and budget_percent is not None:
+            text += (f" The key budget ({budget_percent:g}% of the frames) was reached before the {rotation_deg:g}° "
+                     "tolerance: raise the budget for a smaller error.")
+        return text
+
+
 def simplify_take(armature, source: str, *, rotation_deg: float, location: float, expression: float,
-                  mode: str = "POSE"):
-    """A new take with the source's keys reduced to key poses within the tolerances; returns (info, kept, total)."""
+                  mode: str = "POSE", max_keys: int | None = None) -> SimplifyResult:
+    """A new take with the source's keys reduced to key poses within the tolerances, at most `max_keys`
+    of them (None: as many as the tolerances need; the largest errors are taken care of first), and the
+    rotation error left (measured as the new keys play: Blender interpolates the kept keys linearly)."""
     action = get_take_action(armature, source)
     info = take_info(armature, action)
     curves = _source_curves(armature, action)
     frames = np.arange(info.frame_start, info.frame_end + 1, dtype=np.float64)
     rig = rig_frames(armature)
     channels, groups, tolerances, layout = [], [], [], []   # layout: (owner, path, index) per channel
+    rotations = {}   # group number -> (bone, rotation mode) of the rotation groups, to measure their error
     col = 0
 
     def add_group(owner, path, indices, tol):
@@ -335,6 +360,9 @@ def simplify_take(armature, source: str, *, rotation_deg: float, location: float
         tolerances.append(tol)
         col += len(indices)
 
+    def bone_of(path):
+        return armature.pose.bones[path.split('"')[1]]
+
     passthrough = []
     for owner, owner_curves in curves.items():
         seen = set()
@@ -342,11 +370,14 @@ def simplify_take(armature, source: str, *, rotation_deg: float, location: float
             if (path, index) in seen:
                 continue
             if owner == BODY and path.endswith(".rotation_quaternion") and all((path, c) in owner_curves for c in range(4)):
+                rotations[len(groups)] = (bone_of(path).name, "QUATERNION")
                 add_group(owner, path, range(4), quaternion_tolerance(rotation_deg))
                 seen.update((path, c) for c in range(4))
             elif owner == BODY and path.endswith(".rotation_euler") and all((path, c) in owner_curves for c in range(3)):
                 # the rotation between two Euler triples is at most the sum of their angle differences,
                 # <= sqrt(3) x their distance: this tolerance keeps the rotation error within rotation_deg
+                own = bone_of(path).rotation_mode
+                rotations[len(groups)] = (bone_of(path).name, own if rotation_property(own)[1] == 3 else "XYZ")
                 add_group(owner, path, range(3), np.radians(rotation_deg) / np.sqrt(3.0))
                 seen.update((path, c) for c in range(3))
             elif owner == BODY and path.endswith(".location") and all((path, c) in owner_curves for c in range(3)):
@@ -361,20 +392,44 @@ def simplify_take(armature, source: str, *, rotation_deg: float, location: float
     if not channels:
         raise EchoMaskError(f"The take '{source}' has no keys to simplify.")
     values = np.stack(channels, 1)
-    if mode == "POSE":
-        kept_per_group = [reduce_keys(frames, values, groups, tolerances)] * len(groups)
+    budget = None if max_keys is None else max(2, int(max_keys))
+    if mode == "POSE":   # key poses per Action: the rig's bones together, each face's shape keys together
+        kept_per_group = [None] * len(groups)
+        for owner in dict.fromkeys(layout[g.start][0] for g in groups):
+            mine = [n for n, g in enumerate(groups) if layout[g.start][0] == owner]
+            cols = np.concatenate([np.arange(groups[n].start, groups[n].stop) for n in mine])
+            local, at = [], 0
+            for n in mine:
+                local.append(slice(at, at + groups[n].stop - groups[n].start))
+                at = local[-1].stop
+            kept = reduce_keys(frames, values[:, cols], local, [tolerances[n] for n in mine], max_keys=budget)
+            for n in mine:
+                kept_per_group[n] = kept
     elif mode == "CHANNEL":
-        kept_per_group = [reduce_keys(frames, values[:, g], [slice(0, g.stop - g.start)], [t])
+        kept_per_group = [reduce_keys(frames, values[:, g], [slice(0, g.stop - g.start)], [t], max_keys=budget)
                           for g, t in zip(groups, tolerances)]
     else:
         raise EchoMaskError(f"Unknown simplify mode '{mode}' (use POSE or CHANNEL).")
+    errors, worst, within = [], (0.0, ""), True
+    for g, (bone, rotation_mode) in rotations.items():
+        sl, kept = groups[g], kept_per_group[g]
+        played = interpolate_kept(frames, values[:, sl], kept)
+        angle = quaternion_angle_deg(channels_to_quaternions(values[:, sl], rotation_mode),
+                                     channels_to_quaternions(played, rotation_mode))
+        errors.append(angle)
+        if angle.max() > worst[0]:
+            worst = (float(angle.max()), bone)
+    for g, (sl, tol) in enumerate(zip(groups, tolerances)):   # did every group end within its tolerance?
+        diff = values[:, sl] - interpolate_kept(frames, values[:, sl], kept_per_group[g])
+        within &= bool(np.linalg.norm(diff, axis=1).max() <= tol * (1 + 1e-9))
     face_meshes = [bpy.data.objects[m] for m in curves if m != BODY]
     staged = StagedActions(armature, name=derived_name(source, " · simplified"), parts=info.parts, fps=float(
         action.get("echomask_fps", speech_source.scene_fps(bpy.context.scene))), frame_start=info.frame_start,
         frame_end=info.frame_end, face_meshes=face_meshes)
-    kept_total = 0
+    kept_total = 0   # the rig's key poses (Per Bone: the most any bone kept); faces are reduced on their own
     for g, kept in zip(groups, kept_per_group):
-        kept_total = max(kept_total, len(kept))
+        if layout[g.start][0] == BODY or not any(layout[h.start][0] == BODY for h in groups):
+            kept_total = max(kept_total, len(kept))
         for c in range(g.start, g.stop):
             owner, path, index, fc = layout[c]
             group = fc.group.name if fc.group is not None else ""
@@ -384,12 +439,20 @@ def simplify_take(armature, source: str, *, rotation_deg: float, location: float
             if k.startswith("echomask_") and k in ("echomask_audio", "echomask_seed", "echomask_source",
                                                    "echomask_audio_file", "echomask_strip")}
     meta["simplified_from"] = source
-    return write_staged(staged, meta), kept_total, len(frames)
+    all_errors = np.concatenate(errors) if errors else np.zeros(1)
+    return SimplifyResult(write_staged(staged, meta), kept_total, len(frames), worst[0], float(all_errors.mean()),
+                          worst[1], budget is not None and not within)
+
+
+def key_budget(frames: int, percent: float) -> int | None:
+    """The most keys Simplify Keys keeps for a take of `frames` frames (None at 100%: no budget)."""
+    return None if percent >= 100 else max(2, int(round(frames * percent / 100.0)))
 
 
 class ECHOMASK_OT_simplify_keys(DisabledReasonPoll, bpy.types.Operator):
-    """Make a copy of the playing take with only the key poses it needs (within the tolerances), for
-    hand-editing"""
+    """Make a copy of the playing take with editable key poses for hand-editing: at most the key budget's
+    share of the frames, largest errors fixed first, within the tolerances where the budget allows (the
+    report says the rotation error left)"""
 
     bl_idname = "echomask.simplify_keys"
     bl_label = "Simplify Keys"
@@ -398,6 +461,7 @@ class ECHOMASK_OT_simplify_keys(DisabledReasonPoll, bpy.types.Operator):
     rotation: bpy.props.FloatProperty(name="Rotation (°)", default=-1.0, options={"SKIP_SAVE"})
     location: bpy.props.FloatProperty(name="Location", default=-1.0, options={"SKIP_SAVE"})
     expression: bpy.props.FloatProperty(name="Expression", default=-1.0, options={"SKIP_SAVE"})
+    budget: bpy.props.FloatProperty(name="Key Budget (%)", default=-1.0, options={"SKIP_SAVE"})
 
     @classmethod
     def disabled_reason(cls, context):
@@ -406,18 +470,19 @@ class ECHOMASK_OT_simplify_keys(DisabledReasonPoll, bpy.types.Operator):
     def execute(self, context):
         settings = context.scene.echomask
         rig = settings.target
+        rotation = self.rotation if self.rotation > 0 else settings.simplify_rotation
+        budget = self.budget if self.budget > 0 else settings.simplify_budget
         try:
             source = playing_take(rig)
-            info, kept, total = simplify_take(
-                rig, source.name,
-                rotation_deg=self.rotation if self.rotation > 0 else settings.simplify_rotation,
+            result = simplify_take(
+                rig, source.name, rotation_deg=rotation,
                 location=self.location if self.location > 0 else settings.simplify_location,
                 expression=self.expression if self.expression > 0 else settings.simplify_expression,
-                mode=settings.simplify_mode)
+                mode=settings.simplify_mode, max_keys=key_budget(source.frame_end - source.frame_start + 1, budget))
         except EchoMaskError as err:
             self.report({"ERROR"}, str(err))
             return {"CANCELLED"}
-        self.report({"INFO"}, f"'{info.name}': {kept} key poses instead of {total} frames.")
+        self.report({"INFO"}, result.report(rotation, budget if budget < 100 else None))
         return {"FINISHED"}
 
 

@@ -134,3 +134,25 @@ def test_fit_known_to_speech_pads_a_frame_or_two_and_refuses_other_speech():
     assert fit_known_to_speech(take, None, 61)[1] is None
     with pytest.raises(EchoMaskError, match="not the speech the take was made from"):
         fit_known_to_speech(take, mask, 70)
+
+
+def test_a_key_budget_keeps_the_worst_errors_out_first():
+    from echomask.core.keyreduce import interpolate_kept, quaternion_angle_deg
+
+    rng = np.random.default_rng(4)
+    times = np.arange(400, dtype=float)
+    values = np.stack([np.sin(times / 15.0), np.cos(times / 40.0)], 1) + 0.01 * rng.standard_normal((400, 2))
+    unlimited = reduce_keys(times, values, tolerances=0.005)
+    assert len(unlimited) > 200                                       # jitter: the tolerance alone keeps most
+    assert np.array_equal(reduce_keys(times, values, tolerances=0.005, max_keys=400), unlimited)
+    errors = []
+    for budget in (10, 50, 100):
+        kept = reduce_keys(times, values, tolerances=0.005, max_keys=budget)
+        assert len(kept) == budget and kept[0] == 0 and kept[-1] == 399
+        errors.append(np.abs(values - interpolate_kept(times, values, kept)).max())
+    assert errors[0] > errors[1] > errors[2] > 0.005
+    with pytest.raises(ValueError, match="at least 2"):
+        reduce_keys(times, values, max_keys=1)
+    q = R.axis_angle_to_quaternion(np.array([[0.0, 0.0, 0.0], [0.0, np.radians(30), 0.0]]))
+    np.testing.assert_allclose(quaternion_angle_deg(q[:1], q), [0.0, 30.0], atol=1e-6)
+    np.testing.assert_allclose(quaternion_angle_deg(q, -2 * q), [0.0, 0.0], atol=1e-6)   # sign, length

@@ -184,13 +184,16 @@ def test_simplify_keeps_every_frame_within_tolerance_with_far_fewer_keys(ctx, mo
     rig = make_rig(ctx)
     takes.write_new_take(rig, _smooth_take(120), name="dense", frame_start=1)
     before = _action_keys("dense")
-    info, kept, total = rekey.simplify_take(rig, "dense", rotation_deg=1.0, location=0.005, expression=0.05, mode=mode)
-    assert total == 120 and kept < 40
+    result = rekey.simplify_take(rig, "dense", rotation_deg=1.0, location=0.005, expression=0.05, mode=mode)
+    info, kept, total = result.info, result.kept, result.total
+    assert total == 120 and kept < 40 and not result.budget_reached and result.max_error_deg <= 1.0 * 1.02
     after = _action_keys(info.name)
     assert set(after) == set(before)
     counts = {len(v["co"]) for v in after.values()}
     if mode == "POSE":
         assert counts == {kept}     # every channel keyed at the same frames: key poses
+        face = _action_keys(info.face_actions[0])     # the face's shape keys: key poses of their own
+        assert len({len(v["co"]) for v in face.values()}) == 1
     assert max(counts) < 120
     frames = np.arange(1, 121)
     action = bpy.data.actions[info.name]
@@ -210,6 +213,50 @@ def test_simplify_keeps_every_frame_within_tolerance_with_far_fewer_keys(ctx, mo
     assert len(info.face_actions) == 1 and takes.playing_take(rig).name == info.name
 
 
+def _jittery_take(n=1860, seed=0, jitter_deg=1.5):
+    """A generated-looking take: gesture sways plus frame-to-frame jitter on every joint (the model at
+    Variation > 0), which key reduction at a tight tolerance cannot drop."""
+    from echomask.core.take import Take
+
+    take = _smooth_take(n, seed)
+    rng = np.random.default_rng(seed + 1)
+    take.poses += np.radians(jitter_deg) * rng.standard_normal(take.poses.shape).astype(np.float32)
+    return take
+
+
+def test_simplify_defaults_give_editable_key_poses_and_report_the_error(ctx, capfd):
+    """The panel's defaults on a 62 s jittery take: a quarter of the frames or fewer become key poses and
+    the report states the rotation error that is left, measured as the new keys play."""
+    import bpy
+
+    compat, generate_op, rekey, takes = _mods()
+    rig = make_rig(ctx, with_face=False)
+    settings_for(ctx, rig)
+    takes.write_new_take(rig, _jittery_take(1860), name="jittery", frame_start=1)
+    capfd.readouterr()
+    assert bpy.ops.echomask.simplify_keys() == {"FINISHED"}        # the panel's button, default settings
+    reported = capfd.readouterr().out                               # Blender prints the operator's report
+    new = takes.playing_take(rig)
+    assert new.name == "jittery · simplified"
+    kept = len(_action_keys(new.name)[('pose.bones["left_elbow"].rotation_quaternion', 0)]["co"])
+    assert kept <= 1860 // 4 + 1                                   # about a quarter of the frames or fewer
+    q_ref = takes.read_take(rig, "jittery").quaternions()
+    err = _quat_angle_error(q_ref, takes.read_take(rig, new.name).quaternions())
+    measured = rekey.simplify_take(rig, "jittery", rotation_deg=ctx.scene.echomask.simplify_rotation,
+                                   location=ctx.scene.echomask.simplify_location,
+                                   expression=ctx.scene.echomask.simplify_expression,
+                                   max_keys=rekey.key_budget(1860, ctx.scene.echomask.simplify_budget))
+    assert measured.kept == kept
+    assert measured.max_error_deg == pytest.approx(err.max(), abs=0.05)
+    assert measured.mean_error_deg == pytest.approx(err.mean(), abs=0.01)
+    text = measured.report(ctx.scene.echomask.simplify_rotation, ctx.scene.echomask.simplify_budget)
+    assert text.startswith(f"'jittery · simplified.001': {kept} key poses for 1860 frames (25%); rotation error max ")
+    assert f"{measured.max_error_deg:.1f}° ({measured.worst_bone}), mean {measured.mean_error_deg:.2f}°" in text
+    if measured.budget_reached:
+        assert "The key budget (25% of the frames) was reached before the 3° tolerance" in text
+    assert text.replace("simplified.001", "simplified") in reported                  # what the animator read
+
+
 EULER_BONES = {"head": "ZXY", "left_elbow": "XYZ", "right_shoulder": "YXZ", "right_wrist": "AXIS_ANGLE"}
 
 
@@ -223,8 +270,8 @@ def test_simplify_on_euler_bones_stays_within_the_rotation_tolerance(ctx):
     rig = make_rig(ctx, with_face=False)
     _set_modes(rig)
     takes.write_new_take(rig, _smooth_take(120), name="dense", frame_start=1)
-    info, kept, total = rekey.simplify_take(rig, "dense", rotation_deg=1.0, location=0.005, expression=0.05,
-                                            mode="POSE")
+    result = rekey.simplify_take(rig, "dense", rotation_deg=1.0, location=0.005, expression=0.05, mode="POSE")
+    info, kept, total = result.info, result.kept, result.total
     assert total == 120 and kept < 60
     assert {b: rig.pose.bones[b].rotation_mode for b in EULER_BONES} == EULER_BONES
     after = _action_keys(info.name)

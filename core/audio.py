@@ -33,6 +33,11 @@ def to_mono_16k(samples: np.ndarray, rate: int) -> np.ndarray:
     return np.ascontiguousarray(samples)
 
 
+def speech_frames(num_samples: int, fps: float = 30.0) -> int:
+    """Frames of motion for `num_samples` of 16 kHz speech (the generator's count: rounded, at least 1)."""
+    return max(1, int(round(num_samples * fps / SAMPLE_RATE)))
+
+
 def load_speech(path: str | os.PathLike, max_seconds: float | None = None) -> np.ndarray:
     """Read an audio file as 16 kHz mono float32 in [-1, 1].
 
@@ -96,9 +101,34 @@ def _read_pcm_wav(path: str, name: str, max_seconds: float | None):
     return rate, pcm.reshape(-1, channels)
 
 
-def is_silent(audio: np.ndarray, threshold_db: float = -50.0) -> bool:
-    """True when the whole clip is below `threshold_db` RMS (dBFS)."""
-    if len(audio) == 0:
-        return True
-    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
-    return 20 * np.log10(max(rms, 1e-10)) < threshold_db
+SILENCE_DB = -45.0      # dBFS: speech this quiet at its loudest is not heard at a normal listening level
+SILENCE_WINDOW = 0.1    # seconds over which loudness is measured
+
+
+def loudest_level_db(audio: np.ndarray, rate: int = SAMPLE_RATE, window_s: float = SILENCE_WINDOW) -> float:
+    """RMS level (dBFS) of the loudest `window_s` stretch of the clip (the whole clip when shorter)."""
+    audio = np.asarray(audio, np.float64).reshape(-1)
+    if audio.size == 0:
+        return -200.0
+    n = max(1, int(round(window_s * rate)))
+    k = max(1, audio.size // n)
+    frames = audio[:k * n].reshape(k, n) if audio.size >= n else audio[None]
+    loudest = float(np.sqrt(np.mean(np.square(frames), axis=1)).max())
+    return 20.0 * np.log10(max(loudest, 1e-10))
+
+
+def is_silent(audio: np.ndarray, threshold_db: float = SILENCE_DB, rate: int = SAMPLE_RATE) -> bool:
+    """True when no stretch of the clip (0.1 s) is louder than `threshold_db` RMS (dBFS): digital silence,
+    room tone, hiss, a muted or disconnected recording."""
+    return loudest_level_db(audio, rate) < threshold_db
+
+
+def check_has_speech(audio: np.ndarray, label: str, rate: int = SAMPLE_RATE) -> None:
+    """Raise AudioError (naming the sound and what to do) when the clip is silent or nearly silent: a take
+    generated from it would gesture at nothing."""
+    level = loudest_level_db(audio, rate)
+    if level < SILENCE_DB:
+        loudness = "completely silent" if level <= -150 else f"nearly silent (its loudest moment is {level:.0f} dBFS)"
+        raise AudioError(f"No speech found in {label}: it is {loudness}, so there is nothing to gesture to. "
+                         "Check that the sound with the speech is chosen, unmuted and audible, then Generate "
+                         "again. Nothing was changed.")

@@ -18,7 +18,7 @@ from .errors import EchoMaskError
 def generate_files(speech: str, out_dir: str, seed: int = 0, temperature: float = 0.0, device: str = "auto",
                    travel: bool = False, intensity: float = 1.0, weights: str | None = None,
                    blend: bool = True, progress=None, lipsync: float | None = None) -> dict:
-    from .audio import load_speech
+    from .audio import check_has_speech, load_speech
     from .inference import generate
     from .take import save_take
 
@@ -26,6 +26,7 @@ def generate_files(speech: str, out_dir: str, seed: int = 0, temperature: float 
     if out.exists() and not out.is_dir():
         raise EchoMaskError(f"{out} exists and is not a folder; choose an output folder.")
     audio = load_speech(speech)
+    check_has_speech(audio, os.path.basename(speech))
     take = generate(audio, seed=seed, temperature=temperature, model=weights, device=device, travel=travel,
                     intensity=intensity, progress=progress, lipsync=lipsync)
     take.meta["audio"] = os.path.abspath(speech)

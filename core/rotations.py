@@ -223,3 +223,89 @@ def forward_kinematics(rotmats, rest_joints, parents, trans=None):
             glob_r.append(glob_r[p] @ rotmats[..., j, :, :])
             glob_p.append(glob_p[p] + (glob_r[p] @ offset[:, None])[..., 0])
     return ops.stack(glob_p, -2), ops.stack(glob_r, -3)
+
+
+# --------------------------------------------------------------------------------------------- Euler angles
+# Blender's convention (numpy only): angles (..., 3) are about X, Y, Z in that layout whatever the order,
+# and order "XYZ" rotates about X first, then Y, then Z: R = Rz @ Ry @ Rx (the order names the sequence).
+
+EULER_ORDERS = ("XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX")
+
+
+def _euler_axes(order: str) -> tuple[int, int, int, float]:
+    if order not in EULER_ORDERS:
+        raise ValueError(f"unknown Euler order {order!r}; one of {', '.join(EULER_ORDERS)}")
+    i, j, k = ("XYZ".index(c) for c in order)
+    parity = 1.0 if (j - i) % 3 == 1 else -1.0   # +1 for the cyclic orders XYZ, YZX, ZXY
+    return i, j, k, parity
+
+
+def _axis_matrix(angle: np.ndarray, axis: int) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    m = np.zeros(np.shape(angle) + (3, 3))
+    a, b = [(1, 2), (2, 0), (0, 1)][axis]
+    m[..., axis, axis] = 1.0
+    m[..., a, a] = c
+    m[..., b, b] = c
+    m[..., b, a] = s
+    m[..., a, b] = -s
+    return m
+
+
+def euler_to_matrix(euler: np.ndarray, order: str = "XYZ") -> np.ndarray:
+    """(..., 3) angles in radians -> (..., 3, 3)."""
+    euler = np.asarray(euler, np.float64)
+    i, j, k, _ = _euler_axes(order)
+    return _axis_matrix(euler[..., k], k) @ _axis_matrix(euler[..., j], j) @ _axis_matrix(euler[..., i], i)
+
+
+def matrix_to_euler(m: np.ndarray, order: str = "XYZ") -> np.ndarray:
+    """(..., 3, 3) rotations -> (..., 3) angles in radians (the middle angle in [-pi/2, pi/2])."""
+    m = np.asarray(m, np.float64)
+    i, j, k, s = _euler_axes(order)
+    cos_b = np.hypot(m[..., i, i], m[..., j, i])
+    b = np.arctan2(-s * m[..., k, i], cos_b)
+    locked = cos_b < 1e-9       # gimbal lock: only a combination of the outer angles is defined
+    a = np.where(locked, np.arctan2(-s * m[..., j, k], m[..., j, j]), np.arctan2(s * m[..., k, j], m[..., k, k]))
+    c = np.where(locked, 0.0, np.arctan2(s * m[..., j, i], m[..., i, i]))
+    out = np.empty(m.shape[:-2] + (3,))
+    out[..., i], out[..., j], out[..., k] = a, b, c
+    return out
+
+
+def euler_to_quaternion(euler: np.ndarray, order: str = "XYZ") -> np.ndarray:
+    return matrix_to_quaternion(euler_to_matrix(euler, order))
+
+
+def quaternion_to_euler(q: np.ndarray, order: str = "XYZ") -> np.ndarray:
+    return matrix_to_euler(quaternion_to_matrix(np.asarray(q, np.float64)), order)
+
+
+def make_euler_continuous(euler: np.ndarray, order: str = "XYZ", reference: np.ndarray | None = None) -> np.ndarray:
+    """Euler angles (T, ..., 3) over time made continuous for per-channel interpolation, as Blender's
+    "compatible Euler": each frame takes whichever of its two equivalent angle triples (a, b, c) and
+    (a + pi, pi - b, c + pi), shifted by whole turns per channel, is nearest the previous frame.
+    `reference` (..., 3): the angles just before the first frame (e.g. the keys a range is spliced into)."""
+    euler = np.array(euler, np.float64, copy=True)
+    i, j, k, _ = _euler_axes(order)
+    flip = np.zeros(3)
+    flip[[i, j, k]] = np.pi
+    turn = 2.0 * np.pi
+    previous = None if reference is None else np.asarray(reference, np.float64)
+    for t in range(len(euler)):
+        alternative = euler[t] + flip
+        alternative[..., j] = np.pi - euler[t][..., j]
+        if previous is None:
+            previous = euler[t]
+            continue
+        best = None
+        for candidate in (euler[t], alternative):
+            candidate = candidate + turn * np.round((previous - candidate) / turn)
+            if best is None:
+                best = candidate
+            else:
+                closer = np.abs(candidate - previous).sum(-1, keepdims=True) < np.abs(best - previous).sum(-1, keepdims=True)
+                best = np.where(closer, candidate, best)
+        euler[t] = best
+        previous = best
+    return euler

@@ -16,12 +16,18 @@ with `load_known`):
     parts       the model's parts to generate (core.skeleton.PARTS; `model_parts` maps the panel's parts:
                 root motion lives in the model's lower-body part).
 generate() itself takes the known take at 30 fps and a per-frame mask (frames where every part is known).
+The speech may be a frame or two longer than the known take (Blender's mixdown rounds up to its buffer,
+frame-rate conversion rounds): `fit_known_to_speech` pads the take with its last frame; the extra frames
+are trimmed away again when the take goes back onto the rig.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
 from . import skeleton
+from .errors import EchoMaskError
 from .take import Take, load_take, resample_take
 
 ANIM_PARTS: tuple[str, ...] = ("face", "upper", "hands", "lower", "root")
@@ -109,3 +115,31 @@ def load_known(take_path: str, mask_path: str | None, fps: float = 30.0) -> tupl
             idx = np.clip(np.rint(np.arange(known.num_frames) * source_fps / fps).astype(int), 0, len(mask) - 1)
             mask = mask[idx]
     return known, mask
+
+
+KNOWN_FRAME_TOLERANCE = 2   # frames the speech may run past the known take (rounding), padded with its last frame
+
+
+def fit_known_to_speech(known: Take, mask: np.ndarray | None, speech_frames: int,
+                        tolerance: int = KNOWN_FRAME_TOLERANCE) -> tuple[Take, np.ndarray | None]:
+    """The known take (and its mask, per frame or per frame and part) long enough for `speech_frames`.
+
+    Up to `tolerance` missing frames are filled with copies of the last frame (and its mask row); a take
+    much shorter than its speech means the speech changed since the take was made, which is refused with
+    what to do. A longer take is returned as it is (generate() uses its first frames).
+    """
+    missing = int(speech_frames) - known.num_frames
+    if missing <= 0:
+        return known, mask
+    if missing > tolerance:
+        raise EchoMaskError(
+            f"The speech is {missing} frames ({missing / known.fps:.2f} s) longer than the take being re-keyed "
+            f"({known.num_frames} frames): it is not the speech the take was made from. Put the original "
+            "speech back (same strip, file and frame range), or generate a new take from this speech.")
+
+    def pad(arr):
+        return np.concatenate([arr, np.repeat(arr[-1:], missing, axis=0)])
+
+    padded = dataclasses.replace(known, poses=pad(known.poses), trans=pad(known.trans),
+                                 expressions=pad(known.expressions), meta=dict(known.meta))
+    return padded, (None if mask is None else pad(np.asarray(mask)))

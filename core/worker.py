@@ -9,18 +9,23 @@ one event per line:
     {"event": "warning", "message": "..."}
     {"event": "done", "result": "/path/take.npz", "frames": 1800, "seconds": 5.1}
     {"event": "error", "message": "...", "kind": "AudioError"}
+The request names the speech for messages (`audio_label`, e.g. "the sound strip 'line_04'"): silence is
+refused with that name before the model runs.
 Cancel = Blender kills the process (and it stops between windows on SIGTERM/SIGINT). A crash in torch ends
 only this process. The result is written to a temp name and renamed, so Blender never reads half a file.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import time
 import traceback
+import warnings
 
 from .errors import EchoMaskError
 
@@ -34,6 +39,30 @@ class _Cancelled(Exception):
 def emit(event: str, **fields) -> None:
     sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
     sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def warnings_as_events():
+    """Warnings from EchoMask's own code ("This audio looks like music...") become 'warning' events, so
+    Blender shows them with the take; every warning from this package is sent (once per message), however
+    often it ran before in this process. Other libraries' warnings go to stderr as usual."""
+    package = __package__ or "core"
+    sent: set[str] = set()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("always", module=re.escape(package) + r"(\.|$)")
+        to_stderr = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if os.path.abspath(filename).startswith(os.path.dirname(os.path.abspath(__file__)) + os.sep):
+                text = str(message)
+                if text not in sent:
+                    sent.add(text)
+                    emit("warning", message=text)
+            else:
+                to_stderr(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
 
 
 def probe() -> dict:
@@ -55,7 +84,7 @@ def probe() -> dict:
 
 def run_request(request: dict, cancelled=lambda: False) -> dict:
     """Generate the take a request asks for; returns the 'done' event's fields."""
-    from .audio import load_speech
+    from .audio import check_has_speech, load_speech
     from .inference import generate
     from .take import resample_take, save_take
 
@@ -69,15 +98,19 @@ def run_request(request: dict, cancelled=lambda: False) -> dict:
 
     progress(0.0, "Reading the speech")
     audio = load_speech(request["audio"])
+    check_has_speech(audio, request.get("audio_label") or os.path.basename(request["audio"]))
     options = {k: request[k] for k in ("seed", "temperature", "device", "travel", "intensity", "parts",
                                        "known_take", "known_mask", "lipsync") if request.get(k) is not None}
     if request.get("weights"):
         options["model"] = request["weights"]
     if isinstance(options.get("known_take"), str):  # re-key: files from Blender -> Take at 30 fps + frame mask
-        from .take_parts import load_known
+        from .audio import speech_frames
+        from .take_parts import fit_known_to_speech, load_known
 
-        options["known_take"], options["known_mask"] = load_known(options["known_take"], options.get("known_mask"))
-    take = generate(audio, progress=progress, cancel=cancelled, **options)
+        known, mask = load_known(options["known_take"], options.get("known_mask"))
+        options["known_take"], options["known_mask"] = fit_known_to_speech(known, mask, speech_frames(len(audio)))
+    with warnings_as_events():
+        take = generate(audio, progress=progress, cancel=cancelled, **options)
     fps = request.get("fps")
     if fps and abs(float(fps) - take.fps) > 1e-6:
         take = resample_take(take, float(fps))

@@ -132,6 +132,14 @@ def all_sound_strips(scene: bpy.types.Scene) -> list:
     return [s for s in strips if s.type == "SOUND"]
 
 
+def sound_decodes(sound) -> bool | None:
+    """Whether Blender could decode this sound datablock's audio: False for a damaged or non-audio file
+    (it loads with sample rate 0), None when this build cannot tell (no Audaspace: every sound reads 0)."""
+    if not HAS_AUDASPACE:
+        return None
+    return int(sound.samplerate) > 0
+
+
 def check_sound_file(path: str) -> None:
     """Raise AudioError unless Blender can decode `path` (checked before anything is created)."""
     if not HAS_AUDASPACE:

@@ -1,14 +1,17 @@
 """One-click export of the playing take: FBX for Unity or Unreal, BVH, or a BEAT2/SMPL-X .npz.
 
-FBX goes through the foundation's `scene_io.export_take_fbx` (no leaf bones, only this take, every key)
-with a preset's overrides:
+FBX goes through the foundation's `scene_io.export_take_fbx` (no leaf bones, only this take, every key; the
+animation is named after the take and starts at time 0, so the take's first frame is the speech's start and
+Blender's importer at its defaults puts it on frame 1) with a preset's overrides:
 - Unity: Y up / -Z forward, metres with the unit scale in the FBX header ("Apply Scalings: FBX All"), so
   Unity imports at scale 1 with no 100x on the root.
 - Unreal: the same axes (Unreal converts FBX axes on import), centimetres baked into the transforms and an
   FBX unit scale of 1 ("Apply Scalings: All Local"), Unreal's native unit, so no 0.01 scale appears.
 Both presets were checked by re-importing into Blender (same joint positions); they were not tried in Unity
 or Unreal themselves.
-BVH uses Blender's BVH exporter over the take's frames (it samples the evaluated pose: the playing take).
+BVH uses Blender's BVH exporter over the take's frames (it samples the evaluated pose: the playing take),
+rewritten in Y-up axes (core.bvh), which BVH readers expect: Blender's own importer at its defaults brings
+the character in standing, facing as in Blender.
 NPZ reads the take back (the animator's edits included) and writes BEAT2's schema, at 30 fps by default.
 """
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 
 import bpy
 
+from ..core import bvh
 from ..core.errors import EchoMaskError
 from ..core.take import resample_take, save_take
 from . import compat, scene_io
@@ -124,6 +128,10 @@ def export_bvh(context, armature, filepath: str, take: str | None = None) -> str
         scene.frame_set(saved[2])
     if "FINISHED" not in result:
         raise EchoMaskError(f"BVH export to {path} did not finish.")
+    with open(path, encoding="utf-8") as f:   # Blender writes its own Z-up axes; BVH readers expect Y up
+        text = bvh.z_up_to_y_up(f.read())
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
     return path
 
 

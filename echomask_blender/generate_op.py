@@ -124,7 +124,7 @@ def stage_file(context, filepath: str, armature_name: str, frame_start: int) -> 
 
 # ------------------------------------------------------------------------------------------ the run
 
-def _set_ui(context, *, running=None, progress=None, status=None, error=None, info=None):
+def _set_ui(context, *, running=None, progress=None, status=None, error=None, info=None, warning=None):
     job = getattr(context.window_manager, "echomask_job", None)
     if job is None:
         return
@@ -138,6 +138,8 @@ def _set_ui(context, *, running=None, progress=None, status=None, error=None, in
         job.last_error = error
     if info is not None:
         job.last_info = info
+    if warning is not None:
+        job.last_warning = warning
     workspace = getattr(context, "workspace", None)
     if workspace is not None:
         text = None
@@ -193,7 +195,8 @@ class GenerationRun:
             self._fail(context, status.error)
             return
         self.phase = "JOB"
-        _set_ui(context, running=True, progress=0.0, status="Starting the generator", error="", info="")
+        _set_ui(context, running=True, progress=0.0, status="Starting the generator", error="", info="",
+                warning="")
 
     def request_cancel(self) -> None:
         self._cancel_requested = True
@@ -220,7 +223,8 @@ class GenerationRun:
     def _step(self, context) -> None:
         if self.finished:
             return
-        if self._cancel_requested and self.phase in ("JOB", "STAGE", "LOAD"):
+        # Cancel holds until the take is linked: the APPLY step checks it too (nothing is on the rig before).
+        if self._cancel_requested and self.phase in ("JOB", "LOAD", "STAGE", "APPLY"):
             if self.phase == "JOB" and self.job.state == JobState.RUNNING:
                 self.job.cancel()
                 _set_ui(context, status="Cancelling")
@@ -270,10 +274,14 @@ class GenerationRun:
                 return self._fail(context, "The take could not be applied (see the Info editor for why).")
             self.result = getattr(self.staged, "applied_name", None)
             self.phase = "FINISHED"
-            warn = f" Warning: {self.warnings[0]}" if self.warnings else ""
             _set_ui(context, running=False, progress=1.0, status="Done",
-                    info=f"New take '{self.result}' is playing. Ctrl+Z removes it.{warn}")
+                    info=f"New take '{self.result}' is playing. Ctrl+Z removes it.", warning=self.warning_text)
             self._cleanup()
+
+    @property
+    def warning_text(self) -> str:
+        """The worker's warnings about the take (e.g. music instead of speech), one sentence each."""
+        return " ".join(dict.fromkeys(w.strip() for w in self.warnings if w.strip()))
 
     def _load_take(self, context) -> Take:
         take = load_take(self.result_file)
@@ -356,10 +364,12 @@ def generate_blocker(context) -> str | None:
     return runtime.device_problem(settings.device, runtime_ops.cached_probe_for(choice))
 
 
-def build_request(settings, audio: str, output: str, fps: float, parts, weights: str | None) -> dict:
+def build_request(settings, audio: str, output: str, fps: float, parts, weights: str | None,
+                  audio_label: str = "") -> dict:
     """The worker request. The model generates every part; only the ticked parts are keyed (re-key adds
-    `parts` with the known take)."""
+    `parts` with the known take). `audio_label` names the speech in the worker's messages."""
     request = {"audio": audio, "output": output, "fps": fps, "seed": int(settings.seed),
+               "audio_label": audio_label,
                "temperature": float(settings.temperature), "device": runtime.worker_device(settings.device),
                "travel": bool(settings.travel and "root" in parts), "intensity": float(settings.intensity),
                "lipsync": float(settings.lipsync)}
@@ -397,7 +407,7 @@ def start_generation(context) -> GenerationRun:
                     raise AudioError(speech_source.too_long_message(plan.frame_start, last, scene, fps))
         parts = selected_parts(settings)
         request = build_request(settings, audio, os.path.join(job_dir, "take.npz"), fps, parts,
-                                runtime_ops.weights_path(context))
+                                runtime_ops.weights_path(context), plan.description)
         name = take_name(plan.label, settings.seed)
         meta = {"audio": plan.label, "seed": int(settings.seed), "temperature": float(settings.temperature),
                 "intensity": float(settings.intensity), "source": plan.source}
@@ -462,6 +472,8 @@ class _RunModal(DisabledReasonPoll, TimerModal):
                     self.report({"ERROR"}, run.error)
                 elif run.phase == "CANCELLED":
                     self.report({"INFO"}, "Generation cancelled.")
+                elif run.warning_text:   # the take is made; say what may be wrong with it
+                    self.report({"WARNING"}, f"New take '{run.result}' is playing. {run.warning_text}")
                 else:
                     self.report({"INFO"}, f"New take '{run.result}' is playing.")
                 return self._end(context, {"FINISHED"} if run.phase == "FINISHED" else {"CANCELLED"})

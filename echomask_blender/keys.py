@@ -3,6 +3,10 @@
 Nothing existing is edited: a rig's (or shape-key datablock's) current action is stashed on a muted NLA
 track, and the take goes into a fresh Action with its own slot, so it plays on Blender 4.2, 4.5 and 5.0.
 Keys are written with `keyframe_points.add` + `foreach_set` (about 40x faster than keyframe_insert).
+
+Rotation modes: each bone is keyed in its own rotation mode (quaternion, Euler in its order, or axis-angle)
+and its mode is never changed, so an animator's own Euler keys (stashed) still play back as keyed. Our
+rigs' bones are quaternion; `rotation_channels` / `channels_to_quaternions` convert for the other modes.
 """
 from __future__ import annotations
 
@@ -56,18 +60,91 @@ def _bone_quaternions(frames: RigFrames, take: Take) -> np.ndarray:
     return R.make_quaternions_continuous(quats, axis=0)
 
 
+ROTATION_PROPERTIES = {"QUATERNION": ("rotation_quaternion", 4), "AXIS_ANGLE": ("rotation_axis_angle", 4)}
+_REST_CHANNELS = {"QUATERNION": (1.0, 0.0, 0.0, 0.0), "AXIS_ANGLE": (0.0, 0.0, 1.0, 0.0)}
+
+
+def rotation_property(mode: str) -> tuple[str, int]:
+    """The pose-bone property a rotation mode plays ('rotation_euler' for the six Euler orders) and its
+    number of channels."""
+    return ROTATION_PROPERTIES.get(mode, ("rotation_euler", 3))
+
+
+def rest_channels(mode: str, frames: int) -> np.ndarray:
+    """(frames, C) the rest rotation in a mode's channels (what an unkeyed channel reads as)."""
+    return np.tile(np.asarray(_REST_CHANNELS.get(mode, (0.0, 0.0, 0.0)), np.float64), (frames, 1))
+
+
+def rotation_channels(quats: np.ndarray, mode: str, reference: np.ndarray | None = None) -> np.ndarray:
+    """(N, ..., 4) quaternions over time -> (N, ..., C) values of the mode's channels, continuous over time
+    (no sign flips, no Euler wraps) so Blender's per-channel interpolation turns the short way.
+    `reference` (..., C): the channels just before (keys a range is spliced into), which frame 0 stays near."""
+    q = R.make_quaternions_continuous(np.asarray(quats, np.float64), axis=0)
+    if mode in ("QUATERNION", "AXIS_ANGLE") and reference is not None and len(q):
+        ref_q = channels_to_quaternions(np.asarray(reference, np.float64), mode)
+        q = q * np.where(np.sum(q[:1] * ref_q, axis=-1, keepdims=True) < 0, -1.0, 1.0)
+    if mode == "QUATERNION":
+        return q
+    if mode == "AXIS_ANGLE":   # (angle, x, y, z); where the angle is ~0 the axis is undefined: keep the last
+        v = q[..., 1:]
+        s = np.linalg.norm(v, axis=-1, keepdims=True)
+        angle = 2.0 * np.arctan2(s, q[..., :1])
+        axis = v / np.maximum(s, 1e-12)
+        defined = s[..., 0] > 1e-9
+        last = np.broadcast_to(np.array([0.0, 1.0, 0.0]) if reference is None
+                               else np.asarray(reference, np.float64)[..., 1:], axis.shape[1:])
+        for t in range(len(axis)):
+            axis[t] = np.where(defined[t][..., None], axis[t], last)
+            last = axis[t]
+        return np.concatenate([angle, axis], -1)
+    return R.make_euler_continuous(R.quaternion_to_euler(q, mode), mode, reference)
+
+
+def channels_to_quaternions(values: np.ndarray, mode: str) -> np.ndarray:
+    """(..., C) values of a rotation mode's channels -> (..., 4) unit quaternions (w, x, y, z)."""
+    values = np.asarray(values, np.float64)
+    if mode == "QUATERNION":
+        return values / np.maximum(np.linalg.norm(values, axis=-1, keepdims=True), 1e-12)
+    if mode == "AXIS_ANGLE":
+        axis = values[..., 1:]
+        norm = np.linalg.norm(axis, axis=-1, keepdims=True)
+        axis = np.where(norm > 1e-12, axis / np.maximum(norm, 1e-12), 0.0)
+        half = 0.5 * values[..., :1]
+        return np.concatenate([np.cos(half), np.sin(half) * axis], -1)
+    return R.euler_to_quaternion(values, mode)
+
+
+def bone_rotation_curves(armature: bpy.types.Object, quats: np.ndarray, joints) -> list[tuple[str, str, np.ndarray]]:
+    """[(bone, data path, (N, C) values)] to key joints' rotations (quats (N, 55, 4)) in each bone's own
+    rotation mode, in the order of `joints` (bones of one mode are converted together)."""
+    joints = list(joints)
+    modes = {j: armature.pose.bones[BONE_NAMES[j]].rotation_mode for j in joints}
+    values = {}
+    for mode in set(modes.values()):
+        group = [j for j in joints if modes[j] == mode]
+        converted = rotation_channels(quats[:, group], mode)
+        values.update({j: converted[:, n] for n, j in enumerate(group)})
+    out = []
+    for j in joints:
+        bone = BONE_NAMES[j]
+        prop, _ = rotation_property(modes[j])
+        out.append((bone, f'pose.bones["{bpy.utils.escape_identifier(bone)}"].{prop}', values[j]))
+    return out
+
+
 def write_take_to_armature(armature: bpy.types.Object, take: Take, *, name: str = "EchoMask take",
                            frame_start: int = 1, meshes: list[bpy.types.Object] | None = None) -> WriteResult:
     """Key the take on `armature` from `frame_start` (take frame k -> scene frame frame_start + k).
 
-    Every bone gets rotation_quaternion (the jaw and eyes included), the pelvis gets `location` from
-    `trans`, and meshes with Exp### shape keys (by default the armature's child meshes) get the
-    expressions on their shape-key datablock. The take must already be at the scene's frame rate.
+    Every bone gets its rotation in its own rotation mode (the jaw and eyes included; see the module
+    docstring), the pelvis gets `location` from `trans`, and meshes with Exp### shape keys (by default the
+    armature's child meshes) get the expressions on their shape-key datablock. The take must already be at
+    the scene's frame rate.
     """
     take.validate(name)
     check_smplx_armature(armature)
     rig = rig_frames(armature)
-    quats = _bone_quaternions(rig, take)                             # everything computed before any change
+    rotations = bone_rotation_curves(armature, _bone_quaternions(rig, take), range(len(BONE_NAMES)))  # before any change
     pelvis_location = rig.pelvis_location(take.trans.astype(np.float64))
     meshes = expression_meshes(armature) if meshes is None else [m for m in meshes if expression_key_count(m)]
     frames = frame_start + np.arange(take.num_frames, dtype=np.float64)
@@ -77,11 +154,9 @@ def write_take_to_armature(armature: bpy.types.Object, take: Take, *, name: str 
     if old:
         stashed.append(old)
     action, bag = compat.new_action_for(armature, name)
-    for j, bone in enumerate(BONE_NAMES):
-        armature.pose.bones[bone].rotation_mode = "QUATERNION"
-        path = f'pose.bones["{bpy.utils.escape_identifier(bone)}"].rotation_quaternion'
-        for c in range(4):
-            compat.write_fcurve(bag, path, c, frames, quats[:, j, c], group=bone)
+    for bone, path, values in rotations:
+        for c in range(values.shape[1]):
+            compat.write_fcurve(bag, path, c, frames, values[:, c], group=bone)
     pelvis = f'pose.bones["{BONE_NAMES[0]}"].location'
     for c in range(3):
         compat.write_fcurve(bag, pelvis, c, frames, pelvis_location[:, c], group=BONE_NAMES[0])

@@ -86,8 +86,13 @@ class EchoMaskSettings(bpy.types.PropertyGroup):
     rekey_blend: bpy.props.IntProperty(name="Blend Frames", default=3, min=0, max=30,
                                        description="Frames at each inside edge of the range that crossfade from "
                                                    "the old motion into the new")
-    simplify_rotation: bpy.props.FloatProperty(name="Rotation Tolerance", default=1.0, min=0.01, max=45.0,
-                                               description="Largest rotation error allowed, in degrees")
+    simplify_rotation: bpy.props.FloatProperty(name="Rotation Tolerance", default=3.0, min=0.01, max=45.0,
+                                               description="Largest rotation error wanted, in degrees (within "
+                                                           "the key budget; the report says the error left)")
+    simplify_budget: bpy.props.FloatProperty(
+        name="Key Budget", default=25.0, min=1.0, max=100.0, subtype="PERCENTAGE", precision=0,
+        description="At most this share of the frames become keys (25%: about every 4th frame, editable key "
+                    "poses); the largest errors are fixed first. 100% = as many keys as the tolerances need")
     simplify_location: bpy.props.FloatProperty(name="Location Tolerance", default=0.005, min=0.0001, max=0.5,
                                                unit="LENGTH", description="Largest root position error allowed")
     simplify_expression: bpy.props.FloatProperty(name="Expression Tolerance", default=0.05, min=0.001, max=2.0,
@@ -113,6 +118,7 @@ class EchoMaskJobState(bpy.types.PropertyGroup):
     status: bpy.props.StringProperty(default="")
     last_error: bpy.props.StringProperty(default="")
     last_info: bpy.props.StringProperty(default="")
+    last_warning: bpy.props.StringProperty(default="")   # the worker's warnings about the last take made
 
 
 def _wrap(layout, text: str, icon="NONE", width: int = 48):
@@ -203,6 +209,8 @@ class VIEW3D_PT_echomask(bpy.types.Panel):
             _wrap(layout, job.last_error, icon="ERROR")
         elif job.last_info:
             _wrap(layout, job.last_info, icon="CHECKMARK")
+            if job.last_warning:
+                _wrap(layout, job.last_warning, icon="ERROR")
 
 
 class VIEW3D_PT_echomask_takes(bpy.types.Panel):
@@ -252,6 +260,7 @@ class VIEW3D_PT_echomask_rekey(bpy.types.Panel):
 
         col = layout.column(align=True)
         col.prop(settings, "simplify_mode", expand=True)
+        col.prop(settings, "simplify_budget")
         col.prop(settings, "simplify_rotation", text="Rotation (°)")
         col.prop(settings, "simplify_location")
         col.prop(settings, "simplify_expression")

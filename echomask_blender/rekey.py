@@ -6,11 +6,13 @@ Each tool makes a NEW take from the playing one (the original stays on its NLA t
   the chosen range. The new take is an exact copy of the old one — every key outside the range, with all
   its attributes, bit for bit — with the regenerated channels' keys inside the range replaced (a few
   frames at each inside edge crossfade from old to new).
-- Simplify keys: dense per-frame keys -> key poses within a tolerance (core/keyreduce.py), linear.
+- Simplify keys: dense per-frame keys -> key poses within a tolerance and a key budget (core/keyreduce.py),
+  linear; the rotation error left is measured and reported.
 - Intensity: gestures bigger or smaller around the rest pose (core/intensity.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 
@@ -20,18 +22,20 @@ import numpy as np
 from ..core import rotations as R
 from ..core.errors import EchoMaskError, RigError
 from ..core.intensity import scale_take
-from ..core.keyreduce import quaternion_tolerance, reduce_keys
+from ..core.keyreduce import interpolate_kept, quaternion_angle_deg, quaternion_tolerance, reduce_keys
 from ..core.take import Take, save_take
 from ..core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts, model_parts
 from . import compat, runtime_ops, speech_source
 from .generate_op import GenerationRun, _RunModal, build_request, current_run, launch_run, new_job_dir
-from .keys import EXPRESSION_KEY, _bone_quaternions, expression_meshes
+from .keys import (EXPRESSION_KEY, _bone_quaternions, channels_to_quaternions, expression_meshes, rotation_channels,
+                   rotation_property)
 from .panel import selected_parts
 from .poll import DisabledReasonPoll
 from .rig import BONE_NAMES, check_smplx_armature, rig_frames
 from .takes import (BODY, MAX_NAME, CurveKeys, StagedActions, StagedTake, _bone_path, _channelbag_curves,
-                    _expression_path, _face_tracks, _strip_slot, get_take_action, playing_take, playing_take_reason, read_curve_keys,
-                    read_take, sample_fcurve, take_info, write_staged)
+                    _expression_path, _face_tracks, _strip_slot, bone_rotation_samples, get_take_action,
+                    keyed_rotation_mode, playing_take, playing_take_reason, read_curve_keys, read_take, sample_fcurve,
+                    take_info, write_staged)
 
 
 def derived_name(source: str, suffix: str) -> str:
@@ -142,20 +146,19 @@ class StagedRekey(StagedActions):
         if joints:
             new_q = _bone_quaternions(rig, new_take)[rows]
             for j in joints:
-                path = _bone_path(BONE_NAMES[j], "rotation_quaternion")
-                have = all((path, c) in curves[BODY] for c in range(4))
-                old_q = np.stack([sample_fcurve(curves[BODY][(path, c)], frames) for c in range(4)], -1) if have \
-                    else np.tile([1.0, 0.0, 0.0, 0.0], (len(frames), 1))
-                old_q /= np.linalg.norm(old_q, axis=-1, keepdims=True)
+                pose_bone = armature.pose.bones[BONE_NAMES[j]]
+                # the rotation property the source keys for this bone (else the bone's own mode)
+                mode = keyed_rotation_mode(curves[BODY], pose_bone) or pose_bone.rotation_mode
+                path = _bone_path(BONE_NAMES[j], rotation_property(mode)[0])
+                old_values = bone_rotation_samples(curves[BODY], pose_bone, mode, frames)
+                old_q = channels_to_quaternions(old_values, mode)
                 q = new_q[:, j].copy()
                 if np.dot(q[0], old_q[0]) < 0:   # same hemisphere as the keys around it: no spin
                     q = -q
                 q = R.quaternion_slerp(old_q, q, weights)
-                q = R.make_quaternions_continuous(q, axis=0)
-                if np.dot(q[0], old_q[0]) < 0:
-                    q = -q
-                for c in range(4):
-                    replaced[(BODY, path, c)] = q[:, c]
+                values = rotation_channels(q, mode, reference=old_values[0])   # continuous with the old keys
+                for c in range(values.shape[1]):
+                    replaced[(BODY, path, c)] = values[:, c]
         if "root" in parts:
             path = _bone_path(BONE_NAMES[0], "location")
             new_loc = rig.pelvis_location(new_take.trans.astype(np.float64))[rows]
@@ -221,7 +224,8 @@ def _rekey_speech(context, rig, source) -> speech_source.SpeechPlan:
     kind = str(action.get("echomask_source", "MIX"))
     if kind == "FILE":
         path = speech_source.resolve_file(str(action.get("echomask_audio_file", "")))
-        return speech_source.SpeechPlan("FILE", source.frame_start, None, source.audio, file=path)
+        return speech_source.SpeechPlan("FILE", source.frame_start, None, source.audio, file=path,
+                                        description=f"'{os.path.basename(path)}'")
     if kind == "STRIP":
         name = str(action.get("echomask_strip", ""))
         strip = next((s for s in compat.all_sound_strips(scene) if s.name == name), None)
@@ -230,17 +234,21 @@ def _rekey_speech(context, rig, source) -> speech_source.SpeechPlan:
                                 "speech: put the strip back, or generate a new take.")
         problem = speech_source.sound_file_problem(strip.sound)
         if problem:
-            raise EchoMaskError(f"The sound strip '{name}' cannot be used: {problem}.")
+            raise EchoMaskError(f"The sound strip '{name}' cannot be used: {problem}. Relink it to the take's "
+                                "speech, or generate a new take.")
+        description = speech_source.strip_description(strip)
         if strip.sound.packed_file is not None:
-            return speech_source.SpeechPlan("STRIP", source.frame_start, None, source.audio, packed_strip=name)
+            return speech_source.SpeechPlan("STRIP", source.frame_start, None, source.audio, packed_strip=name,
+                                            description=description)
         return speech_source.SpeechPlan("STRIP", source.frame_start, None, source.audio,
-                                        file=speech_source.sound_path(strip.sound))
+                                        file=speech_source.sound_path(strip.sound), description=description)
     if not compat.HAS_AUDASPACE:
         raise EchoMaskError("This Blender build cannot mix the scene's sound, which re-keying this take needs.")
     if not speech_source.strips_in_range(scene, source.frame_start, source.frame_end):
         raise EchoMaskError(f"No sound strip plays in the take's frames {source.frame_start}–{source.frame_end}: "
                             "re-keying needs the speech the take was made from.")
-    return speech_source.SpeechPlan("MIX", source.frame_start, source.frame_end, source.audio)
+    return speech_source.SpeechPlan("MIX", source.frame_start, source.frame_end, source.audio,
+                                    description=speech_source.mix_description(source.frame_start, source.frame_end))
 
 
 def start_rekey(context) -> GenerationRun:
@@ -265,7 +273,7 @@ def start_rekey(context) -> GenerationRun:
         mask_path = os.path.join(job_dir, "known_mask.npy")
         np.save(mask_path, known_mask(known.num_frames, source.frame_start, start, end, parts))
         request = build_request(settings, audio, os.path.join(job_dir, "take.npz"), fps, parts,
-                                runtime_ops.weights_path(context))
+                                runtime_ops.weights_path(context), plan.description)
         request.update(known_take=known_path, known_mask=mask_path, parts=model_parts(parts))
         name = derived_name(source.name, f" · rekey {start}-{end}")
         blend = int(settings.rekey_blend)
@@ -308,15 +316,38 @@ class ECHOMASK_OT_rekey(_RunModal, bpy.types.Operator):
 
 # ------------------------------------------------------------------------------------------ simplify
 
+@dataclasses.dataclass
+class SimplifyResult:
+    info: object                 # the new take's TakeInfo
+    kept: int                    # key poses (Per Bone: the most any bone kept)
+    total: int                   # frames of the source take
+    max_error_deg: float         # largest rotation error of any bone at any frame, as the new keys play
+    mean_error_deg: float        # over every rotation-keyed bone and frame
+    worst_bone: str              # where the largest error is
+    budget_reached: bool         # the key budget stopped before every frame was within the tolerances
+
+    def report(self, rotation_deg: float, budget_percent: float | None) -> str:
+        text = (f"'{self.info.name}': {self.kept} key poses for {self.total} frames "
+                f"({100.0 * self.kept / max(1, self.total):.0f}%); rotation error max {self.max_error_deg:.1f}° "
+                f"({self.worst_bone}), mean {self.mean_error_deg:.2f}°.")
+        if self.budget_reached and budget_percent is not None:
+            text += (f" The key budget ({budget_percent:g}% of the frames) was reached before the {rotation_deg:g}° "
+                     "tolerance: raise the budget for a smaller error.")
+        return text
+
+
 def simplify_take(armature, source: str, *, rotation_deg: float, location: float, expression: float,
-                  mode: str = "POSE"):
-    """A new take with the source's keys reduced to key poses within the tolerances; returns (info, kept, total)."""
+                  mode: str = "POSE", max_keys: int | None = None) -> SimplifyResult:
+    """A new take with the source's keys reduced to key poses within the tolerances, at most `max_keys`
+    of them (None: as many as the tolerances need; the largest errors are taken care of first), and the
+    rotation error left (measured as the new keys play: Blender interpolates the kept keys linearly)."""
     action = get_take_action(armature, source)
     info = take_info(armature, action)
     curves = _source_curves(armature, action)
     frames = np.arange(info.frame_start, info.frame_end + 1, dtype=np.float64)
     rig = rig_frames(armature)
     channels, groups, tolerances, layout = [], [], [], []   # layout: (owner, path, index) per channel
+    rotations = {}   # group number -> (bone, rotation mode) of the rotation groups, to measure their error
     col = 0
 
     def add_group(owner, path, indices, tol):
@@ -329,6 +360,9 @@ def simplify_take(armature, source: str, *, rotation_deg: float, location: float
         tolerances.append(tol)
         col += len(indices)
 
+    def bone_of(path):
+        return armature.pose.bones[path.split('"')[1]]
+
     passthrough = []
     for owner, owner_curves in curves.items():
         seen = set()
@@ -336,8 +370,16 @@ def simplify_take(armature, source: str, *, rotation_deg: float, location: float
             if (path, index) in seen:
                 continue
             if owner == BODY and path.endswith(".rotation_quaternion") and all((path, c) in owner_curves for c in range(4)):
+                rotations[len(groups)] = (bone_of(path).name, "QUATERNION")
                 add_group(owner, path, range(4), quaternion_tolerance(rotation_deg))
                 seen.update((path, c) for c in range(4))
+            elif owner == BODY and path.endswith(".rotation_euler") and all((path, c) in owner_curves for c in range(3)):
+                # the rotation between two Euler triples is at most the sum of their angle differences,
+                # <= sqrt(3) x their distance: this tolerance keeps the rotation error within rotation_deg
+                own = bone_of(path).rotation_mode
+                rotations[len(groups)] = (bone_of(path).name, own if rotation_property(own)[1] == 3 else "XYZ")
+                add_group(owner, path, range(3), np.radians(rotation_deg) / np.sqrt(3.0))
+                seen.update((path, c) for c in range(3))
             elif owner == BODY and path.endswith(".location") and all((path, c) in owner_curves for c in range(3)):
                 add_group(owner, path, range(3), location * rig.scale)
                 seen.update((path, c) for c in range(3))
@@ -350,20 +392,44 @@ def simplify_take(armature, source: str, *, rotation_deg: float, location: float
     if not channels:
         raise EchoMaskError(f"The take '{source}' has no keys to simplify.")
     values = np.stack(channels, 1)
-    if mode == "POSE":
-        kept_per_group = [reduce_keys(frames, values, groups, tolerances)] * len(groups)
+    budget = None if max_keys is None else max(2, int(max_keys))
+    if mode == "POSE":   # key poses per Action: the rig's bones together, each face's shape keys together
+        kept_per_group = [None] * len(groups)
+        for owner in dict.fromkeys(layout[g.start][0] for g in groups):
+            mine = [n for n, g in enumerate(groups) if layout[g.start][0] == owner]
+            cols = np.concatenate([np.arange(groups[n].start, groups[n].stop) for n in mine])
+            local, at = [], 0
+            for n in mine:
+                local.append(slice(at, at + groups[n].stop - groups[n].start))
+                at = local[-1].stop
+            kept = reduce_keys(frames, values[:, cols], local, [tolerances[n] for n in mine], max_keys=budget)
+            for n in mine:
+                kept_per_group[n] = kept
     elif mode == "CHANNEL":
-        kept_per_group = [reduce_keys(frames, values[:, g], [slice(0, g.stop - g.start)], [t])
+        kept_per_group = [reduce_keys(frames, values[:, g], [slice(0, g.stop - g.start)], [t], max_keys=budget)
                           for g, t in zip(groups, tolerances)]
     else:
         raise EchoMaskError(f"Unknown simplify mode '{mode}' (use POSE or CHANNEL).")
+    errors, worst, within = [], (0.0, ""), True
+    for g, (bone, rotation_mode) in rotations.items():
+        sl, kept = groups[g], kept_per_group[g]
+        played = interpolate_kept(frames, values[:, sl], kept)
+        angle = quaternion_angle_deg(channels_to_quaternions(values[:, sl], rotation_mode),
+                                     channels_to_quaternions(played, rotation_mode))
+        errors.append(angle)
+        if angle.max() > worst[0]:
+            worst = (float(angle.max()), bone)
+    for g, (sl, tol) in enumerate(zip(groups, tolerances)):   # did every group end within its tolerance?
+        diff = values[:, sl] - interpolate_kept(frames, values[:, sl], kept_per_group[g])
+        within &= bool(np.linalg.norm(diff, axis=1).max() <= tol * (1 + 1e-9))
     face_meshes = [bpy.data.objects[m] for m in curves if m != BODY]
     staged = StagedActions(armature, name=derived_name(source, " · simplified"), parts=info.parts, fps=float(
         action.get("echomask_fps", speech_source.scene_fps(bpy.context.scene))), frame_start=info.frame_start,
         frame_end=info.frame_end, face_meshes=face_meshes)
-    kept_total = 0
+    kept_total = 0   # the rig's key poses (Per Bone: the most any bone kept); faces are reduced on their own
     for g, kept in zip(groups, kept_per_group):
-        kept_total = max(kept_total, len(kept))
+        if layout[g.start][0] == BODY or not any(layout[h.start][0] == BODY for h in groups):
+            kept_total = max(kept_total, len(kept))
         for c in range(g.start, g.stop):
             owner, path, index, fc = layout[c]
             group = fc.group.name if fc.group is not None else ""
@@ -373,12 +439,20 @@ def simplify_take(armature, source: str, *, rotation_deg: float, location: float
             if k.startswith("echomask_") and k in ("echomask_audio", "echomask_seed", "echomask_source",
                                                    "echomask_audio_file", "echomask_strip")}
     meta["simplified_from"] = source
-    return write_staged(staged, meta), kept_total, len(frames)
+    all_errors = np.concatenate(errors) if errors else np.zeros(1)
+    return SimplifyResult(write_staged(staged, meta), kept_total, len(frames), worst[0], float(all_errors.mean()),
+                          worst[1], budget is not None and not within)
+
+
+def key_budget(frames: int, percent: float) -> int | None:
+    """The most keys Simplify Keys keeps for a take of `frames` frames (None at 100%: no budget)."""
+    return None if percent >= 100 else max(2, int(round(frames * percent / 100.0)))
 
 
 class ECHOMASK_OT_simplify_keys(DisabledReasonPoll, bpy.types.Operator):
-    """Make a copy of the playing take with only the key poses it needs (within the tolerances), for
-    hand-editing"""
+    """Make a copy of the playing take with editable key poses for hand-editing: at most the key budget's
+    share of the frames, largest errors fixed first, within the tolerances where the budget allows (the
+    report says the rotation error left)"""
 
     bl_idname = "echomask.simplify_keys"
     bl_label = "Simplify Keys"
@@ -387,6 +461,7 @@ class ECHOMASK_OT_simplify_keys(DisabledReasonPoll, bpy.types.Operator):
     rotation: bpy.props.FloatProperty(name="Rotation (°)", default=-1.0, options={"SKIP_SAVE"})
     location: bpy.props.FloatProperty(name="Location", default=-1.0, options={"SKIP_SAVE"})
     expression: bpy.props.FloatProperty(name="Expression", default=-1.0, options={"SKIP_SAVE"})
+    budget: bpy.props.FloatProperty(name="Key Budget (%)", default=-1.0, options={"SKIP_SAVE"})
 
     @classmethod
     def disabled_reason(cls, context):
@@ -395,18 +470,19 @@ class ECHOMASK_OT_simplify_keys(DisabledReasonPoll, bpy.types.Operator):
     def execute(self, context):
         settings = context.scene.echomask
         rig = settings.target
+        rotation = self.rotation if self.rotation > 0 else settings.simplify_rotation
+        budget = self.budget if self.budget > 0 else settings.simplify_budget
         try:
             source = playing_take(rig)
-            info, kept, total = simplify_take(
-                rig, source.name,
-                rotation_deg=self.rotation if self.rotation > 0 else settings.simplify_rotation,
+            result = simplify_take(
+                rig, source.name, rotation_deg=rotation,
                 location=self.location if self.location > 0 else settings.simplify_location,
                 expression=self.expression if self.expression > 0 else settings.simplify_expression,
-                mode=settings.simplify_mode)
+                mode=settings.simplify_mode, max_keys=key_budget(source.frame_end - source.frame_start + 1, budget))
         except EchoMaskError as err:
             self.report({"ERROR"}, str(err))
             return {"CANCELLED"}
-        self.report({"INFO"}, f"'{info.name}': {kept} key poses instead of {total} frames.")
+        self.report({"INFO"}, result.report(rotation, budget if budget < 100 else None))
         return {"FINISHED"}
 
 

@@ -12,6 +12,7 @@ resamples the take to it.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 
@@ -173,14 +174,18 @@ def import_take(context: bpy.types.Context, take_or_path, options: ImportOptions
 
 # FBX settings for one take (docs/BLENDER_NOTES.md §2.1/§4.3): the SMPL-X add-on's export choices. The 5.0 defaults
 # (leaf bones, every action, NLA strips, simplify 1.0) would add bones, other takes and drop keys.
+# The take is exported as the one NLA strip playing (export_take_fbx puts it on a temporary track): the
+# exporter then names the animation after the strip (the take, not "Scene") and starts its keys at time 0,
+# so an importer at its defaults (Blender's: frame 1 = time 0) puts the take's first frame on frame 1, and
+# a game engine plays it from the speech's start.
 FBX_TAKE_SETTINGS = dict(
     use_selection=True,
     object_types={"ARMATURE", "MESH"},
     add_leaf_bones=False,
     bake_anim=True,
     bake_anim_use_all_bones=True,
-    bake_anim_use_all_actions=False,   # only the active action = this take
-    bake_anim_use_nla_strips=False,    # stashed takes on NLA tracks stay out
+    bake_anim_use_all_actions=False,   # every compatible Action in the file would be a stack
+    bake_anim_use_nla_strips=True,     # one stack per unmuted strip: only the take's is unmuted
     bake_anim_simplify_factor=0.0,     # every key as written
     bake_anim_force_startend_keying=True,
     bake_anim_step=1.0,
@@ -198,10 +203,56 @@ FBX_TAKE_SETTINGS = dict(
 )
 
 
+@contextlib.contextmanager
+def _as_the_only_playing_strip(armature: bpy.types.Object, action: bpy.types.Action):
+    """`action` (with the slot it plays from) alone on a temporary NLA track of the armature, every other
+    track muted and none soloed, no active action; everything is put back afterwards."""
+    anim = armature.animation_data
+    if anim.use_tweak_mode:
+        anim.use_tweak_mode = False
+    slot = compat.assigned_slot(armature)
+    tracks = [(track, track.mute, track.is_solo) for track in anim.nla_tracks]
+    use_nla = anim.use_nla
+    # strip names are unique per rig: the take's own strip (same name) steps aside while exporting
+    renamed = [(strip, strip.name) for track, _, _ in tracks for strip in track.strips if strip.name == action.name]
+    temporary = None
+    try:
+        for strip, name in renamed:
+            strip.name = name[:50] + " (exporting)"
+        for track, _, _ in tracks:
+            track.is_solo = False
+            track.mute = True
+        anim.action = None
+        temporary = anim.nla_tracks.new()
+        temporary.name = "EchoMask FBX export"
+        strip = temporary.strips.new(action.name[:63], int(round(action.frame_range[0])), action)
+        strip.name = action.name   # the FBX animation's name
+        if slot is not None and strip.action_slot != slot:
+            strip.action_slot = slot
+        strip.blend_type = "REPLACE"
+        anim.use_nla = True
+        yield strip
+    finally:
+        if temporary is not None:
+            anim.nla_tracks.remove(temporary)
+        for strip, name in renamed:
+            strip.name = name
+        anim.action = action
+        if slot is not None:
+            anim.action_slot = slot
+        for track, mute, _ in tracks:
+            track.mute = mute
+        for track, _, solo in tracks:
+            if solo:
+                track.is_solo = True
+        anim.use_nla = use_nla
+
+
 def export_take_fbx(context: bpy.types.Context, armature: bpy.types.Object, filepath: str,
                     overrides: dict | None = None) -> str:
     """Export `armature` (and its child meshes) with its active action, over that action's frame range.
 
+    The FBX animation is named after the action and starts at time 0 (see FBX_TAKE_SETTINGS).
     `overrides` replaces some FBX_TAKE_SETTINGS (the export panel's Unity/Unreal presets: axes, scaling).
     """
     check_smplx_armature(armature)
@@ -230,7 +281,8 @@ def export_take_fbx(context: bpy.types.Context, armature: bpy.types.Object, file
                 child.select_set(True)
         context.view_layer.objects.active = armature
         scene.frame_start, scene.frame_end = first, last
-        result = bpy.ops.export_scene.fbx(filepath=filepath, **{**FBX_TAKE_SETTINGS, **(overrides or {})})
+        with _as_the_only_playing_strip(armature, anim.action):
+            result = bpy.ops.export_scene.fbx(filepath=filepath, **{**FBX_TAKE_SETTINGS, **(overrides or {})})
         if "FINISHED" not in result:
             raise EchoMaskError(f"FBX export to {filepath} did not finish ({', '.join(result)}).")
     finally:

@@ -17,6 +17,8 @@ import bpy
 from ..core.errors import AudioError
 from . import compat
 
+MIX_RATE = 16000  # the speech features' rate: the mixdown is written at it, so the worker does not resample
+
 SOURCES = (
     ("MIX", "Scene Sound", "Mix every unmuted sound strip in the frame range (what you hear)"),
     ("STRIP", "One Strip", "The speech of one sound strip; the take starts where its sound starts"),
@@ -33,6 +35,7 @@ class SpeechPlan:
     file: str | None = None      # an existing audio file to hand to the worker
     packed_strip: str | None = None   # a strip whose packed sound bytes must be written out first
     add_strip_file: str | None = None  # FILE: put this file on the timeline when the take is applied
+    description: str = ""        # the speech in messages: "the sound strip 'line_04'", "'take3.wav'"
 
 
 def scene_fps(scene) -> float:
@@ -54,10 +57,12 @@ def _strip_is_audible(strip) -> bool:
 
 
 def sound_file_problem(sound) -> str | None:
-    """Why Blender's sound datablock cannot be read (None when it can): missing file, empty file."""
+    """Why Blender's sound datablock cannot be read (None when it can): missing, empty or undecodable file."""
     if sound is None:
         return "it has no sound"
     if sound.packed_file is not None:
+        if compat.sound_decodes(sound) is False:
+            return "Blender cannot read its packed sound (damaged, or not audio)"
         return None
     path = sound_path(sound)
     if not path:
@@ -66,6 +71,8 @@ def sound_file_problem(sound) -> str | None:
         return f"its file is missing ({path})"
     if os.path.getsize(path) == 0:
         return f"its file is empty ({path})"
+    if compat.sound_decodes(sound) is False:
+        return f"Blender cannot read its file as sound ({path}: damaged, or not an audio file)"
     return None
 
 
@@ -111,7 +118,8 @@ def plan_speech(scene, settings) -> SpeechPlan:
     if source == "FILE":
         path = resolve_file(settings.audio_file)
         label = os.path.splitext(os.path.basename(path))[0]
-        return SpeechPlan("FILE", start, None, label, file=path, add_strip_file=path)
+        return SpeechPlan("FILE", start, None, label, file=path, add_strip_file=path,
+                          description=f"'{os.path.basename(path)}'")
     if source == "STRIP":
         name = settings.strip
         strip = next((s for s in compat.all_sound_strips(scene) if s.name == name), None) if name else None
@@ -126,13 +134,13 @@ def plan_speech(scene, settings) -> SpeechPlan:
                              "choose another strip.")
         problem = sound_file_problem(strip.sound)
         if problem:
-            raise AudioError(f"The sound strip '{strip.name}' cannot be used: {problem}. Relink or unpack the "
-                             "sound, or choose another strip.")
+            raise AudioError(f"The sound strip '{strip.name}' cannot be used: {problem}. Relink it to a working "
+                             "audio file (Sequencer > Sidebar > Strip > Sound), or choose another strip.")
         first = int(strip.frame_start)  # where the sound's first sample plays (before any trim)
         label = os.path.splitext(strip.name)[0]
         if strip.sound.packed_file is not None:
-            return SpeechPlan("STRIP", first, None, label, packed_strip=strip.name)
-        return SpeechPlan("STRIP", first, None, label, file=sound_path(strip.sound))
+            return SpeechPlan("STRIP", first, None, label, packed_strip=strip.name, description=strip_description(strip))
+        return SpeechPlan("STRIP", first, None, label, file=sound_path(strip.sound), description=strip_description(strip))
     # MIX
     if not compat.HAS_AUDASPACE:
         raise AudioError("This Blender build has no audio support (Audaspace), so the scene's sound cannot "
@@ -151,7 +159,15 @@ def plan_speech(scene, settings) -> SpeechPlan:
             raise AudioError(f"The sound strip '{strip.name}' cannot be played: {problem}. Relink the file "
                              "(or mute that strip) and try again.")
     label = os.path.splitext(audible[0].name)[0] if len(audible) == 1 else f"{scene.name} mix"
-    return SpeechPlan("MIX", start, end, label)
+    return SpeechPlan("MIX", start, end, label, description=mix_description(start, end))
+
+
+def strip_description(strip) -> str:
+    return f"the sound strip '{strip.name}'"
+
+
+def mix_description(start: int, end: int) -> str:
+    return f"the scene's sound in frames {start}–{end}"
 
 
 def _write_packed(strip, folder: str) -> str:
@@ -170,13 +186,31 @@ def _mixdown(scene, start: int, end: int, path: str) -> str:
         scene.frame_start, scene.frame_end = start, end
         with bpy.context.temp_override(scene=scene):
             result = bpy.ops.sound.mixdown(filepath=path, check_existing=False, container="WAV", codec="PCM",
-                                           format="S16", mixrate=16000, channels="MONO")
+                                           format="S16", mixrate=MIX_RATE, channels="MONO")
     finally:
         scene.frame_start, scene.frame_end = saved
     if "FINISHED" not in result or not os.path.isfile(path):
         raise AudioError("Blender could not mix the scene's sound (sound mixdown failed). Choose 'File' or "
                          "'One Strip' as the audio source.")
+    # Blender mixes whole buffers, so the file runs a little past the last frame (frames 1-1860 at 30 fps:
+    # 992,768 samples, 1861.4 frames). Cut it to exactly the frames asked for: the take, and a re-key of it,
+    # then have the same length as the range.
+    _fit_wav_length(path, int(round((end - start + 1) / scene_fps(scene) * MIX_RATE)))
     return path
+
+
+def _fit_wav_length(path: str, samples: int) -> None:
+    """Trim (or pad with silence) a PCM WAV file to exactly `samples` sample frames, in place."""
+    with wave.open(path, "rb") as w:
+        params = w.getparams()
+        data = w.readframes(samples)
+    frame_bytes = params.sampwidth * params.nchannels
+    data = data[:samples * frame_bytes].ljust(samples * frame_bytes, b"\0")
+    with wave.open(path, "wb") as w:
+        w.setnchannels(params.nchannels)
+        w.setsampwidth(params.sampwidth)
+        w.setframerate(params.framerate)
+        w.writeframes(data)
 
 
 def materialize(plan: SpeechPlan, scene, folder: str) -> str:

@@ -5,6 +5,8 @@ Layout on an SMPL-X armature (and, for the face, on each expression mesh's shape
 - the playing take's track is unmuted, every other take's track is muted; "compare" solos a track;
 - the rig's active action is left empty, so the NLA plays; an active action the animator had is stashed on
   a muted NLA track first (compat.stash_active_action): its keys are never touched.
+Bones keep their rotation modes: a take is keyed in each bone's own mode (keys.bone_rotation_curves), and
+read back from whichever rotation property it keys (keyed_rotation_mode).
 Takes are edited in the NLA editor's tweak mode (Tab), like any strip. Re-key, simplify and intensity
 never modify a take: they make a new one from it.
 
@@ -25,7 +27,9 @@ from ..core.errors import EchoMaskError, RigError
 from ..core.take import Take
 from ..core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts
 from . import compat
-from .keys import EXPRESSION_KEY, SHAPE_KEY_SLIDER_LIMIT, _bone_quaternions, expression_key_count, expression_meshes
+from .keys import (EXPRESSION_KEY, SHAPE_KEY_SLIDER_LIMIT, _bone_quaternions, bone_rotation_curves,
+                   channels_to_quaternions, expression_key_count, expression_meshes, rest_channels,
+                   rotation_property)
 from .rig import BONE_NAMES, check_smplx_armature, rig_frames
 
 TAKE_PROP = "echomask_take"
@@ -270,10 +274,7 @@ class StagedActions:
             _stash_foreign_action(key)
             _add_take_track(key, face)
             face_names.append(face.name)
-        for bone in armature.pose.bones:
-            if bone.name in BONE_NAMES and bone.rotation_mode != "QUATERNION":
-                bone.rotation_mode = "QUATERNION"
-        action[TAKE_PROP] = 1
+        action[TAKE_PROP] = 1   # bones keep their rotation modes: the take is keyed in each bone's own
         action["echomask_frame_start"] = self.frame_start
         action["echomask_frame_end"] = self.frame_end
         action["echomask_fps"] = self.fps
@@ -305,11 +306,10 @@ class StagedTake(StagedActions):
                          frame_end=frame_start + take.num_frames - 1, face_meshes=meshes if "face" in parts else ())
         frames = frame_start + np.arange(take.num_frames, dtype=np.float64)
         joints = sorted(j for p in parts for j in PART_JOINT_INDICES[p])
-        quats = _bone_quaternions(rig, take) if joints else None
-        for j in joints:
-            path = _bone_path(BONE_NAMES[j], "rotation_quaternion")
-            for c in range(4):
-                self.pending.append(CurveKeys(BODY, path, c, frames, quats[:, j, c], BONE_NAMES[j]))
+        if joints:   # each bone in its own rotation mode (quaternion on our rigs; an animator's Euler order)
+            for bone, path, values in bone_rotation_curves(armature, _bone_quaternions(rig, take), joints):
+                for c in range(values.shape[1]):
+                    self.pending.append(CurveKeys(BODY, path, c, frames, values[:, c], bone))
         if "root" in parts:
             pelvis = rig.pelvis_location(take.trans.astype(np.float64))
             path = _bone_path(BONE_NAMES[0], "location")
@@ -323,10 +323,12 @@ class StagedTake(StagedActions):
 
 
 def _add_take_track(owner_id, action) -> bpy.types.NlaTrack:
-    """A new unmuted NLA track on top holding `action` where its keys are (with its slot on 4.4+)."""
+    """A new NLA track on top holding `action` where its keys are (with its slot on 4.4+). It starts muted:
+    `set_playing_take` switches to it, which is what remembers the take that played before (A/B)."""
     anim = owner_id.animation_data or owner_id.animation_data_create()
     track = anim.nla_tracks.new()
     track.name = (TRACK_PREFIX + action.name)[:63]
+    track.mute = True
     strip = track.strips.new(action.name[:63], int(round(action.frame_range[0])), action)
     if compat.HAS_SLOTTED_ACTIONS and action.slots and strip.action_slot != action.slots[0]:
         strip.action_slot = action.slots[0]
@@ -429,7 +431,7 @@ def _face_take_tracks(armature):
 def set_playing_take(armature, name: str) -> None:
     """Unmute this take's tracks (body and face), mute every other take's; remembers the previous one."""
     action = get_take_action(armature, name)
-    previous = playing_take(armature)
+    previous = next((t for t in reversed(list_takes(armature)) if t.playing and t.name != name), None)
     anim = armature.animation_data
     _leave_tweak_mode(anim)
     for info in list_takes(armature):
@@ -500,6 +502,29 @@ def sample_fcurve(fcurve, frames: np.ndarray) -> np.ndarray:
     return np.array([fcurve.evaluate(float(f)) for f in frames], np.float64)
 
 
+def keyed_rotation_mode(curves: dict, pose_bone) -> str | None:
+    """The rotation mode a take's keys for this bone are in (None: it keys no rotation): the bone's own
+    mode when the take keys that property, else whichever rotation property it keys (Euler in the bone's
+    order, or XYZ)."""
+    own = pose_bone.rotation_mode
+    euler = own if rotation_property(own)[0] == "rotation_euler" else "XYZ"
+    for mode in (own, "QUATERNION", euler, "AXIS_ANGLE"):
+        if (_bone_path(pose_bone.name, rotation_property(mode)[0]), 0) in curves:
+            return mode
+    return None
+
+
+def bone_rotation_samples(curves: dict, pose_bone, mode: str, frames: np.ndarray) -> np.ndarray:
+    """(N, C) the take's values of the bone's rotation channels in `mode` at `frames` (unkeyed: rest)."""
+    prop, channels = rotation_property(mode)
+    values = rest_channels(mode, len(frames))
+    for c in range(channels):
+        fcurve = curves.get((_bone_path(pose_bone.name, prop), c))
+        if fcurve is not None:
+            values[:, c] = sample_fcurve(fcurve, frames)
+    return values
+
+
 def _strip_slot(armature, action):
     track = _take_track(armature.animation_data, action)
     if track is None or not compat.HAS_SLOTTED_ACTIONS:
@@ -526,11 +551,10 @@ def read_take(armature, name: str, frame_start: int | None = None, frame_end: in
     quats = np.zeros((n, skeleton.NUM_JOINTS, 4))
     quats[..., 0] = 1.0
     for j, bone in enumerate(BONE_NAMES):
-        path = _bone_path(bone, "rotation_quaternion")
-        if (path, 0) in curves:
-            for c in range(4):
-                if (path, c) in curves:
-                    quats[:, j, c] = sample_fcurve(curves[(path, c)], frames)
+        pose_bone = armature.pose.bones[bone]
+        mode = keyed_rotation_mode(curves, pose_bone)
+        if mode is not None:
+            quats[:, j] = channels_to_quaternions(bone_rotation_samples(curves, pose_bone, mode, frames), mode)
     quats /= np.linalg.norm(quats, axis=-1, keepdims=True)
     if rig.is_direct:
         poses = R.quaternion_to_axis_angle(quats).reshape(n, -1)

@@ -6,7 +6,8 @@
 The take it writes is plausible, not learned: smooth per-joint sways whose size follows `intensity`, a
 jaw and a few expressions that follow the speech loudness (so lip sync can be eyeballed), root sway when
 `travel` is set. Same seed -> same take. Parts not in `parts` stay at rest; `known_take`/`known_mask` are
-honoured the way the masked model does (known frames are copied, see core/take_parts.py).
+honoured the way the masked model does (known frames are copied, see core/take_parts.py), with the real
+worker's rule for their length (core.take_parts.fit_known_to_speech).
 
 Behaviour for tests, from the environment:
     ECHOMASK_FAKE_MODE   ok (default) | fail | hang | die | stubborn | notorch | garbage
@@ -15,7 +16,10 @@ Behaviour for tests, from the environment:
       without torch prints; garbage: non-JSON output then exit 1.
     ECHOMASK_FAKE_STEPS  progress events (default 5);  ECHOMASK_FAKE_DELAY  seconds between them (0.02)
     ECHOMASK_FAKE_PROBE  JSON merged into the --probe answer (e.g. '{"cuda": true}')
-    ECHOMASK_FAKE_RECORD a folder: the request (and known_take/known_mask when given) are copied there
+    ECHOMASK_FAKE_WARNING a 'warning' event with this message is sent while generating (as core.worker sends
+                         core's warnings, e.g. music instead of speech)
+    ECHOMASK_FAKE_RECORD a folder: the request, its speech (as speech.<ext>) and known_take/known_mask when
+                         given are copied there
 """
 from __future__ import annotations
 
@@ -36,8 +40,10 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 from core import skeleton  # noqa: E402
+from core.audio import check_has_speech  # noqa: E402
+from core.errors import EchoMaskError  # noqa: E402
 from core.take import Take, load_take, save_take  # noqa: E402
-from core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, merge_known  # noqa: E402
+from core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, fit_known_to_speech, merge_known  # noqa: E402
 
 
 def emit(event: str, **fields) -> None:
@@ -102,12 +108,15 @@ def run(request: dict, mode: str, steps: int, delay: float, stop: dict) -> dict:
     samples, rate = read_wav_mono(request["audio"])
     if samples.size == 0:
         raise ValueError("the speech file has no samples")
+    check_has_speech(samples, request.get("audio_label") or os.path.basename(request["audio"]), rate)  # as core.worker
     fps = float(request.get("fps") or 30.0)
     frames = max(1, int(round(samples.size / rate * fps)))
     for i in range(steps):
         if stop["set"] and mode != "stubborn":
             return {}
         emit("progress", fraction=round(i / steps, 4), message=f"Generating gestures ({i + 1}/{steps})")
+        if i == 0 and os.environ.get("ECHOMASK_FAKE_WARNING"):
+            emit("warning", message=os.environ["ECHOMASK_FAKE_WARNING"])
         if mode == "die":
             os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
         time.sleep(delay)
@@ -115,9 +124,8 @@ def run(request: dict, mode: str, steps: int, delay: float, stop: dict) -> dict:
     take = fake_take(loudness_per_frame(samples, rate, fps, frames), fps, int(request.get("seed", 0)),
                      float(request.get("temperature", 1.0)), float(request.get("intensity", 1.0)),
                      bool(request.get("travel", False)), parts)
-    if request.get("known_take"):
-        known = load_take(request["known_take"])
-        mask = np.load(request["known_mask"])
+    if request.get("known_take"):  # the real worker's contract: a frame or two of rounding is padded
+        known, mask = fit_known_to_speech(load_take(request["known_take"]), np.load(request["known_mask"]), frames)
         take = merge_known(take, known, mask)
     take.meta.update({"audio": request["audio"], "seed": request.get("seed", 0)})
     save_take(take, request["output"])
@@ -161,6 +169,7 @@ def main(argv=None) -> int:
         for key in ("known_take", "known_mask"):
             if request.get(key):
                 shutil.copy(request[key], os.path.join(record, os.path.basename(request[key])))
+        shutil.copy(request["audio"], os.path.join(record, "speech" + os.path.splitext(request["audio"])[1]))
         with open(os.path.join(record, "request.json"), "w") as f:
             json.dump(request, f)
     emit("started", pid=os.getpid(), protocol=1)
@@ -174,6 +183,9 @@ def main(argv=None) -> int:
     delay = float(os.environ.get("ECHOMASK_FAKE_DELAY", "0.02"))
     try:
         done = run(request, mode, steps, delay, stop)
+    except EchoMaskError as err:   # the real worker's refusals (silence, a known take that does not fit)
+        emit("error", message=str(err), kind=type(err).__name__)
+        return 2
     except (ValueError, KeyError) as exc:
         emit("error", message=f"Fake worker: {exc}", kind="AudioError")
         return 2

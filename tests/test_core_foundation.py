@@ -213,8 +213,109 @@ def test_audio_errors_are_clear(tmp_path):
 def test_silence_detection():
     assert is_silent(np.zeros(16000, np.float32))
     assert not is_silent(np.sin(np.arange(16000) / 10).astype(np.float32) * 0.3)
+    hiss = np.random.default_rng(0).standard_normal(3 * 16000).astype(np.float32) * 10 ** (-60 / 20)
+    assert is_silent(hiss)                                   # room tone / hiss at -60 dBFS: nearly silent
+    line = hiss.copy()
+    line[16000:16000 + 4000] += 0.2 * np.sin(np.arange(4000) / 8)   # a quarter second of speech in it
+    assert not is_silent(line)
+
+
+def test_silence_is_refused_with_the_sounds_name():
+    from echomask.core.audio import check_has_speech
+
+    with pytest.raises(AudioError, match="No speech found in the sound strip 'line_04': it is completely silent"):
+        check_has_speech(np.zeros(48000, np.float32), "the sound strip 'line_04'")
+    with pytest.raises(AudioError, match=r"nearly silent \(its loudest moment is -6\d dBFS\)"):
+        check_has_speech(np.full(48000, 10 ** (-62 / 20), np.float32), "'x.wav'")
+    check_has_speech(np.sin(np.arange(48000) / 10).astype(np.float32) * 0.3, "'speech.wav'")   # no error
 
 
 def test_real_beat2_speech_float32_wav():
     audio = load_speech(shared_path("beat2_samples", "wave16k", "2_scott_0_1_1.wav"))
     assert abs(len(audio) / SAMPLE_RATE - 64.1) < 0.1
+
+
+def _axis_rotation(axis, angle):
+    aa = np.zeros(3)
+    aa["XYZ".index(axis)] = angle
+    return R.axis_angle_to_matrix(aa)
+
+
+@pytest.mark.parametrize("order", R.EULER_ORDERS)
+def test_euler_angles_in_blenders_convention_round_trip(order):
+    """Order 'XYZ' rotates about X first (R = Rz Ry Rx); angles are laid out (x, y, z) whatever the order."""
+    rng = np.random.default_rng(3)
+    euler = rng.uniform(-3, 3, (40, 3))
+    euler[:, "XYZ".index(order[1])] = rng.uniform(-1.5, 1.5, 40)
+    m = R.euler_to_matrix(euler, order)
+    e = euler[7]
+    first, middle, last = (_axis_rotation(a, e["XYZ".index(a)]) for a in order)
+    np.testing.assert_allclose(m[7], last @ middle @ first, atol=1e-12)
+    np.testing.assert_allclose(R.matrix_to_euler(m, order), euler, atol=1e-9)   # middle angle in range
+    locked = euler.copy()
+    locked[:, "XYZ".index(order[1])] = np.pi / 2          # gimbal lock: the same rotation comes back
+    ml = R.euler_to_matrix(locked, order)
+    np.testing.assert_allclose(R.euler_to_matrix(R.matrix_to_euler(ml, order), order), ml, atol=1e-9)
+    q = R.euler_to_quaternion(euler, order)
+    np.testing.assert_allclose(R.euler_to_matrix(R.quaternion_to_euler(q, order), order), m, atol=1e-9)
+
+
+def test_continuous_euler_angles_have_no_jumps():
+    t = np.linspace(0, 1, 200)
+    # a turn and a half about Z while pitching through the gimbal-lock angle of ZXY's middle axis
+    mats = np.stack([_axis_rotation("Z", 3 * np.pi * s) @ _axis_rotation("X", 2.0 * s) for s in t])
+    raw = R.matrix_to_euler(mats, "XYZ")
+    assert np.abs(np.diff(raw, axis=0)).max() > 3          # the principal angles wrap and flip
+    for order in ("XYZ", "ZXY"):
+        smooth = R.make_euler_continuous(R.matrix_to_euler(mats, order), order)
+        assert np.abs(np.diff(smooth, axis=0)).max() < 0.5   # fast only next to the gimbal lock
+        np.testing.assert_allclose(R.euler_to_matrix(smooth, order), mats, atol=1e-9)
+    ref = np.array([0.0, 0.0, 2 * np.pi])                  # continuing keys that already made a turn
+    shifted = R.make_euler_continuous(R.matrix_to_euler(mats[:3], "XYZ"), "XYZ", reference=ref)
+    assert abs(shifted[0, 2] - 2 * np.pi) < 0.1
+
+
+def test_bvh_from_blenders_z_up_axes_to_y_up():
+    from echomask.core.bvh import Z_UP_TO_Y_UP, z_up_to_y_up
+
+    text = """HIERARCHY
+ROOT pelvis
+{
+\tOFFSET 0.000000 0.100000 0.900000
+\tCHANNELS 6 Xposition Yposition Zposition Xrotation Yrotation Zrotation
+\tJOINT spine
+\t{
+\t\tOFFSET 0.000000 0.000000 0.200000
+\t\tCHANNELS 6 Xposition Yposition Zposition Zrotation Xrotation Yrotation
+\t\tEnd Site
+\t\t{
+\t\t\tOFFSET 0.000000 0.000000 0.100000
+\t\t}
+\t}
+}
+MOTION
+Frames: 2
+Frame Time: 0.033333
+0.1 0.2 0.9 10 20 30 0 0 0.2 5 -40 60
+0.1 0.3 0.9 12 22 33 0 0 0.2 6 -41 61
+"""
+    out = z_up_to_y_up(text)
+    lines = out.splitlines()
+    assert [line.strip() for line in lines if "OFFSET" in line] == [
+        "OFFSET 0.000000 0.900000 -0.100000", "OFFSET 0.000000 0.200000 0.000000",   # Z up -> Y up
+        "OFFSET 0.000000 0.100000 0.000000"]                                        # the End Site too
+    motion = lines.index("MOTION")
+    assert lines[motion:motion + 3] == ["MOTION", "Frames: 2", "Frame Time: 0.033333"]
+    assert [line.strip() for line in lines[:motion] if "OFFSET" not in line] == [
+        line.strip() for line in text.splitlines()[:motion] if "OFFSET" not in line]   # hierarchy kept
+    rows = np.array([[float(v) for v in line.split()] for line in lines[motion + 3:]])
+    assert rows.shape == (2, 12)
+    np.testing.assert_allclose(rows[1, :3], [0.1, 0.9, -0.3], atol=1e-6)
+    for cols, listed, values in ((slice(3, 6), "XYZ", [12, 22, 33]), (slice(9, 12), "ZXY", [6, -41, 61])):
+        before = np.eye(3)
+        after = np.eye(3)
+        got = dict(zip(listed, rows[1, cols]))        # each joint keeps its own channel order
+        for axis, value in zip(listed, values):
+            before = before @ _axis_rotation(axis, np.radians(value))
+            after = after @ _axis_rotation(axis, np.radians(got[axis]))
+        np.testing.assert_allclose(after, Z_UP_TO_Y_UP @ before @ Z_UP_TO_Y_UP.T, atol=1e-5)

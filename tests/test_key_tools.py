@@ -121,3 +121,47 @@ def test_load_known_gives_generate_a_30fps_take_and_a_per_frame_mask(tmp_path):
     with pytest.raises(ValueError, match="known_mask has shape"):
         np.save(tmp_path / "bad.npy", np.ones(7, bool))
         load_known(str(tmp_path / "known.npz"), str(tmp_path / "bad.npy"))
+
+
+def test_fit_known_to_speech_pads_a_frame_or_two_and_refuses_other_speech():
+    from echomask.core.errors import EchoMaskError
+    from echomask.core.take_parts import fit_known_to_speech
+
+    take = _take(n=60)
+    mask = np.ones(60, bool)
+    mask[20:40] = False
+    same, same_mask = fit_known_to_speech(take, mask, 60)
+    assert same is take and same_mask is mask                       # long enough: as it is
+    padded, padded_mask = fit_known_to_speech(take, mask, 62)       # a mixdown's rounding
+    assert padded.num_frames == 62 and padded_mask.shape == (62,)
+    np.testing.assert_array_equal(padded.poses[:60], take.poses)
+    np.testing.assert_array_equal(padded.poses[60:], take.poses[[59, 59]])
+    np.testing.assert_array_equal(padded.trans[61], take.trans[59])
+    assert padded_mask[60:].all()                                   # the last frame's mask, repeated
+    _, per_part = fit_known_to_speech(take, np.ones((60, len(ANIM_PARTS)), bool), 61)
+    assert per_part.shape == (61, len(ANIM_PARTS))
+    assert fit_known_to_speech(take, None, 61)[1] is None
+    with pytest.raises(EchoMaskError, match="not the speech the take was made from"):
+        fit_known_to_speech(take, mask, 70)
+
+
+def test_a_key_budget_keeps_the_worst_errors_out_first():
+    from echomask.core.keyreduce import interpolate_kept, quaternion_angle_deg
+
+    rng = np.random.default_rng(4)
+    times = np.arange(400, dtype=float)
+    values = np.stack([np.sin(times / 15.0), np.cos(times / 40.0)], 1) + 0.01 * rng.standard_normal((400, 2))
+    unlimited = reduce_keys(times, values, tolerances=0.005)
+    assert len(unlimited) > 200                                       # jitter: the tolerance alone keeps most
+    assert np.array_equal(reduce_keys(times, values, tolerances=0.005, max_keys=400), unlimited)
+    errors = []
+    for budget in (10, 50, 100):
+        kept = reduce_keys(times, values, tolerances=0.005, max_keys=budget)
+        assert len(kept) == budget and kept[0] == 0 and kept[-1] == 399
+        errors.append(np.abs(values - interpolate_kept(times, values, kept)).max())
+    assert errors[0] > errors[1] > errors[2] > 0.005
+    with pytest.raises(ValueError, match="at least 2"):
+        reduce_keys(times, values, max_keys=1)
+    q = R.axis_angle_to_quaternion(np.array([[0.0, 0.0, 0.0], [0.0, np.radians(30), 0.0]]))
+    np.testing.assert_allclose(quaternion_angle_deg(q[:1], q), [0.0, 30.0], atol=1e-6)
+    np.testing.assert_allclose(quaternion_angle_deg(q, -2 * q), [0.0, 0.0], atol=1e-6)   # sign, length

@@ -51,10 +51,11 @@ def studio(ctx, tmp_path, monkeypatch):
         run.abort(ctx)
 
 
-def write_wav(path, seconds=2.0, rate=16000, silent_head=0.0, channels=1) -> str:
-    """Speech-like test audio: bursts of a tone (so loudness, hence the fake jaw, goes up and down)."""
+def write_wav(path, seconds=2.0, rate=16000, silent_head=0.0, channels=1, amplitude=0.4) -> str:
+    """Speech-like test audio: bursts of a tone (so loudness, hence the fake jaw, goes up and down);
+    `amplitude` 0 writes digital silence."""
     t = np.arange(int(seconds * rate)) / rate
-    x = 0.4 * np.sin(2 * np.pi * 190 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    x = amplitude * np.sin(2 * np.pi * 190 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
     x[t < silent_head] = 0.0
     pcm = (x * 32767).astype(np.int16)
     if channels > 1:

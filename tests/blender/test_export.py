@@ -51,7 +51,7 @@ def test_fbx_presets_round_trip_the_playing_take(ctx, tmp_path, preset, unit_sca
     assert data_snapshot(ctx.scene) == snap                     # export leaves the scene as it was
     assert _fbx_unit_scale(path) == pytest.approx(unit_scale)   # metres (Unity) / centimetres (Unreal)
     before = set(bpy.data.objects.keys())
-    bpy.ops.import_scene.fbx(filepath=path, anim_offset=0.0)   # keep frame numbers (default shifts by one)
+    bpy.ops.import_scene.fbx(filepath=path)                    # the importer's default settings
     imported = _imported_armature(before)
     assert sorted(b.name for b in imported.data.bones) == sorted(S.JOINT_NAMES)   # no leaf bones
     action = imported.animation_data.action
@@ -60,6 +60,35 @@ def test_fbx_presets_round_trip_the_playing_take(ctx, tmp_path, preset, unit_sca
     for frame in (1, 12, 24):
         ctx.scene.frame_set(frame)
         np.testing.assert_allclose(world_heads(imported), pos[frame - 1], atol=2e-4)
+
+
+def test_fbx_starts_on_the_speech_and_is_named_after_the_take(ctx, tmp_path):
+    """A take that starts at frame 11 (where its strip's sound starts): the FBX animation is the take's,
+    from time 0, so Blender's importer at its DEFAULT settings puts take frame 0 on frame 1."""
+    import bpy
+
+    from echomask.echomask_blender import export, takes
+
+    rig = make_rig(ctx, with_face=False)
+    take = synthetic_take(n=30, scale=0.4)
+    takes.write_new_take(rig, synthetic_take(n=30, seed=5), name="older", frame_start=1)
+    takes.write_new_take(rig, take, name="line_04 · seed 7", frame_start=11)
+    settings_for(ctx, rig)
+    snap = data_snapshot(ctx.scene)
+    path = export.export_fbx(ctx, rig, str(tmp_path / "line_04"), "UNITY")
+    assert data_snapshot(ctx.scene) == snap
+    assert [(t.name, t.mute) for t in rig.animation_data.nla_tracks] == [
+        ("EchoMask: older", True), ("EchoMask: line_04 · seed 7", False)]   # the NLA as it was
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    assert bpy.ops.import_scene.fbx(filepath=path) == {"FINISHED"}
+    imported = next(o for o in bpy.data.objects if o.type == "ARMATURE")
+    action = imported.animation_data.action
+    assert action.name == f"{imported.name}|line_04 · seed 7"          # not "Scene"
+    assert tuple(round(f) for f in action.frame_range) == (1, 30)
+    pos, _ = fk_blender(take)
+    for k in (0, 14, 29):
+        bpy.context.scene.frame_set(1 + k)
+        np.testing.assert_allclose(world_heads(imported), pos[k], atol=2e-4)
 
 
 def test_bvh_has_every_joint_and_frame_and_reimports_to_the_same_motion(ctx, tmp_path):
@@ -79,10 +108,14 @@ def test_bvh_has_every_joint_and_frame_and_reimports_to_the_same_motion(ctx, tmp
     motion = text.split("Frame Time:")[1].strip().splitlines()[1:]
     assert len(motion) == 24 and all(len(line.split()) == channels for line in motion)
     before = set(bpy.data.objects.keys())
-    bpy.ops.import_anim.bvh(filepath=path, axis_forward="Y", axis_up="Z", rotate_mode="NATIVE")
+    offsets = {name: np.array(xyz, float) for name, *xyz in re.findall(
+        r"(?:ROOT|JOINT) (\S+)\s*\{\s*OFFSET (\S+) (\S+) (\S+)", text)}
+    shin = offsets["left_ankle"]                       # knee -> ankle at rest: straight down, in Y-up axes
+    assert shin[1] < -0.3 and abs(shin[2]) < 0.05
+    bpy.ops.import_anim.bvh(filepath=path)                          # Blender's importer at its defaults (Y up)
     imported = _imported_armature(before)
     pos, _ = fk_blender(take)
-    for frame in (1, 13):
+    for frame in (1, 13, 24):
         ctx.scene.frame_set(frame)
         heads = np.array([imported.matrix_world @ imported.pose.bones[n].head for n in S.JOINT_NAMES])
         np.testing.assert_allclose(heads, pos[frame - 1], atol=1e-3)

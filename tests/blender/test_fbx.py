@@ -16,8 +16,8 @@ def _reimport(path):
     import bpy
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
-    # anim_offset=0: keep frame numbers as exported (the importer's default shifts by one frame).
-    assert bpy.ops.import_scene.fbx(filepath=str(path), anim_offset=0.0) == {"FINISHED"}
+    # the importer at its defaults (as an animator imports): the take's first frame lands on frame 1
+    assert bpy.ops.import_scene.fbx(filepath=str(path)) == {"FINISHED"}
     armatures = [o for o in bpy.data.objects if o.type == "ARMATURE"]
     meshes = [o for o in bpy.data.objects if o.type == "MESH"]
     assert len(armatures) == 1
@@ -38,6 +38,7 @@ def test_fbx_round_trip_keeps_bones_motion_and_face(ctx, tmp_path):
     assert names == sorted(S.JOINT_NAMES), "exactly the 55 SMPL-X bones (no leaf bones)"
     action = armature.animation_data.action
     assert tuple(action.frame_range) == (1.0, 36.0)
+    assert action.name == f"{armature.name}|t"         # the take's (the file's) name, not the scene's
     assert ctx.scene.render.fps == 30
     pos, glob = fk_blender(take)
     for k in (0, 17, 35):

@@ -1,4 +1,5 @@
 """Generate from the panel, end to end with the fake worker: audio sources, progress, cancel, errors, undo."""
+import itertools
 import os
 import time
 
@@ -156,9 +157,73 @@ def test_apply_is_one_undo_step_that_restores_the_scene(studio, tmp_path):
     assert data_snapshot(bpy.context.scene) == after
 
 
+def test_ab_previous_take_right_after_a_second_generate(studio, tmp_path):
+    import bpy
+
+    generate_op, takes = _gen()
+    studio.scene.frame_end = 100
+    rig = make_rig(studio)
+    settings_for(studio, rig, audio_source="FILE", audio_file=write_wav(tmp_path / "ab.wav", seconds=1.0), seed=1)
+    assert generate_op.start_generation(studio).drive(studio) == "FINISHED"
+    settings_for(studio, rig, seed=2)
+    assert generate_op.start_generation(studio).drive(studio) == "FINISHED"
+    assert takes.playing_take(rig).name == "ab · seed 2"
+    assert bpy.ops.echomask.take_compare() == {"FINISHED"}      # the panel's A/B Previous Take
+    assert takes.playing_take(rig).name == "ab · seed 1"
+    assert [t.name for t in takes.list_takes(rig) if t.playing] == ["ab · seed 1"]   # one take plays
+    assert bpy.ops.echomask.take_compare() == {"FINISHED"}
+    assert takes.playing_take(rig).name == "ab · seed 2"
+
+
 def _slow(monkeypatch, steps=400, delay=0.02):
     monkeypatch.setenv("ECHOMASK_FAKE_STEPS", str(steps))
     monkeypatch.setenv("ECHOMASK_FAKE_DELAY", str(delay))
+
+
+MUSIC = "This audio looks like music rather than speech; gestures follow speech best."
+
+
+def test_a_worker_warning_is_shown_with_the_take(studio, tmp_path, monkeypatch):
+    """The worker sends core's warnings as events (core.worker.warnings_as_events); the take is still made
+    and the panel, the status bar report and the Info editor say what may be wrong with it."""
+    import types
+
+    generate_op, takes = _gen()
+    from echomask.echomask_blender import panel
+
+    monkeypatch.setenv("ECHOMASK_FAKE_WARNING", MUSIC)
+    studio.scene.frame_end = 100
+    rig = make_rig(studio)
+    settings_for(studio, rig, audio_source="FILE", audio_file=write_wav(tmp_path / "song.wav", seconds=1.0))
+    run = generate_op.start_generation(studio)
+    reports = []
+    op = types.SimpleNamespace(_timer=None, report=lambda kind, text: reports.append((set(kind), text)),
+                               _end=lambda context, result: result)
+    timer = types.SimpleNamespace(type="TIMER", value="NOTHING")
+    result, end = {"PASS_THROUGH"}, time.monotonic() + 30
+    while result == {"PASS_THROUGH"} and time.monotonic() < end:   # the operator's modal, as Blender runs it
+        result = generate_op.ECHOMASK_OT_generate.modal(op, studio, timer)
+        time.sleep(0.005)
+    assert result == {"FINISHED"} and takes.playing_take(rig).name == "song · seed 0"   # the take is made
+    assert reports == [({"WARNING"}, f"New take 'song · seed 0' is playing. {MUSIC}")]
+    job = studio.window_manager.echomask_job
+    assert job.last_warning == MUSIC and "is playing" in job.last_info and not job.last_error
+    labels = []
+
+    class Layout:
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: (labels.append((kwargs.get("text"), kwargs.get("icon")))
+                                            if name == "label" else None) or self
+
+    panel.VIEW3D_PT_echomask.draw(types.SimpleNamespace(layout=Layout()), studio)
+    first = next(i for i, (_, icon) in enumerate(labels) if icon == "ERROR")   # the warning, wrapped over lines
+    lines = [labels[first][0]] + [text for text, _ in itertools.takewhile(lambda label: label[1] == "BLANK1",
+                                                                          labels[first + 1:])]
+    assert " ".join(lines) == MUSIC
+    settings_for(studio, rig, seed=3)
+    monkeypatch.delenv("ECHOMASK_FAKE_WARNING")
+    assert generate_op.start_generation(studio).drive(studio) == "FINISHED"
+    assert job.last_warning == ""                          # the next take has no warning left over
 
 
 def test_cancel_stops_the_worker_and_leaves_the_scene_as_it_was(studio, tmp_path, monkeypatch):
@@ -181,6 +246,27 @@ def test_cancel_stops_the_worker_and_leaves_the_scene_as_it_was(studio, tmp_path
     assert run.job._proc.poll() is not None
     assert data_snapshot(studio.scene) == before
     assert not studio.window_manager.echomask_job.running
+    assert "cancelled" in studio.window_manager.echomask_job.last_info
+
+
+def test_cancel_during_the_final_apply_step_stops_it_and_changes_nothing(studio, tmp_path):
+    import bpy
+
+    generate_op, takes = _gen()
+    studio.scene.frame_end = 100
+    rig = make_rig(studio)
+    settings_for(studio, rig, audio_source="FILE", audio_file=write_wav(tmp_path / "late.wav", seconds=1.0))
+    before = data_snapshot(studio.scene)
+    run = generate_op.start_generation(studio)
+    end = time.monotonic() + 30
+    while run.phase != "APPLY" and not run.finished and time.monotonic() < end:
+        run.step(studio)
+        time.sleep(0.005)
+    assert run.phase == "APPLY"                     # the keys are staged; only linking them is left
+    assert bpy.ops.echomask.cancel_generation() == {"FINISHED"}   # the panel's Cancel button
+    assert run.step(studio) == "CANCELLED"
+    assert data_snapshot(studio.scene) == before and takes.playing_take(rig) is None
+    assert generate_op.current_run() is None and not studio.window_manager.echomask_job.running
     assert "cancelled" in studio.window_manager.echomask_job.last_info
 
 
@@ -281,6 +367,62 @@ def test_muted_and_missing_strips_are_explained(studio, tmp_path):
     assert "its file is missing" in _reason(studio)
     settings_for(studio, rig, audio_source="MIX")
     assert "its file is missing" in _reason(studio)
+
+
+@pytest.mark.parametrize("amplitude, loudness", [(0.0, "completely silent"), (0.003, "nearly silent")])
+def test_silent_speech_makes_no_take_and_says_no_speech_was_found(studio, tmp_path, amplitude, loudness):
+    generate_op, takes = _gen()
+    studio.scene.frame_end = 100
+    rig = make_rig(studio)
+    settings_for(studio, rig, audio_source="FILE",
+                 audio_file=write_wav(tmp_path / "quiet.wav", seconds=3.0, amplitude=amplitude))
+    before = data_snapshot(studio.scene)
+    run = generate_op.start_generation(studio)
+    assert run.drive(studio) == "ERROR"
+    assert run.error.startswith(f"No speech found in 'quiet.wav': it is {loudness}")
+    assert "Check that the sound with the speech is chosen" in run.error
+    assert run.error in studio.window_manager.echomask_job.last_error
+    assert data_snapshot(studio.scene) == before and takes.playing_take(rig) is None
+
+
+def test_a_silent_scene_mix_names_the_frames(studio, tmp_path):
+    needs_audaspace()
+    generate_op, _ = _gen()
+    scene = studio.scene
+    scene.frame_start, scene.frame_end = 1, 90
+    rig = make_rig(studio, with_face=False)
+    add_sound_strip(scene, write_wav(tmp_path / "room_tone.wav", seconds=3.0, amplitude=0.0), frame_start=1)
+    settings_for(studio, rig, audio_source="MIX")
+    before = data_snapshot(scene)
+    run = generate_op.start_generation(studio)
+    assert run.drive(studio) == "ERROR"
+    assert run.error.startswith("No speech found in the scene's sound in frames 1–90")
+    assert data_snapshot(scene) == before
+
+
+def test_an_unreadable_sound_strip_is_named_with_what_to_do(studio, tmp_path):
+    needs_audaspace()
+    import bpy
+
+    generate_op, _ = _gen()
+    from echomask.core.errors import EchoMaskError
+
+    scene = studio.scene
+    scene.frame_start, scene.frame_end = 1, 250
+    rig = make_rig(studio, with_face=False)
+    noise = tmp_path / "noise.wav"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 50000, dtype=np.uint8).tobytes())
+    strip = add_sound_strip(scene, str(noise), frame_start=1)
+    before = data_snapshot(scene)
+    for source, verb in (("MIX", "cannot be played"), ("STRIP", "cannot be used")):
+        settings_for(studio, rig, audio_source=source, strip=strip.name)
+        reason = _reason(studio)
+        assert reason.startswith(f"The sound strip '{strip.name}' {verb}: Blender cannot read its file as sound")
+        assert "Relink" in reason
+        assert not bpy.ops.echomask.generate.poll()
+        with pytest.raises(EchoMaskError, match=f"The sound strip '{strip.name}'"):
+            generate_op.start_generation(studio)
+        assert data_snapshot(scene) == before and generate_op.current_run() is None
 
 
 def test_a_take_longer_than_the_scene_is_refused_unless_extend_is_on(studio, tmp_path):

@@ -4,7 +4,7 @@ import pytest
 
 from blender_helpers import ctx, registered, synthetic_take  # noqa: F401
 from conftest import requires_bpy
-from studio_helpers import all_keys, make_rig, settings_for, studio, write_wav  # noqa: F401
+from studio_helpers import add_sound_strip, all_keys, make_rig, needs_audaspace, settings_for, studio, write_wav  # noqa: F401
 
 pytestmark = requires_bpy
 
@@ -97,6 +97,42 @@ def test_rekey_replaces_only_the_chosen_parts_inside_the_range(studio, tmp_path,
     np.testing.assert_allclose(known.poses, edited.poses, atol=1e-6)
 
 
+def _wav_frames(path):
+    import wave
+
+    with wave.open(str(path), "rb") as w:
+        return w.getnframes(), w.getframerate()
+
+
+@pytest.mark.parametrize("last_frame", [90, 1860])
+def test_rekey_of_a_take_made_from_scene_sound(studio, tmp_path, monkeypatch, last_frame):
+    """Scene Sound (the default source): Blender's mixdown runs past the range (frames 1-1860 mix to
+    1861.4 frames of samples); the speech handed to the worker is exactly the take's frames."""
+    needs_audaspace()
+    compat, generate_op, rekey, takes = _mods()
+    scene = studio.scene
+    scene.frame_start, scene.frame_end = 1, last_frame
+    rig = make_rig(studio, with_face=False)
+    add_sound_strip(scene, write_wav(tmp_path / "scene_line.wav", seconds=last_frame / 30 + 1.5), frame_start=1)
+    record = tmp_path / "sent"
+    monkeypatch.setenv("ECHOMASK_FAKE_RECORD", str(record))
+    settings_for(studio, rig, audio_source="MIX")
+    assert generate_op.start_generation(studio).drive(studio, timeout=300) == "FINISHED"
+    source = takes.playing_take(rig)
+    assert (source.frame_start, source.frame_end) == (1, last_frame)
+    assert _wav_frames(record / "speech.wav") == (last_frame * 16000 // 30, 16000)   # exactly the range
+    settings_for(studio, rig, rekey_start=20, rekey_end=40, part_upper=True, part_face=False, part_hands=False,
+                 part_lower=False, part_root=False)
+    assert rekey.ECHOMASK_OT_rekey.disabled_reason(studio) is None
+    run = rekey.start_rekey(studio)
+    assert run.drive(studio, timeout=300) == "FINISHED", run.error
+    new = takes.playing_take(rig)
+    assert new.name != source.name and (new.frame_start, new.frame_end) == (1, last_frame)
+    from echomask.core.take import load_take
+
+    assert _wav_frames(record / "speech.wav")[0] == load_take(record / "known_take.npz").num_frames * 16000 // 30
+
+
 def test_rekey_is_refused_without_a_take_or_outside_it(studio, tmp_path):
     compat, generate_op, rekey, takes = _mods()
     rig = make_rig(studio, with_face=False)
@@ -148,13 +184,16 @@ def test_simplify_keeps_every_frame_within_tolerance_with_far_fewer_keys(ctx, mo
     rig = make_rig(ctx)
     takes.write_new_take(rig, _smooth_take(120), name="dense", frame_start=1)
     before = _action_keys("dense")
-    info, kept, total = rekey.simplify_take(rig, "dense", rotation_deg=1.0, location=0.005, expression=0.05, mode=mode)
-    assert total == 120 and kept < 40
+    result = rekey.simplify_take(rig, "dense", rotation_deg=1.0, location=0.005, expression=0.05, mode=mode)
+    info, kept, total = result.info, result.kept, result.total
+    assert total == 120 and kept < 40 and not result.budget_reached and result.max_error_deg <= 1.0 * 1.02
     after = _action_keys(info.name)
     assert set(after) == set(before)
     counts = {len(v["co"]) for v in after.values()}
     if mode == "POSE":
         assert counts == {kept}     # every channel keyed at the same frames: key poses
+        face = _action_keys(info.face_actions[0])     # the face's shape keys: key poses of their own
+        assert len({len(v["co"]) for v in face.values()}) == 1
     assert max(counts) < 120
     frames = np.arange(1, 121)
     action = bpy.data.actions[info.name]
@@ -172,6 +211,109 @@ def test_simplify_keeps_every_frame_within_tolerance_with_far_fewer_keys(ctx, mo
     source_now = _action_keys("dense")
     assert all(np.array_equal(source_now[k][a], before[k][a]) for k in before for a in before[k])  # untouched
     assert len(info.face_actions) == 1 and takes.playing_take(rig).name == info.name
+
+
+def _jittery_take(n=1860, seed=0, jitter_deg=1.5):
+    """A generated-looking take: gesture sways plus frame-to-frame jitter on every joint (the model at
+    Variation > 0), which key reduction at a tight tolerance cannot drop."""
+    from echomask.core.take import Take
+
+    take = _smooth_take(n, seed)
+    rng = np.random.default_rng(seed + 1)
+    take.poses += np.radians(jitter_deg) * rng.standard_normal(take.poses.shape).astype(np.float32)
+    return take
+
+
+def test_simplify_defaults_give_editable_key_poses_and_report_the_error(ctx, capfd):
+    """The panel's defaults on a 62 s jittery take: a quarter of the frames or fewer become key poses and
+    the report states the rotation error that is left, measured as the new keys play."""
+    import bpy
+
+    compat, generate_op, rekey, takes = _mods()
+    rig = make_rig(ctx, with_face=False)
+    settings_for(ctx, rig)
+    takes.write_new_take(rig, _jittery_take(1860), name="jittery", frame_start=1)
+    capfd.readouterr()
+    assert bpy.ops.echomask.simplify_keys() == {"FINISHED"}        # the panel's button, default settings
+    reported = capfd.readouterr().out                               # Blender prints the operator's report
+    new = takes.playing_take(rig)
+    assert new.name == "jittery · simplified"
+    kept = len(_action_keys(new.name)[('pose.bones["left_elbow"].rotation_quaternion', 0)]["co"])
+    assert kept <= 1860 // 4 + 1                                   # about a quarter of the frames or fewer
+    q_ref = takes.read_take(rig, "jittery").quaternions()
+    err = _quat_angle_error(q_ref, takes.read_take(rig, new.name).quaternions())
+    measured = rekey.simplify_take(rig, "jittery", rotation_deg=ctx.scene.echomask.simplify_rotation,
+                                   location=ctx.scene.echomask.simplify_location,
+                                   expression=ctx.scene.echomask.simplify_expression,
+                                   max_keys=rekey.key_budget(1860, ctx.scene.echomask.simplify_budget))
+    assert measured.kept == kept
+    assert measured.max_error_deg == pytest.approx(err.max(), abs=0.05)
+    assert measured.mean_error_deg == pytest.approx(err.mean(), abs=0.01)
+    text = measured.report(ctx.scene.echomask.simplify_rotation, ctx.scene.echomask.simplify_budget)
+    assert text.startswith(f"'jittery · simplified.001': {kept} key poses for 1860 frames (25%); rotation error max ")
+    assert f"{measured.max_error_deg:.1f}° ({measured.worst_bone}), mean {measured.mean_error_deg:.2f}°" in text
+    if measured.budget_reached:
+        assert "The key budget (25% of the frames) was reached before the 3° tolerance" in text
+    assert text.replace("simplified.001", "simplified") in reported                  # what the animator read
+
+
+EULER_BONES = {"head": "ZXY", "left_elbow": "XYZ", "right_shoulder": "YXZ", "right_wrist": "AXIS_ANGLE"}
+
+
+def _set_modes(rig, modes=EULER_BONES):
+    for bone, mode in modes.items():
+        rig.pose.bones[bone].rotation_mode = mode
+
+
+def test_simplify_on_euler_bones_stays_within_the_rotation_tolerance(ctx):
+    compat, generate_op, rekey, takes = _mods()
+    rig = make_rig(ctx, with_face=False)
+    _set_modes(rig)
+    takes.write_new_take(rig, _smooth_take(120), name="dense", frame_start=1)
+    result = rekey.simplify_take(rig, "dense", rotation_deg=1.0, location=0.005, expression=0.05, mode="POSE")
+    info, kept, total = result.info, result.kept, result.total
+    assert total == 120 and kept < 60
+    assert {b: rig.pose.bones[b].rotation_mode for b in EULER_BONES} == EULER_BONES
+    after = _action_keys(info.name)
+    assert len(after[('pose.bones["head"].rotation_euler', 0)]["co"]) == kept      # reduced with the pose
+    q_ref = takes.read_take(rig, "dense").quaternions()
+    q = takes.read_take(rig, info.name).quaternions()       # evaluated from the kept keys, as Blender plays
+    assert _quat_angle_error(q_ref, q).max() <= 1.0 * 1.02
+
+
+def test_rekey_keeps_each_bone_in_its_rotation_mode(studio, tmp_path):
+    compat, generate_op, rekey, takes = _mods()
+    studio.scene.frame_start, studio.scene.frame_end = 1, 100
+    rig = make_rig(studio, with_face=False)
+    _set_modes(rig)
+    settings_for(studio, rig, audio_source="FILE", audio_file=write_wav(tmp_path / "talk.wav", seconds=2.0), seed=1)
+    assert generate_op.start_generation(studio).drive(studio) == "FINISHED"
+    source = takes.playing_take(rig)
+    before = _action_keys(source.name)
+    settings_for(studio, rig, rekey_start=20, rekey_end=40, rekey_blend=2, seed=5, part_face=False, part_upper=True,
+                 part_hands=False, part_lower=False, part_root=False)
+    run = rekey.start_rekey(studio)
+    assert run.drive(studio) == "FINISHED", run.error
+    new = takes.playing_take(rig)
+    after = _action_keys(new.name)
+    assert set(after) == set(before)
+    assert ('pose.bones["left_elbow"].rotation_euler', 2) in after
+    assert ('pose.bones["left_elbow"].rotation_quaternion', 0) not in after
+    assert {b: rig.pose.bones[b].rotation_mode for b in EULER_BONES} == EULER_BONES
+    for key, old in before.items():            # every key outside the range exactly as it was
+        cur = after[key]
+        outside_old = (old["co"][:, 0] < 20) | (old["co"][:, 0] > 40)
+        outside_new = (cur["co"][:, 0] < 20) | (cur["co"][:, 0] > 40)
+        for attr in old:
+            np.testing.assert_array_equal(old[attr][outside_old], cur[attr][outside_new], err_msg=f"{key} {attr}")
+    for bone in ("left_elbow", "head", "right_shoulder"):
+        euler = np.stack([after[(f'pose.bones["{bone}"].rotation_euler', c)]["co"][:, 1] for c in range(3)], -1)
+        old_euler = np.stack([before[(f'pose.bones["{bone}"].rotation_euler', c)]["co"][:, 1] for c in range(3)], -1)
+        assert np.abs(euler[19:40] - old_euler[19:40]).max() > 1e-3       # regenerated inside the range
+        assert np.abs(np.diff(euler, axis=0)).max() < 0.5                 # continuous: no Euler wraps
+    q_new = takes.read_take(rig, new.name).quaternions()
+    q_old = takes.read_take(rig, source.name).quaternions()
+    assert _quat_angle_error(q_old[:19], q_new[:19]).max() < 1e-3      # plays as before outside the range
 
 
 def test_scale_intensity_makes_a_scaled_copy(ctx):

@@ -91,6 +91,22 @@ def test_world_joints_equal_core_fk_on_a_synthetic_take(ctx):
     _assert_pose_matches_fk(ctx.scene, obj, take, SAMPLE_FRAMES)
 
 
+def test_bones_are_keyed_in_their_own_rotation_modes(ctx):
+    """An animator's rig with Euler (any order) and axis-angle bones: their modes stay, the take plays."""
+    compat, keys, rig = _rig_and_keys()
+    obj = rig.create_smplx_armature(ctx)
+    modes = {"spine3": "ZYX", "left_shoulder": "XZY", "right_hip": "YZX", "jaw": "AXIS_ANGLE"}
+    for bone, mode in modes.items():
+        obj.pose.bones[bone].rotation_mode = mode
+    take = synthetic_take(n=48, scale=1.2)
+    keys.write_take_to_armature(obj, take, frame_start=1)
+    assert {b: obj.pose.bones[b].rotation_mode for b in modes} == modes
+    paths = {fc.data_path for fc in compat.action_fcurves(obj.animation_data.action, compat.assigned_slot(obj))}
+    assert 'pose.bones["spine3"].rotation_euler' in paths and 'pose.bones["jaw"].rotation_axis_angle' in paths
+    assert 'pose.bones["spine3"].rotation_quaternion' not in paths
+    _assert_pose_matches_fk(ctx.scene, obj, take, SAMPLE_FRAMES)   # every bone plays the take, any mode
+
+
 def test_world_joints_equal_core_fk_on_a_real_beat2_take(ctx):
     _, keys, rig = _rig_and_keys()
     take = load_take(shared_path("beat2_samples", "smplxflame_30", "2_scott_0_1_1.npz"))

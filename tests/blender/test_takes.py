@@ -89,6 +89,69 @@ def test_the_animators_own_action_and_keys_are_never_touched(ctx):
     assert [t.name for t in takes.list_takes(rig)] == ["gen"]       # the stash is not listed as a take
 
 
+ANIMATOR_MODES = {"head": "ZXY", "left_elbow": "XYZ", "left_knee": "YZX", "right_wrist": "AXIS_ANGLE"}
+
+
+def _animator_keys_in_own_modes(compat, rig):
+    """The animator's blocking: Euler keys (in each bone's order) and axis-angle keys, on frames 1-9."""
+    for bone, mode in ANIMATOR_MODES.items():
+        rig.pose.bones[bone].rotation_mode = mode
+    action, bag = compat.new_action_for(rig, "my blocking")
+    frames = np.array([1.0, 5.0, 9.0])
+    keyed = {"head": [[0.1, -0.3, 0.5], [0.6, 0.2, -0.4], [1.2, 0.9, 2.8]],
+             "left_elbow": [[0.0, 0.0, 0.0], [-0.5, 1.2, 0.3], [0.4, -0.2, 3.0]],
+             "left_knee": [[0.2, 0.1, 0.0], [1.0, -0.3, 0.2], [0.1, 0.4, -0.6]],
+             "right_wrist": [[0.0, 0.0, 1.0, 0.0], [0.8, 1.0, 0.0, 0.0], [1.5, 0.0, 0.6, 0.8]]}
+    for bone, values in keyed.items():
+        prop = "rotation_axis_angle" if ANIMATOR_MODES[bone] == "AXIS_ANGLE" else "rotation_euler"
+        values = np.array(values)
+        for c in range(values.shape[1]):
+            compat.write_fcurve(bag, f'pose.bones["{bone}"].{prop}', c, frames, values[:, c], group=bone)
+    return action, keyed
+
+
+def test_bones_keep_their_rotation_modes_and_the_animators_keys_still_play(ctx):
+    """The take is keyed in each bone's own rotation mode (Euler order included); the animator's stashed
+    Euler / axis-angle action plays back exactly as keyed."""
+    import bpy
+
+    compat, takes = _takes()
+    rig = make_rig(ctx, with_face=False)
+    _, keyed = _animator_keys_in_own_modes(compat, rig)
+    played = {}
+    for frame in (1, 3, 5, 9):
+        ctx.scene.frame_set(frame)
+        played[frame] = (world_heads(rig), {b: np.array(rig.pose.bones[b].matrix_basis) for b in ANIMATOR_MODES})
+    take = synthetic_take(n=40)
+    info = takes.write_new_take(rig, take, name="gen", frame_start=1)
+    assert {b: rig.pose.bones[b].rotation_mode for b in ANIMATOR_MODES} == ANIMATOR_MODES   # never switched
+    assert all(rig.pose.bones[b].rotation_mode == "QUATERNION" for b in ("neck", "left_wrist"))
+    action = bpy.data.actions[info.name]
+    paths = {fc.data_path for fc in compat.action_fcurves(action, action.slots[0] if compat.HAS_SLOTTED_ACTIONS
+                                                          else None)}
+    assert 'pose.bones["head"].rotation_euler' in paths and 'pose.bones["head"].rotation_quaternion' not in paths
+    assert 'pose.bones["right_wrist"].rotation_axis_angle' in paths
+    pos, _ = fk_blender(take)
+    for k in (0, 11, 27, 39):                  # the take plays right on every bone, whatever its mode
+        ctx.scene.frame_set(1 + k)
+        np.testing.assert_allclose(world_heads(rig), pos[k], atol=1e-4)
+    back = takes.read_take(rig, info.name)
+    dots = np.abs(np.sum(back.quaternions() * take.quaternions(), -1))
+    assert np.abs(dots - 1).max() < 1e-6
+    # the animator switches back to their own action: it plays exactly as before the take was made
+    for track in rig.animation_data.nla_tracks:
+        track.mute = track.strips[0].action.name != "my blocking"
+    for bone in rig.pose.bones:               # bones it does not key keep the take's last pose: rest them
+        bone.matrix_basis = np.eye(4).T.tolist()
+    for frame, (heads, bases) in played.items():
+        ctx.scene.frame_set(frame)
+        np.testing.assert_allclose(world_heads(rig), heads, atol=1e-6)
+        for bone, basis in bases.items():
+            np.testing.assert_allclose(np.array(rig.pose.bones[bone].matrix_basis), basis, atol=1e-6)
+    ctx.scene.frame_set(5)
+    np.testing.assert_allclose(np.array(rig.pose.bones["head"].rotation_euler), keyed["head"][1], atol=1e-6)
+
+
 def test_only_the_chosen_parts_are_keyed(ctx):
     compat, takes = _takes()
     rig = make_rig(ctx)

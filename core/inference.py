@@ -124,17 +124,9 @@ def _known_inputs(known_take, known_mask, n_frames: int, parts):
 
     if isinstance(known_take, (str, os.PathLike)):  # the worker passes file paths
         known_take = load_take(known_take)
-    short = n_frames - known_take.num_frames
-    if short > 2:
-        raise EchoMaskError(f"The existing take has {known_take.num_frames} frames but the speech needs "
-                            f"{n_frames}; extend the take or trim the speech.")
-    if short > 0:  # a frame or two of rounding (e.g. Blender's mixdown of a frame range): hold the last pose
-        from .take import Take
+    from .take_parts import fit_known_to_speech
 
-        idx = np.minimum(np.arange(n_frames), known_take.num_frames - 1)
-        known_take = Take(poses=known_take.poses[idx], trans=known_take.trans[idx],
-                          expressions=known_take.expressions[idx], betas=known_take.betas, fps=known_take.fps,
-                          gender=known_take.gender, meta=dict(known_take.meta))
+    known_take, known_mask = fit_known_to_speech(known_take, known_mask, n_frames)  # a frame or two of rounding
     known_parts = {p: v[:n_frames] for p, v in take_to_parts(known_take.slice(0, n_frames)).items()}
     if known_mask is None:
         frames = np.ones(n_frames, bool) if set(parts) == set(PARTS) else np.zeros(n_frames, bool)

@@ -85,6 +85,7 @@ def probe() -> dict:
 def run_request(request: dict, cancelled=lambda: False) -> dict:
     """Generate the take a request asks for; returns the 'done' event's fields."""
     from .audio import check_has_speech, load_speech
+    from .generation.options import GenerationOptions
     from .inference import generate
     from .take import resample_take, save_take
 
@@ -99,18 +100,15 @@ def run_request(request: dict, cancelled=lambda: False) -> dict:
     progress(0.0, "Reading the speech")
     audio = load_speech(request["audio"])
     check_has_speech(audio, request.get("audio_label") or os.path.basename(request["audio"]))
-    options = {k: request[k] for k in ("seed", "temperature", "device", "travel", "intensity", "parts",
-                                       "known_take", "known_mask", "lipsync") if request.get(k) is not None}
-    if request.get("weights"):
-        options["model"] = request["weights"]
-    if isinstance(options.get("known_take"), str):  # re-key: files from Blender -> Take at 30 fps + frame mask
-        from .audio import speech_frames
-        from .take_parts import fit_known_to_speech, load_known
+    options = GenerationOptions.from_dict(request)
+    known_take, known_mask = request.get("known_take"), request.get("known_mask")
+    if isinstance(known_take, str):  # re-key: files from Blender -> Take at 30 fps + frame mask
+        from .take_parts import load_known
 
-        known, mask = load_known(options["known_take"], options.get("known_mask"))
-        options["known_take"], options["known_mask"] = fit_known_to_speech(known, mask, speech_frames(len(audio)))
+        known_take, known_mask = load_known(known_take, known_mask)
     with warnings_as_events():
-        take = generate(audio, progress=progress, cancel=cancelled, **options)
+        take = generate(audio, options, model=request.get("weights") or None, known_take=known_take,
+                        known_mask=known_mask, progress=progress, cancel=cancelled)
     fps = request.get("fps")
     if fps and abs(float(fps) - take.fps) > 1e-6:
         take = resample_take(take, float(fps))

@@ -18,9 +18,9 @@ def bundle(tmp_path_factory):
 @pytest.fixture
 def quick_features(monkeypatch):
     """Stand-in speech features (the real ones need minutes of CPU on this tiny model's budget)."""
-    from echomask.core import inference
+    from echomask.core.generation import loop
 
-    monkeypatch.setattr(inference, "default_feature_fn", lambda backend: fake_features)
+    monkeypatch.setattr(loop, "default_feature_fn", lambda backend: fake_features)
 
 
 def _speech_wav(path, seconds, seed=0):

@@ -100,6 +100,31 @@ def cmd_convert_official(args) -> int:
     return run_cli(args)
 
 
+def cmd_prepare_data(args) -> int:
+    """Build the training data cache (motion variants + speech features) of a data set ahead of training."""
+    from .streaming import run_prepare_cli
+
+    return run_prepare_cli(args)
+
+
+_MANIFEST_HELP = ("'shared' (../shared/data), a BEAT2 folder (beat_english_v2.0.0/ with smplxflame_30/, wave16k/, "
+                  "train_test_split.csv: its official train/val split, streamed from the data cache) or a folder of "
+                  "BEAT2 .npz + .wav (split by time)")
+
+
+def _data_arguments(p) -> None:
+    """Which takes to train on and where their prepared features live (core.streaming.DataOptions)."""
+    p.add_argument("--speakers", default=None, help="BEAT2 speakers: 'all' (default) or numbers such as 2 (the "
+                   "paper's setting), 2,4 or 1-4 (the leading number of ids like 2_scott_0_1_1)")
+    p.add_argument("--split-file", default=None, help="train/val/test split for a folder of takes (CSV with columns "
+                   "id,type as BEAT2's train_test_split.csv; default: that file in the --manifest folder)")
+    p.add_argument("--additional", action="store_true", help="also train on the split's 'additional' takes")
+    p.add_argument("--stream", action="store_true", help="read windows from the on-disk data cache, not memory "
+                   "(automatic for split data sets; for data larger than memory)")
+    p.add_argument("--data-cache", default=None, help="data cache folder (default: $ECHOMASK_CACHE/windows or the "
+                   "system temp folder); must be outside the data; shared by runs, keyed by file contents")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="EchoMask for Blender: core tools.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -154,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train_fgd_evaluator)
 
     p = sub.add_parser("train-tokenizers", help="train the four motion tokenizers (RVQ-VAEs), stage 1")
-    p.add_argument("--manifest", default="shared", help="'shared' (../shared/data) or a folder of BEAT2 .npz + .wav")
+    p.add_argument("--manifest", default="shared", help=_MANIFEST_HELP)
+    _data_arguments(p)
     p.add_argument("--config", default="small", help="model config: paper, small or tiny")
     p.add_argument("--out", required=True, help="weights file to write (.safetensors)")
     p.add_argument("--steps", type=int, default=1500)
@@ -169,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train_tokenizers)
 
     p = sub.add_parser("train", help="train the EchoMask generator (stage 2) on frozen tokenizers")
-    p.add_argument("--manifest", default="shared", help="'shared' (../shared/data) or a folder of BEAT2 .npz + .wav")
+    p.add_argument("--manifest", default="shared", help=_MANIFEST_HELP)
+    _data_arguments(p)
     p.add_argument("--config", default="small", help="model config: paper, small or tiny")
     p.add_argument("--tokenizers", required=True, help="tokenizer weights (.safetensors, from train-tokenizers)")
     p.add_argument("--out", required=True, help="output folder (model.safetensors, train_log.jsonl, resume state)")
@@ -210,6 +237,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="phone-accurate mouth strength 0..1 combined with the model's face (default 0.75; 0 = off)")
     p.add_argument("--no-blend", action="store_true", help="write take.npz only (no .blend / .fbx)")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("prepare-data", help="check a training data set and build its data cache ahead of training")
+    p.add_argument("manifest", help=_MANIFEST_HELP)
+    _data_arguments(p)
+    p.add_argument("--config", default="small", help="model config whose window and speech features to prepare")
+    p.add_argument("--no-speech", action="store_true", help="motion only (enough for train-tokenizers)")
+    p.add_argument("--shard", default=None, metavar="I/N", help="prepare only shard I of N of the takes (machines "
+                   "sharing one --data-cache folder); no summary")
+    p.add_argument("--list", choices=("train", "val", "test"), default=None, help="print the speech files of this "
+                   "split (one a line, e.g. for generate-batch) and stop")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_prepare_data)
 
     p = sub.add_parser("speech-features", help="speech -> features and phones (.npz); phone agreement with a TextGrid")
     p.add_argument("audio", help="speech audio (wav, flac, ogg, mp3)")

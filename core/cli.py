@@ -107,6 +107,13 @@ def cmd_prepare_data(args) -> int:
     return run_prepare_cli(args)
 
 
+def cmd_generate_batch(args) -> int:
+    """Many speech files -> one take each, resumable, shardable over machines (core.batch_generate)."""
+    from .batch_generate import run_cli
+
+    return run_cli(args)
+
+
 _MANIFEST_HELP = ("'shared' (../shared/data), a BEAT2 folder (beat_english_v2.0.0/ with smplxflame_30/, wave16k/, "
                   "train_test_split.csv: its official train/val split, streamed from the data cache) or a folder of "
                   "BEAT2 .npz + .wav (split by time)")
@@ -237,6 +244,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="phone-accurate mouth strength 0..1 combined with the model's face (default 0.75; 0 = off)")
     p.add_argument("--no-blend", action="store_true", help="write take.npz only (no .blend / .fbx)")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("generate-batch", help="many speech files -> one take each (resumable; --shard i/n splits "
+                       "a list over machines)")
+    p.add_argument("inputs", nargs="+", help="speech files, folders of them, or list files (.txt: one path a line, "
+                   "relative to the list; # comments)")
+    p.add_argument("-o", "--out", required=True, help="output folder: CLIP.npz (+ CLIP.blend / CLIP.fbx) and "
+                   "CLIP.json per speech file")
+    p.add_argument("--shard", default=None, metavar="I/N", help="do only shard I of N (0 <= I < N) of the sorted "
+                   "list: every machine runs the same command with its own I")
+    p.add_argument("--seed", type=int, default=0, help="base seed; each file's seed derives from it and the file's "
+                   "content (used when --temperature > 0)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = most likely motion; e.g. 0.7 for variations")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--travel", action="store_true", help="let the character travel (default: stays in place)")
+    p.add_argument("--intensity", type=float, default=1.0, help="gesture amplitude, 0..2 (1 = as generated)")
+    p.add_argument("--weights", default=None, help="model weights (default: the bundled small model)")
+    p.add_argument("--lipsync", type=float, default=None, help="phone-accurate mouth strength 0..1 (default 0.75)")
+    p.add_argument("--blend", action="store_true", help="also write CLIP.blend (rig, animation, sound strip)")
+    p.add_argument("--fbx", action="store_true", help="also write CLIP.fbx")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1: fastest for "
+                   "one window at a time; run several processes or shards for more cores)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_generate_batch)
 
     p = sub.add_parser("prepare-data", help="check a training data set and build its data cache ahead of training")
     p.add_argument("manifest", help=_MANIFEST_HELP)

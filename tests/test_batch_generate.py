@@ -215,3 +215,17 @@ def test_command_line(speech, bundle, tmp_path):
     assert (out / "clip_07.npz").is_file()
     proc = subprocess.run(cmd + ["--shard", "2/2"], cwd=str(ROOT), capture_output=True, text=True, env=env)
     assert proc.returncode == 2 and "numbered 0 to N-1" in proc.stderr
+
+
+def test_builtin_speech_features_depend_on_the_clip_alone(speech):
+    """Shards see different clips before a given one: the built-in features (phone recogniser included)
+    of a clip must not depend on what the process computed earlier."""
+    from echomask.core.audio import load_speech
+    from echomask.core.speech import compute_speech_features
+
+    a, b = load_speech(speech / "clip_08.wav"), load_speech(speech / "clip_09.wav")
+    first = compute_speech_features(b)
+    compute_speech_features(a)
+    again = compute_speech_features(b)
+    assert np.array_equal(first.high, again.high) and np.array_equal(first.low, again.low)
+    assert first.phones == again.phones

@@ -533,4 +533,12 @@ def run_prepare_cli(args) -> int:
     print(f"{len(prep.entries)} take(s) ready in {store.root} ({len(prep.entries) - n_val} training, {n_val} validation"
           + (f"; {test} test takes are never trained on" if test else "") + f"); {len(prep.problems)} file(s) skipped"
           + (f" (shard {rank}/{world})" if world > 1 else ""))
+    if world == 1 and prep.entries:
+        for split in ("train", "val"):
+            ds = StreamingWindows(store, prep, split, config.window, config.stride)
+            hours = sum(prep.records[v.take_id]["frames"] for v in ds.variants
+                        if v.stretch == 1.0 and not v.mirrored) / config.fps / 3600
+            print(f"  {split}: {len(ds)} windows of {config.window} frames (stride {config.stride}"
+                  + (", mirrored and time-stretched x0.9 / x1.1" if split == "train" else "")
+                  + f") from {hours:.2f} h of motion")
     return 0 if prep.entries else 2

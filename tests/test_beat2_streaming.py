@@ -326,3 +326,40 @@ def test_train_both_stages_on_a_beat2_folder(tmp_path, tok):
     val = [x for x in log if x["split"] == "val"]
     assert val and val[-1]["val_windows"] == 5
     assert any("streamed from" in x and "train:" in x for x in lines)
+
+
+def test_torchrun_two_ranks_prepare_and_train_like_one(tmp_path):
+    """2 gloo processes on a fresh data cache (each rank prepares its share of the takes and tokens) take
+    the same step as one process on its own fresh cache."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from echomask.core.checkpoint import load_model
+    from echomask.core.streaming import DataOptions
+    from echomask.core.train import TrainConfig, train_generator
+    from model_helpers import data_fitted_tiny_bundle, synthetic_takes
+
+    base = beat2_folder(tmp_path, {"2_a_0_1_1": 300, "2_a_0_2_2": 260, "2_a_0_3_3": 150},
+                        [("2_a_0_1_1", "train"), ("2_a_0_2_2", "train"), ("2_a_0_3_3", "val")])
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    synthetic_takes(plain, n_takes=1, frames=300)
+    tok = tmp_path / "tok.safetensors"
+    load_model(data_fitted_tiny_bundle(tmp_path / "b.safetensors", plain)).tokenizers.save(tok)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(29700 + os.getpid() % 200), "-m", "core", "train", "--manifest", str(base), "--config", "tiny",
+           "--tokenizers", str(tok), "--out", str(tmp_path / "two"), "--steps", "1", "--batch-size", "4",
+           "--val-every", "1000", "--no-progress", "--threads", "1", "--device", "cpu",
+           "--data-cache", str(tmp_path / "cache2")]
+    proc = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "x 2 processes (gloo)" in proc.stdout + proc.stderr and "streamed from" in proc.stdout + proc.stderr
+    assert len(list((tmp_path / "cache2" / "hashes").glob("rank*.json"))) == 2   # both ranks built a share
+    train_generator(str(base), "tiny", str(tok), str(tmp_path / "one"), TrainConfig(steps=1, batch_size=4, val_every=1000),
+                    device="cpu", log=lambda *a: None, progress_bar=False,
+                    data_options=DataOptions(cache_dir=str(tmp_path / "cache1")))
+    a = load_model(tmp_path / "one" / "model.safetensors").generator.state_dict()
+    b = load_model(tmp_path / "two" / "model.safetensors").generator.state_dict()
+    assert max(float((a[k] - b[k]).abs().max()) for k in a if a[k].dtype.is_floating_point) <= 1e-6

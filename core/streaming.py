@@ -529,16 +529,18 @@ def run_prepare_cli(args) -> int:
     for p in prep.problems:
         say(f"skipped {p}")
     n_val = sum(1 for e in prep.entries if e.split == "val")
+    n_time = sum(1 for e in prep.entries if not e.split)
     test = len(getattr(entries, "test", []))
-    print(f"{len(prep.entries)} take(s) ready in {store.root} ({len(prep.entries) - n_val} training, {n_val} validation"
+    kinds = (f"{len(prep.entries) - n_val - n_time} training, {n_val} validation" if not n_time else
+             "split by time: the last share of each ground-truth take validates")
+    print(f"{len(prep.entries)} take(s) ready in {store.root} ({kinds}"
           + (f"; {test} test takes are never trained on" if test else "") + f"); {len(prep.problems)} file(s) skipped"
           + (f" (shard {rank}/{world})" if world > 1 else ""))
     if world == 1 and prep.entries:
         for split in ("train", "val"):
             ds = StreamingWindows(store, prep, split, config.window, config.stride)
-            hours = sum(prep.records[v.take_id]["frames"] for v in ds.variants
-                        if v.stretch == 1.0 and not v.mirrored) / config.fps / 3600
+            frames = sum(hi - lo for v, (lo, hi) in zip(ds.variants, ds.ranges) if v.stretch == 1.0 and not v.mirrored)
             print(f"  {split}: {len(ds)} windows of {config.window} frames (stride {config.stride}"
                   + (", mirrored and time-stretched x0.9 / x1.1" if split == "train" else "")
-                  + f") from {hours:.2f} h of motion")
+                  + f") covering {frames / config.fps / 3600:.3f} h of motion")
     return 0 if prep.entries else 2

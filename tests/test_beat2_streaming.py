@@ -363,3 +363,32 @@ def test_torchrun_two_ranks_prepare_and_train_like_one(tmp_path):
     a = load_model(tmp_path / "one" / "model.safetensors").generator.state_dict()
     b = load_model(tmp_path / "two" / "model.safetensors").generator.state_dict()
     assert max(float((a[k] - b[k]).abs().max()) for k in a if a[k].dtype.is_floating_point) <= 1e-6
+
+
+def test_command_line_options_and_prepare_data(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from echomask.core.cli import build_parser
+    from echomask.core.streaming import DataOptions
+
+    for cmd in ("train-tokenizers", "train"):
+        argv = [cmd, "--manifest", "/d", "--out", "o", "--speakers", "2", "--split-file", "s.csv", "--additional",
+                "--stream", "--data-cache", "/c"] + (["--tokenizers", "t"] if cmd == "train" else [])
+        opts = DataOptions.from_args(build_parser().parse_args(argv))
+        assert opts == DataOptions("2", "s.csv", True, True, "/c")
+    base = beat2_folder(tmp_path, {"2_a_0_1_1": 200, "2_a_0_2_2": 150, "2_a_0_3_3": 100, "2_a_0_4_4": 30},
+                        [("2_a_0_1_1", "train"), ("2_a_0_2_2", "val"), ("2_a_0_3_3", "test"), ("2_a_0_4_4", "train")])
+    run = lambda *extra: subprocess.run([sys.executable, "-m", "core", "prepare-data", str(base), "--no-progress",
+                                         "--config", "tiny", "--data-cache", str(tmp_path / "cache"), *extra],
+                                        cwd=str(ROOT), capture_output=True, text=True, timeout=300)
+    listed = run("--list", "test")
+    assert listed.returncode == 0 and listed.stdout.split() == [str(base / "wave16k" / "2_a_0_3_3.wav")]
+    shard = run("--no-speech", "--shard", "1/2")
+    assert shard.returncode == 0 and "(shard 1/2)" in shard.stdout
+    full = run("--no-speech")
+    assert full.returncode == 0, full.stderr
+    assert "2 take(s) ready" in full.stdout and "1 training, 1 validation; 1 test takes" in full.stdout
+    assert "train: 42 windows" in full.stdout and "val: 5 windows" in full.stdout
+    assert "2_a_0_4_4.npz: only 30 frames" in full.stderr

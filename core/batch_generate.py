@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import pathlib
 import shutil
@@ -154,6 +153,8 @@ def _is_done(out: pathlib.Path, clip: str, expected: dict) -> bool:
 
 def _clean_stale(out: pathlib.Path) -> None:
     """Remove temporary folders that killed runs of this machine left behind (never another live process's)."""
+    if os.name != "posix":  # os.kill(pid, 0) probes a process only on POSIX (on Windows it would signal it)
+        return
     host = socket.gethostname()
     for d in out.glob(f"{_TMP_PREFIX}{host}-*"):
         try:

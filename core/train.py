@@ -445,7 +445,8 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
     from .streaming import DataOptions, generator_data
 
     data_options = data_options or DataOptions()   # --speakers, --split-file, --stream, ... (core.streaming)
-    entries = data_options.manifest(manifest) if isinstance(manifest, str) else manifest
+    entries = (data_options.manifest(manifest) if isinstance(manifest, str)
+               else manifest if isinstance(manifest, list) else list(manifest))
     local_batch = dist.shard(tcfg.batch_size)
 
     config = get_config(config_name)

@@ -56,12 +56,18 @@ def _outputs(folder):
             if p.suffix in (".npz", ".json") and not p.name.startswith("batch_report")}
 
 
-def test_two_shards_equal_one_run_byte_for_byte(speech, bundle, tmp_path):
+def test_two_shards_equal_one_run_byte_for_byte(speech, bundle, tmp_path, monkeypatch):
+    from echomask.core import checkpoint, inference
     from echomask.core.batch_generate import file_hash, file_seed
     from echomask.core.take import load_take
 
+    loads = []
+    real_load = checkpoint.load_model
+    monkeypatch.setattr(checkpoint, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    monkeypatch.setattr(inference, "_MODEL_CACHE", {})
     one = _run([str(speech / "list.txt")], tmp_path / "one", bundle, seed=5)
     assert len(one.generated) == 20 and not one.failed and not one.skipped
+    assert len(loads) == 1   # the model is loaded once for the whole batch
     s0 = _run([str(speech / "list.txt")], tmp_path / "shards", bundle, seed=5, shard="0/2")
     s1 = _run([str(speech / "list.txt")], tmp_path / "shards", bundle, seed=5, shard=(1, 2))
     assert len(s0.generated) == len(s1.generated) == 10 and not set(s0.generated) & set(s1.generated)

@@ -111,7 +111,6 @@ def test_split_manifest_speakers_types_and_absent_takes(tmp_path):
 def test_streamed_windows_equal_memory_and_are_built_once(tmp_path, monkeypatch):
     from echomask.core import datastore
     from echomask.core.data import MotionWindows, folder_manifest
-    from echomask.core.datastore import FeatureStore
     from echomask.core.model.config import get_config
     from echomask.core.streaming import DataOptions, tokenizer_windows
 
@@ -222,7 +221,6 @@ def test_bad_inputs_named_one_by_one_and_training_goes_on(tmp_path):
     from echomask.core.datastore import FeatureStore
     from echomask.core.errors import EchoMaskError
     from echomask.core.streaming import prepare, report
-    from echomask.core.train import builtin_feature_fn
 
     base = _bad_folder(tmp_path)
     man = resolve_manifest(str(base))
@@ -303,7 +301,6 @@ def test_train_both_stages_on_a_beat2_folder(tmp_path, tok):
     """train-tokenizers and train on a BEAT2 folder: official split used, bad file skipped, run completes."""
     import json
 
-    from echomask.core.data import resolve_manifest
     from echomask.core.streaming import DataOptions
     from echomask.core.train import TrainConfig, train_generator
     from echomask.core.train_tokenizers import TokenizerTrainOptions, train_tokenizers

@@ -389,3 +389,25 @@ def test_command_line_options_and_prepare_data(tmp_path):
     assert "2 take(s) ready" in full.stdout and "1 training, 1 validation; 1 test takes" in full.stdout
     assert "train: 42 windows" in full.stdout and "val: 5 windows" in full.stdout
     assert "2_a_0_4_4.npz: only 30 frames" in full.stderr
+
+
+def test_shared_data_streams_like_memory(tmp_path):
+    """The real shared data (BEAT2 speaker-2 takes + model outputs): --stream gives the in-memory windows."""
+    from conftest import shared_path
+
+    shared_path("beat2_samples", "smplxflame_30")
+    from echomask.core.data import MotionWindows
+    from echomask.core.model.config import get_config
+    from echomask.core.streaming import DataOptions, tokenizer_windows
+
+    opts = DataOptions(stream=True, cache_dir=str(tmp_path / "cache"))
+    entries = opts.manifest("shared")
+    cfg = get_config("small")
+    train, val = tokenizer_windows(entries, cfg, options=opts, log=lambda *a: None)
+    mem = MotionWindows(entries, "train", cfg.window, cfg.stride)
+    assert len(train) == len(mem) and len(val) == len(MotionWindows(entries, "val", takes=mem.takes))
+    idx = np.random.default_rng(1).choice(len(train), 64, replace=False)
+    a, b = mem.batch(idx), train.batch(idx)
+    assert all(np.array_equal(a["parts"][p], b["parts"][p]) for p in a["parts"])
+    assert all(np.array_equal(a["part_mask"][p], b["part_mask"][p]) for p in a["part_mask"])  # CHGS masks
+    assert np.array_equal(a["weight"], b["weight"])

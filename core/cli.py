@@ -100,6 +100,38 @@ def cmd_convert_official(args) -> int:
     return run_cli(args)
 
 
+def cmd_prepare_data(args) -> int:
+    """Build the training data cache (motion variants + speech features) of a data set ahead of training."""
+    from .streaming import run_prepare_cli
+
+    return run_prepare_cli(args)
+
+
+def cmd_generate_batch(args) -> int:
+    """Many speech files -> one take each, resumable, shardable over machines (core.batch_generate)."""
+    from .batch_generate import run_cli
+
+    return run_cli(args)
+
+
+_MANIFEST_HELP = ("'shared' (../shared/data), a BEAT2 folder (beat_english_v2.0.0/ with smplxflame_30/, wave16k/, "
+                  "train_test_split.csv: its official train/val split, streamed from the data cache) or a folder of "
+                  "BEAT2 .npz + .wav (split by time)")
+
+
+def _data_arguments(p) -> None:
+    """Which takes to train on and where their prepared features live (core.streaming.DataOptions)."""
+    p.add_argument("--speakers", default=None, help="BEAT2 speakers: 'all' (default) or numbers such as 2 (the "
+                   "paper's setting), 2,4 or 1-4 (the leading number of ids like 2_scott_0_1_1)")
+    p.add_argument("--split-file", default=None, help="train/val/test split for a folder of takes (CSV with columns "
+                   "id,type as BEAT2's train_test_split.csv; default: that file in the --manifest folder)")
+    p.add_argument("--additional", action="store_true", help="also train on the split's 'additional' takes")
+    p.add_argument("--stream", action="store_true", help="read windows from the on-disk data cache, not memory "
+                   "(automatic for split data sets; for data larger than memory)")
+    p.add_argument("--data-cache", default=None, help="data cache folder (default: $ECHOMASK_CACHE/windows or the "
+                   "system temp folder); must be outside the data; shared by runs, keyed by file contents")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="EchoMask for Blender: core tools.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -156,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train_fgd_evaluator)
 
     p = sub.add_parser("train-tokenizers", help="train the four motion tokenizers (RVQ-VAEs), stage 1")
-    p.add_argument("--manifest", default="shared", help="'shared' (../shared/data) or a folder of BEAT2 .npz + .wav")
+    p.add_argument("--manifest", default="shared", help=_MANIFEST_HELP)
+    _data_arguments(p)
     p.add_argument("--config", default="small", help="model config: paper, small or tiny")
     p.add_argument("--out", required=True, help="weights file to write (.safetensors)")
     p.add_argument("--steps", type=int, default=1500)
@@ -171,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train_tokenizers)
 
     p = sub.add_parser("train", help="train the EchoMask generator (stage 2) on frozen tokenizers")
-    p.add_argument("--manifest", default="shared", help="'shared' (../shared/data) or a folder of BEAT2 .npz + .wav")
+    p.add_argument("--manifest", default="shared", help=_MANIFEST_HELP)
+    _data_arguments(p)
     p.add_argument("--config", default="small", help="model config: paper, small or tiny")
     p.add_argument("--tokenizers", required=True, help="tokenizer weights (.safetensors, from train-tokenizers)")
     p.add_argument("--out", required=True, help="output folder (model.safetensors, train_log.jsonl, resume state)")
@@ -212,6 +246,41 @@ def build_parser() -> argparse.ArgumentParser:
                    help="phone-accurate mouth strength 0..1 combined with the model's face (default 0.75; 0 = off)")
     p.add_argument("--no-blend", action="store_true", help="write take.npz only (no .blend / .fbx)")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("generate-batch", help="many speech files -> one take each (resumable; --shard i/n splits "
+                       "a list over machines)")
+    p.add_argument("inputs", nargs="+", help="speech files, folders of them, or list files (.txt: one path a line, "
+                   "relative to the list; # comments)")
+    p.add_argument("-o", "--out", required=True, help="output folder: CLIP.npz (+ CLIP.blend / CLIP.fbx) and "
+                   "CLIP.json per speech file")
+    p.add_argument("--shard", default=None, metavar="I/N", help="do only shard I of N (0 <= I < N) of the sorted "
+                   "list: every machine runs the same command with its own I")
+    p.add_argument("--seed", type=int, default=0, help="base seed; each file's seed derives from it and the file's "
+                   "content (used when --temperature > 0)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = most likely motion; e.g. 0.7 for variations")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--travel", action="store_true", help="let the character travel (default: stays in place)")
+    p.add_argument("--intensity", type=float, default=1.0, help="gesture amplitude, 0..2 (1 = as generated)")
+    p.add_argument("--weights", default=None, help="model weights (default: the bundled small model)")
+    p.add_argument("--lipsync", type=float, default=None, help="phone-accurate mouth strength 0..1 (default 0.75)")
+    p.add_argument("--blend", action="store_true", help="also write CLIP.blend (rig, animation, sound strip)")
+    p.add_argument("--fbx", action="store_true", help="also write CLIP.fbx")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1: fastest for "
+                   "one window at a time; run several processes or shards for more cores)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_generate_batch)
+
+    p = sub.add_parser("prepare-data", help="check a training data set and build its data cache ahead of training")
+    p.add_argument("manifest", help=_MANIFEST_HELP)
+    _data_arguments(p)
+    p.add_argument("--config", default="small", help="model config whose window and speech features to prepare")
+    p.add_argument("--no-speech", action="store_true", help="motion only (enough for train-tokenizers)")
+    p.add_argument("--shard", default=None, metavar="I/N", help="prepare only shard I of N of the takes (machines "
+                   "sharing one --data-cache folder); no summary")
+    p.add_argument("--list", choices=("train", "val", "test"), default=None, help="print the speech files of this "
+                   "split (one a line, e.g. for generate-batch) and stop")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_prepare_data)
 
     p = sub.add_parser("speech-features", help="speech -> features and phones (.npz); phone agreement with a TextGrid")
     p.add_argument("audio", help="speech audio (wav, flac, ogg, mp3)")

@@ -25,6 +25,7 @@ from .skeleton import PARTS
 from .take import Take, load_take
 
 KINDS = ("gt", "model")
+SPLITS = ("", "train", "val")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +38,8 @@ class TakeEntry:
     holdout: float = 0.15            # tail share kept out of training: validation for "gt" takes; for
     #                                  model outputs on the same speech, simply dropped (no speech leak)
     note: str = ""
+    split: str = ""                  # "" = split by time (holdout); "train" / "val" = the whole take is
+    #                                  training / validation data (an official split, e.g. BEAT2's csv)
 
     @property
     def name(self) -> str:
@@ -50,6 +53,8 @@ class TakeEntry:
             raise ValueError(f"unknown body parts in masked_parts: {sorted(bad)}")
         if not 0.0 <= self.holdout < 1.0:
             raise ValueError("holdout must be in [0, 1)")
+        if self.split not in SPLITS:
+            raise ValueError(f"TakeEntry.split must be one of {SPLITS}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -108,15 +113,62 @@ def folder_manifest(folder: str | os.PathLike, weight: float = 1.0, kind: str = 
     return [TakeEntry(str(p), _find_wav(p), weight, kind, (), holdout) for p in files]
 
 
-def resolve_manifest(spec: str) -> list[TakeEntry]:
-    """'shared' -> the shared data manifest; a folder -> folder_manifest(folder)."""
-    if spec == "shared":
-        return shared_training_manifest()
-    return folder_manifest(spec)
+def resolve_manifest(spec: str, speakers=None, split_file: str | None = None, additional: bool = False,
+                     stream: bool = False):
+    """'shared' -> the shared data manifest; a folder with a split file (BEAT2's train_test_split.csv, or
+    `split_file`) -> its official train/val split (core.beat2; read through the on-disk store, core.streaming);
+    any other folder -> folder_manifest(folder) (split by time). speakers: 'all'/None or BEAT2 speaker numbers
+    ('2', '2,4'). Returns a core.beat2.Manifest (a list of TakeEntry with the problems found)."""
+    from .beat2 import Manifest, filter_speakers, find_split_file, split_manifest
+
+    if split_file or (spec != "shared" and os.path.isdir(spec) and find_split_file(spec)):
+        if spec == "shared":
+            raise EchoMaskError("--split-file needs a data folder (--manifest FOLDER), not 'shared'.")
+        return split_manifest(spec, split_file, speakers, additional)
+    entries = shared_training_manifest() if spec == "shared" else folder_manifest(spec)
+    return Manifest(filter_speakers(entries, speakers), source=spec, stream=stream)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Windows
+
+def stretched_length(n_frames: int, factor: float) -> int:
+    """Frames of a take of `n_frames` after `time_stretch_take(take, factor)` (core.take.resample_take's
+    formula), known without resampling."""
+    if factor == 1.0:
+        return n_frames
+    return max(1, int(np.floor((n_frames - 1) * factor + 1e-6)) + 1)
+
+
+def variant_plan(entry: TakeEntry, n_frames: int, split: str, window: int, mirror: bool = True,
+                 stretch_factors: tuple[float, ...] = (0.9, 1.1)) -> list[tuple[bool, float, int, int]]:
+    """The augmented variants of one take that `split` uses and the frame range its windows may cover:
+    [(mirrored, stretch, lo, hi)] in the variant's frames; ranges shorter than `window` are left out.
+
+    split "train": every variant (mirror x stretch), frames whose source lies before the held-out tail
+    (the whole take for entries of an official training split, none for validation entries);
+    split "val": the un-augmented take, the held-out tail of ground-truth takes (the whole take for
+    entries of an official validation split)."""
+    n = n_frames
+    split_frame = n - int(round(n * entry.holdout))   # first held-out frame (original time)
+    if entry.split == "train":
+        split_frame = n
+    elif entry.split == "val":
+        split_frame = 0
+    out = []
+    if split == "val":
+        if entry.kind == "gt" and n - split_frame >= window:
+            out.append((False, 1.0, split_frame, n))
+        return out
+    options = [(m, s) for m in ((False, True) if mirror else (False,))
+               for s in (1.0, *[f for f in stretch_factors if f != 1.0])]
+    for mirrored, stretch in options:
+        # Augmented frame k shows original time k / stretch: keep frames whose source is < split.
+        usable = min(stretched_length(n, stretch), int(np.floor((split_frame - 1) * stretch)) + 1)
+        if usable >= window:
+            out.append((mirrored, stretch, 0, usable))
+    return out
+
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
@@ -155,21 +207,11 @@ class MotionWindows:
         self.features: list[dict[str, np.ndarray]] = []
         self.windows: list[WindowRef] = []
         for tid, (entry, take) in enumerate(zip(self.entries, self.takes)):
-            n = take.num_frames
-            split_frame = n - int(round(n * entry.holdout))   # first held-out frame (original time)
-            if split == "val":
-                if entry.kind != "gt" or split_frame >= n:
-                    continue
-                self._add_variant(Variant(tid, False, 1.0), take, split_frame, n)
-                continue
-            options = [(m, s) for m in ((False, True) if mirror else (False,))
-                       for s in (1.0, *[f for f in stretch_factors if f != 1.0])]
-            for mirrored, stretch in options:
+            for mirrored, stretch, lo, hi in variant_plan(entry, take.num_frames, split, window, mirror,
+                                                          stretch_factors):
                 aug = mirror_take(take) if mirrored else take
                 aug = time_stretch_take(aug, stretch) if stretch != 1.0 else aug
-                # Augmented frame k shows original time k / stretch: keep frames whose source is < split.
-                usable = min(aug.num_frames, int(np.floor((split_frame - 1) * stretch)) + 1)
-                self._add_variant(Variant(tid, mirrored, stretch), aug, 0, usable)
+                self._add_variant(Variant(tid, mirrored, stretch), aug, lo, hi)
 
     def _add_variant(self, variant: Variant, take: Take, lo: int, hi: int) -> None:
         if hi - lo < self.window:

@@ -118,11 +118,25 @@ def save_take(take: Take, path: str | os.PathLike) -> None:
     take.validate("take to save")
     path = os.fspath(path)
     tmp = path + ".partial.npz"  # write then rename: a crash never leaves half a file
-    np.savez(tmp, poses=take.poses.astype(np.float32), trans=take.trans.astype(np.float32),
-             expressions=take.expressions.astype(np.float32), betas=take.betas.astype(np.float32),
-             model=np.array("smplx2020"), gender=np.array(take.gender),
-             mocap_frame_rate=np.array(take.fps, np.float32 if take.fps % 1 else np.int32))
+    _write_npz(tmp, poses=take.poses.astype(np.float32), trans=take.trans.astype(np.float32),
+               expressions=take.expressions.astype(np.float32), betas=take.betas.astype(np.float32),
+               model=np.array("smplx2020"), gender=np.array(take.gender),
+               mocap_frame_rate=np.array(take.fps, np.float32 if take.fps % 1 else np.int32))
     os.replace(tmp, path)
+
+
+def _write_npz(path: str, **arrays) -> None:
+    """np.savez's layout (uncompressed zip of .npy members) with fixed member dates: the same take gives
+    the same bytes on every run and machine (np.savez stamps the current time into the zip)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, arr in arrays.items():
+            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.create_system = 3
+            info.external_attr = 0o644 << 16
+            with zf.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(arr), allow_pickle=False)
 
 
 def resample_take(take: Take, fps: float) -> Take:

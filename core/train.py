@@ -412,7 +412,8 @@ def _validation_score(probes: dict) -> float | None:
 
 def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: str, tcfg: TrainConfig,
                     device: str = "auto", resume: bool = False, feature_fn=None, log=print,
-                    progress_bar: bool = True, cache_dir: str | None = None, init: str | None = None) -> dict:
+                    progress_bar: bool = True, cache_dir: str | None = None, init: str | None = None,
+                    data_options=None) -> dict:
     """Train (or resume) a generator; returns the final validation metrics and paths.
 
     Under torchrun (WORLD_SIZE > 1) every process trains its share of each global batch with DDP (core.
@@ -422,7 +423,6 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
     import torch
 
     from .checkpoint import load_model, save_model
-    from .data import resolve_manifest
     from .devices import resolve_device
     from .diagnostics import format_table, token_baselines
     from .distributed import DistContext
@@ -442,22 +442,24 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
     model_path, state_path = out / "model.safetensors", out / "train_state.pt"
     best_path = out / "best.safetensors"
     log_path = out / "train_log.jsonl"
-    entries = resolve_manifest(manifest) if isinstance(manifest, str) else list(manifest)
+    from .streaming import DataOptions, generator_data
+
+    data_options = data_options or DataOptions()   # --speakers, --split-file, --stream, ... (core.streaming)
+    entries = (data_options.manifest(manifest) if isinstance(manifest, str)
+               else manifest if isinstance(manifest, list) else list(manifest))
     local_batch = dist.shard(tcfg.batch_size)
 
     config = get_config(config_name)
     tokenizers = TokenizerSet.load(tokenizers_path, expected_config=config).to(dev).eval()
     for prm in tokenizers.parameters():
         prm.requires_grad_(False)
-    if feature_fn is None:
-        feature_fn = builtin_feature_fn(config.generator.speech_backend, cache_dir or default_cache_dir())
-
     torch.manual_seed(tcfg.seed)
     mask_gen = torch.Generator().manual_seed(tcfg.seed + 1)
 
     t0 = time.time()
-    train = GeneratorData(entries, tokenizers, config, feature_fn, "train", log=log)
-    val = GeneratorData(entries, tokenizers, config, feature_fn, "val", takes=train.ds.takes, log=log)
+    # In memory (GeneratorData), or streamed from the on-disk store for split data sets / --stream.
+    train, val = generator_data(entries, tokenizers, tokenizers_path, config, feature_fn, data_options, log=log,
+                                dist=dist, cache_dir=cache_dir, progress=progress_bar)
     if len(train) == 0:
         raise EchoMaskError("No training window: takes must be longer than 64 frames (2.1 s).")
     log(f"data ready in {time.time() - t0:.0f} s")
@@ -629,6 +631,8 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
 
 def run_cli(args) -> int:
     """`python -m core train ...` (also under `torchrun --nproc_per_node N -m core train ...`)."""
+    from .streaming import DataOptions
+
     if args.threads and args.threads > 0:
         import torch
 
@@ -640,7 +644,8 @@ def run_cli(args) -> int:
                        random_masking=args.random_masking, patience=args.patience, stop_after=args.stop_after,
                        **overrides)
     res = train_generator(args.manifest, args.config, args.tokenizers, args.out, tcfg, device=args.device,
-                          resume=args.resume, progress_bar=not args.no_progress, init=args.init)
+                          resume=args.resume, progress_bar=not args.no_progress, init=args.init,
+                          data_options=DataOptions.from_args(args))
     if int(os.environ.get("RANK", "0")) == 0:
         val = res.get("val") or {}
         print(f"Trained {res['steps']} steps in {res['minutes']:.1f} min -> {res['model']}"

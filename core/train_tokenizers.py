@@ -146,7 +146,8 @@ def _load_training_state(tokset: TokenizerSet, state: dict) -> None:
 
 def train_tokenizers(entries: list[TakeEntry], config: ModelConfig | str, out: str,
                      opts: TokenizerTrainOptions | None = None, resume: bool = False,
-                     log_path: str | None = None, progress: bool = True, command: str = "") -> dict:
+                     log_path: str | None = None, progress: bool = True, command: str = "",
+                     data_options=None, log=print) -> dict:
     """Train the four tokenizers; writes `out` (safetensors), `<out>.resume.pt` and the JSON-lines log.
     Returns the final validation metrics (and timing)."""
     opts = opts or TokenizerTrainOptions()
@@ -160,8 +161,11 @@ def train_tokenizers(entries: list[TakeEntry], config: ModelConfig | str, out: s
     torch.manual_seed(opts.seed)
     np.random.seed(opts.seed)  # only for libraries that use the global state; we use our own generator
 
-    train = MotionWindows(entries, "train", config.window, config.stride, opts.mirror, opts.stretch_factors)
-    val = MotionWindows(entries, "val", config.window, config.stride, takes=train.takes)
+    from .streaming import tokenizer_windows
+
+    # In memory (MotionWindows), or streamed from the on-disk store for split data sets / --stream.
+    train, val = tokenizer_windows(entries, config, opts.mirror, opts.stretch_factors, data_options, log=log,
+                                   progress=progress)
     if len(train) == 0:
         raise EchoMaskError(f"The takes are too short for training: each needs at least {config.window} "
                             f"frames ({config.window / config.fps:.1f} s) outside its held-out tail.")
@@ -256,7 +260,7 @@ def train_tokenizers(entries: list[TakeEntry], config: ModelConfig | str, out: s
     meta = {"steps": opts.steps, "seed": opts.seed, "train_seconds": round(elapsed, 1), "device": str(device),
             "batch_size": opts.batch_size, "lr": opts.lr, "command": command,
             "data": [{"take": e.name, "kind": e.kind, "weight": e.weight, "masked_parts": list(e.masked_parts),
-                      "holdout": e.holdout, "note": e.note} for e in entries],
+                      "holdout": e.holdout, "note": e.note} for e in train.entries],
             "train_windows": len(train), "val_windows": len(val),
             "validation": {k: round(v, 5) for k, v in val_metrics.items()}}
     tokset.save(out, meta)
@@ -269,17 +273,19 @@ def run_cli(args) -> int:
     """`python -m core train-tokenizers ...` (see core/cli.py for the options)."""
     import sys
 
-    from .data import resolve_manifest
+    from .streaming import DataOptions
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    entries = resolve_manifest(args.manifest)
+    data_options = DataOptions.from_args(args)
+    entries = data_options.manifest(args.manifest)
     opts = TokenizerTrainOptions(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                                  device=args.device, val_every=args.val_every,
                                  save_every=min(args.val_every, 250))
     command = "python -m core " + " ".join(sys.argv[1:])
     result = train_tokenizers(entries, args.config, args.out, opts, resume=args.resume,
-                              progress=not args.no_progress, command=command)
+                              progress=not args.no_progress, command=command, data_options=data_options,
+                              log=lambda msg: print(msg, file=sys.stderr))
     print(f"Saved {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB) after {result['seconds'] / 60:.1f} min.")
     print("Validation (held-out ground truth): " + ", ".join(
         f"{k} {result[k]:.4g}" for k in ("mpjpe", "mpjpe_upper", "mpjpe_hands", "mpjpe_lower", "expr_mse",

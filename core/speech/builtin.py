@@ -94,13 +94,13 @@ class BuiltinBackend:
     """Offline, CPU, ~84 + 43 features; needs numpy, scipy and pocketsphinx."""
     name = "builtin"
     # Bump whenever outputs change (part of the cache key). Includes the recogniser's settings.
-    version = f"3|{RECOGNISER_PRESETS['fast']}|{LowLevelConfig()}"
+    version = f"4|{RECOGNISER_PRESETS['fast']}|{LowLevelConfig()}"  # 4: phones independent of earlier clips
 
     def __init__(self, recogniser=RECOGNISER_PRESETS["fast"], lowlevel=LowLevelConfig()):
         self.recogniser = recogniser
         self.lowlevel = LowLevelExtractor(lowlevel)
         if recogniser != RECOGNISER_PRESETS["fast"] or lowlevel != LowLevelConfig():
-            self.version = f"3|{recogniser}|{lowlevel}"
+            self.version = f"4|{recogniser}|{lowlevel}"
 
     def dims(self) -> tuple[int, int]:
         return LOW_DIM, HIGH_DIM

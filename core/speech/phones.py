@@ -73,9 +73,12 @@ def _phone_loop_arpa() -> str:
     return "\n".join(lines)
 
 
-def _decoder(config: RecogniserConfig):
-    """One decoder per settings per process (building one reads the model: ~0.1 s)."""
+def _decoder(config: RecogniserConfig, fresh: bool = False):
+    """One decoder per settings per process (building one reads the model: ~0.03-0.1 s); fresh=True: a new
+    one, not kept."""
     key = (config.phone_lm, tuple(sorted(config.decoder_kwargs().items())))
+    if fresh:
+        key = key + (object(),)
     with _DECODER_LOCK:
         if key not in _DECODERS:
             try:
@@ -96,7 +99,7 @@ def _decoder(config: RecogniserConfig):
                     _DECODERS[key] = _build_decoder(pocketsphinx, model, path, config)
             else:
                 raise EchoMaskError(f"Unknown phone LM '{config.phone_lm}': use 'loop' or 'trigram'.")
-        return _DECODERS[key]
+        return _DECODERS.pop(key) if fresh else _DECODERS[key]
 
 
 def _build_decoder(pocketsphinx, model: str, phone_lm: str, config: RecogniserConfig):
@@ -118,15 +121,18 @@ def recognise_phones(audio: np.ndarray, config: RecogniserConfig = RecogniserCon
     segments: list[tuple[float, float, str]] = []
     if len(audio) < SAMPLE_RATE // 10:  # under 0.1 s: too short for the recogniser's feature windows
         return [(0.0, len(audio) / SAMPLE_RATE, "SIL")] if len(audio) else []
-    decoder = _decoder(config)
+    # A new decoder for every clip: a decoder adapts as it goes (its front end's estimates carry over from
+    # utterance to utterance, even through reinit_feat, and reinit() does not restore a new one's state), so
+    # with a shared one a clip's phones would depend on what this process recognised before; content-keyed
+    # feature caches and sharded batch generation need them to depend on the clip alone.
+    decoder = _decoder(config, fresh=True)
     for start, end in split_points(len(audio), audio, target_s=config.chunk_s):
         offset = start / SAMPLE_RATE
-        with _DECODER_LOCK:  # one decoder object: one utterance at a time
-            decoder.reinit_feat()  # the front end's noise estimate would otherwise carry over from the last clip
-            decoder.start_utt()
-            decoder.process_raw(_to_int16(audio[start:end]), full_utt=True)
-            decoder.end_utt()
-            found = [(seg.word, seg.start_frame, seg.end_frame) for seg in decoder.seg()]
+        decoder.reinit_feat()  # the front end's noise estimate would otherwise carry over from the last clip
+        decoder.start_utt()
+        decoder.process_raw(_to_int16(audio[start:end]), full_utt=True)
+        decoder.end_utt()
+        found = [(seg.word, seg.start_frame, seg.end_frame) for seg in decoder.seg()]
         piece_end = end / SAMPLE_RATE
         for word, first, last in found:
             label = word if word in PHONE_INDEX else _normalise_label(word)

@@ -1,10 +1,13 @@
-"""Every Blender-version difference EchoMask touches, in one place (4.2 LTS, 4.5 LTS, 5.0).
+"""Every Blender-version difference EchoMask touches, in one place (4.2 LTS, 4.5 LTS, 5.0, 5.2 LTS, 5.3).
 
 - Actions: 4.2/4.3 keep F-curves on `action.fcurves`; 4.4+ have slots, layers, keyframe strips and
   channelbags (`action.fcurves` is a first-slot shim on 4.4/4.5 and gone in 5.0). A slot must be created and
   assigned by hand: an Action assigned without a slot animates nothing.
 - NLA strips know which slot they play from 4.4 on (`NlaStrip.action_slot`).
 - VSE: `SequenceEditor.sequences` became `strips` (both on 4.4/4.5, only `strips` on 5.0).
+- Strip timing: 5.1+ name it `content_start` / `left_handle` / `right_handle` / `duration`; the older
+  `frame_start` / `frame_final_start` / `frame_final_end` / `frame_final_duration` still work there but
+  warn (DeprecationWarning on 5.3: "expected to be removed in Blender 6.0").
 - Sound: the PyPI bpy 4.2 wheel is built without Audaspace (no `aud`, no sound strips).
 Callers never test versions themselves; they use these helpers.
 """
@@ -17,6 +20,8 @@ from ..core.errors import AudioError
 
 HAS_SLOTTED_ACTIONS = "slots" in bpy.types.Action.bl_rna.properties
 HAS_AUDASPACE = bool(getattr(bpy.app.build_options, "audaspace", True))
+_STRIP_TYPE = getattr(bpy.types, "Strip", None) or bpy.types.Sequence   # Sequence before 4.4
+HAS_STRIP_HANDLES = "left_handle" in _STRIP_TYPE.bl_rna.properties     # 5.1+
 
 _INTERPOLATION = {item.identifier: item.value
                   for item in bpy.types.Keyframe.bl_rna.properties["interpolation"].enum_items}
@@ -138,6 +143,23 @@ def sound_decodes(sound) -> bool | None:
     if not HAS_AUDASPACE:
         return None
     return int(sound.samplerate) > 0
+
+
+def strip_content_start(strip) -> float:
+    """The timeline frame where the strip's content (a sound's first sample) starts, before any trim."""
+    return strip.content_start if HAS_STRIP_HANDLES else strip.frame_start
+
+
+def strip_span(strip) -> tuple[int, int]:
+    """(first frame, end frame) the strip plays after trims; the end is exclusive (its first silent frame)."""
+    if HAS_STRIP_HANDLES:
+        return int(strip.left_handle), int(strip.right_handle)
+    return int(strip.frame_final_start), int(strip.frame_final_end)
+
+
+def strip_duration(strip) -> int:
+    """Frames the strip plays after trims."""
+    return int(strip.duration if HAS_STRIP_HANDLES else strip.frame_final_duration)
 
 
 def check_sound_file(path: str) -> None:

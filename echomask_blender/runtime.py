@@ -1,31 +1,32 @@
-"""Which Python runs the generator, installing one, and what it can run on. No bpy at import time.
+"""Which Python runs the generator, where the installed runtime is, and what it can run on. No bpy at import
+time.
 
 torch never goes into Blender (docs/BLENDER_NOTES.md §0.3/§0.4): the worker runs in a separate Python, found in
 this order:
 1. the environment variable ECHOMASK_PYTHON (development and tests);
 2. the user's own Python, when the preferences say "Existing Python";
 3. the runtime installed by the preferences' "Install Runtime" button: a venv in the extension's user
-   folder (`bpy.utils.extension_path_user(__package__, path="runtime")`) with the pinned requirements.
+   folder (`bpy.utils.extension_path_user(__package__, path="runtime")`) with the pins for Blender's Python
+   version (runtime_requirements/python3.X.txt).
 ECHOMASK_WORKER_SCRIPT may name a script to run instead of `-m core.worker` (the tests' fake worker), and
 ECHOMASK_RUNTIME_DIR overrides the runtime folder.
 
-Installing is a list of subprocess steps (venv, pip) run one after the other and polled like a generation
-job, so Blender never waits on pip and the log is visible (docs/BLENDER_NOTES.md §1.6). It never runs during
-register(). The probe (`python -m core.worker --probe`: torch version, CUDA, Apple GPU) is cached in
-the runtime folder next to the Python it describes.
+The runtime folder holds one installed runtime, `rt-XXXXXXXX/venv`, named by the stamp file
+`echomask_runtime.json` (older versions put the venv straight in `venv/`, with a stamp without "folder").
+The stamp is replaced in one step when a new install has finished (runtime_install.py), so the runtime
+in use is always a complete one. The probe (`python -m core.worker --probe`: torch version, CUDA, Apple
+GPU) is cached in the runtime folder next to the Python it describes.
+Installing runs as subprocess steps polled like a generation job, so Blender never waits on pip and the log
+is visible (docs/BLENDER_NOTES.md §1.6); it never runs during register().
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import hashlib
 import json
 import os
 import pathlib
-import queue
-import subprocess
 import sys
-import threading
 import time
 
 from ..core.errors import DeviceError, EchoMaskError
@@ -36,9 +37,11 @@ ENV_WORKER_SCRIPT = "ECHOMASK_WORKER_SCRIPT"
 ENV_RUNTIME_DIR = "ECHOMASK_RUNTIME_DIR"
 
 EXTENSION_ROOT = str(pathlib.Path(__file__).resolve().parent.parent)
-REQUIREMENTS_FILE = str(pathlib.Path(__file__).resolve().parent / "runtime_requirements.txt")
+# One pin list per Python version (python3.11.txt, python3.13.txt): the runtime's Python is Blender's own.
+REQUIREMENTS_DIR = str(pathlib.Path(__file__).resolve().parent / "runtime_requirements")
 STAMP_NAME = "echomask_runtime.json"
 PROBE_NAME = "probe.json"
+LEGACY_VENV = "venv"   # where versions before the swap-in install kept the venv
 # pip options per install variant. DEFAULT: PyPI's own torch (CUDA on Linux/Windows, Apple GPU on macOS).
 # CPU: PyTorch's CPU-only wheels (about 200 MB instead of several GB), everything else from PyPI.
 VARIANTS = {
@@ -49,6 +52,10 @@ VARIANTS = {
 
 class RuntimeMissingError(EchoMaskError):
     """No Python with the generator's requirements is set up."""
+
+
+class RuntimeInstallError(EchoMaskError):
+    """The runtime cannot be installed here (no pin list for this Python, a missing wheel, ...)."""
 
 
 @dataclasses.dataclass
@@ -77,26 +84,51 @@ def default_runtime_dir(package: str) -> str:
         return bpy.utils.user_resource("CONFIG", path=os.path.join("echomask", "runtime"), create=True)
 
 
-def venv_python(runtime_dir: str) -> str:
+def venv_python(venv_dir: str) -> str:
+    """The Python executable inside a venv folder."""
     if os.name == "nt":
-        return os.path.join(runtime_dir, "venv", "Scripts", "python.exe")
-    return os.path.join(runtime_dir, "venv", "bin", "python")
+        return os.path.join(venv_dir, "Scripts", "python.exe")
+    return os.path.join(venv_dir, "bin", "python")
 
 
 def read_stamp(runtime_dir: str) -> dict | None:
     try:
         with open(os.path.join(runtime_dir, STAMP_NAME), encoding="utf-8") as f:
-            return json.load(f)
+            stamp = json.load(f)
     except (OSError, ValueError):
         return None
+    return stamp if isinstance(stamp, dict) else None
+
+
+def write_stamp(runtime_dir: str, stamp: dict) -> None:
+    """Replace the stamp in one step (a crash leaves the old one or the new one, never half a file)."""
+    path = os.path.join(runtime_dir, STAMP_NAME)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(stamp, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def installed_folder(runtime_dir: str, stamp: dict | None = None) -> str | None:
+    """The folder (inside runtime_dir) of the installed runtime's venv, per its stamp; None when none is."""
+    stamp = read_stamp(runtime_dir) if stamp is None else stamp
+    if not stamp:
+        return None
+    folder = stamp.get("folder")
+    if not folder:
+        return os.path.join(runtime_dir, LEGACY_VENV)
+    return os.path.join(runtime_dir, os.path.basename(folder), "venv")
 
 
 def installed_python(runtime_dir: str) -> str | None:
     """The installed runtime's Python, only when an install finished (its stamp is written last)."""
-    python = venv_python(runtime_dir)
-    if os.path.isfile(python) and read_stamp(runtime_dir):
-        return python
-    return None
+    venv = installed_folder(runtime_dir)
+    if venv is None:
+        return None
+    python = venv_python(venv)
+    return python if os.path.isfile(python) else None
 
 
 def find_python(runtime_dir: str, mode: str = "INSTALLED", custom_python: str = "") -> RuntimeChoice:
@@ -228,9 +260,43 @@ def check_device(device: str, info: dict | None) -> None:
         raise DeviceError(problem)
 
 
-# ------------------------------------------------------------------------------------------ install
+# ------------------------------------------------------------------------------------------ requirements
 
-def requirements_lines(path: str = REQUIREMENTS_FILE) -> list[str]:
+def python_tag(version) -> str:
+    return f"{version[0]}.{version[1]}"
+
+
+def supported_pythons(requirements_dir: str | None = None) -> list[tuple[int, int]]:
+    """The Python versions that have a pin list (python3.11.txt -> (3, 11)), oldest first."""
+    out = []
+    for name in os.listdir(requirements_dir or REQUIREMENTS_DIR):
+        stem, ext = os.path.splitext(name)
+        if ext == ".txt" and stem.startswith("python"):
+            try:
+                major, minor = (int(x) for x in stem[len("python"):].split("."))
+            except ValueError:
+                continue
+            out.append((major, minor))
+    return sorted(out)
+
+
+def requirements_file(python_version=None, requirements_dir: str | None = None) -> str:
+    """The pin list for a Python version (default: this Python, which is Blender's own in the add-on).
+
+    RuntimeInstallError, saying what to do, when this EchoMask has none for that Python."""
+    version = tuple(python_version or sys.version_info[:2])[:2]
+    folder = requirements_dir or REQUIREMENTS_DIR
+    path = os.path.join(folder, f"python{python_tag(version)}.txt")
+    if os.path.isfile(path):
+        return path
+    have = " and ".join(python_tag(v) for v in supported_pythons(folder)) or "none"
+    raise RuntimeInstallError(
+        f"This EchoMask version has no runtime package list for Python {python_tag(version)} (the Python of this "
+        f"Blender); it has lists for Python {have}. Update the EchoMask extension, or choose 'Existing Python' in "
+        "Preferences > Add-ons > EchoMask and pick a Python that already has torch.")
+
+
+def requirements_lines(path: str) -> list[str]:
     """The pins (comments and blanks dropped)."""
     out = []
     with open(path, encoding="utf-8") as f:
@@ -241,181 +307,19 @@ def requirements_lines(path: str = REQUIREMENTS_FILE) -> list[str]:
     return out
 
 
-@dataclasses.dataclass
-class InstallStep:
-    label: str
-    argv: list[str]
-    weight: float = 1.0
+def pins_digest(path: str) -> str:
+    """Hash of the pins themselves (comments do not count)."""
+    return hashlib.sha256("\n".join(requirements_lines(path)).encode("utf-8")).hexdigest()
 
 
-def install_steps(runtime_dir: str, base_python: str | None = None, variant: str = "DEFAULT",
-                  requirements: str = REQUIREMENTS_FILE) -> list[InstallStep]:
-    """venv + pip install of the pinned requirements; `base_python` defaults to Blender's own Python."""
-    if variant not in VARIANTS:
-        raise EchoMaskError(f"Unknown runtime variant '{variant}' (use {', '.join(VARIANTS)}).")
-    base = base_python or sys.executable
-    venv_dir = os.path.join(runtime_dir, "venv")
-    py = venv_python(runtime_dir)
-    return [
-        InstallStep("Creating the runtime folder", [base, "-m", "venv", "--clear", venv_dir], 1.0),
-        InstallStep("Downloading and installing torch and the other requirements (this takes a while)",
-                    [py, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--progress-bar",
-                     "off", *VARIANTS[variant], "-r", requirements], 20.0),
-    ]
-
-
-class RuntimeInstaller:
-    """Runs install steps one after another in subprocesses; `tick()` never blocks.
-
-    The stamp file is written only after every step succeeded, so a cancelled or failed install never
-    counts as installed.
-    """
-
-    def __init__(self, runtime_dir: str, steps: list[InstallStep], variant: str = "DEFAULT",
-                 requirements: str = REQUIREMENTS_FILE, log_lines: int = 200):
-        self.runtime_dir = runtime_dir
-        self.steps = steps
-        self.variant = variant
-        self.requirements = requirements
-        self.log = collections.deque(maxlen=log_lines)
-        self.state = JobState.NOT_STARTED
-        self.error: str | None = None
-        self._index = -1
-        self._proc: subprocess.Popen | None = None
-        self._lines: queue.SimpleQueue = queue.SimpleQueue()
-        self._reader: threading.Thread | None = None
-        self._within = 0.0
-
-    @property
-    def fraction(self) -> float:
-        total = sum(s.weight for s in self.steps) or 1.0
-        if self.state == JobState.DONE:
-            return 1.0
-        done = sum(s.weight for s in self.steps[:max(self._index, 0)])
-        current = self.steps[self._index].weight if 0 <= self._index < len(self.steps) else 0.0
-        return min(1.0, (done + current * self._within) / total)
-
-    @property
-    def message(self) -> str:
-        if self.state == JobState.DONE:
-            return "Runtime installed"
-        if self.state == JobState.ERROR:
-            return self.error or "Install failed"
-        if self.state == JobState.CANCELLED:
-            return "Install cancelled"
-        if 0 <= self._index < len(self.steps):
-            last = self.log[-1] if self.log else ""
-            return f"{self.steps[self._index].label}: {last[:120]}" if last else self.steps[self._index].label
-        return "Starting"
-
-    def start(self) -> None:
-        os.makedirs(self.runtime_dir, exist_ok=True)
-        stamp = os.path.join(self.runtime_dir, STAMP_NAME)
-        if os.path.exists(stamp):
-            os.remove(stamp)  # an interrupted reinstall must not look installed
-        self.state = JobState.RUNNING
-        self._next_step()
-
-    def _next_step(self) -> None:
-        self._index += 1
-        self._within = 0.0
-        if self._index >= len(self.steps):
-            self._write_stamp()
-            self.state = JobState.DONE
-            return
-        step = self.steps[self._index]
-        self.log.append(f"$ {' '.join(step.argv)}")
-        try:
-            self._proc = subprocess.Popen(step.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, text=True, encoding="utf-8",
-                                          errors="replace", bufsize=1, env=self._env())
-        except OSError as exc:
-            self._fail(f"{step.label} could not start: {exc}")
-            return
-        self._reader = threading.Thread(target=self._read, args=(self._proc.stdout,), daemon=True)
-        self._reader.start()
-
-    @staticmethod
-    def _env() -> dict:
-        env = dict(os.environ)
-        for key in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PIP_REQUIRE_VIRTUALENV"):
-            env.pop(key, None)
-        env["PYTHONUNBUFFERED"] = "1"
-        return env
-
-    def _read(self, stream) -> None:
-        try:
-            for line in stream:
-                self._lines.put(line.rstrip())
-        except (OSError, ValueError):
-            pass
-
-    def tick(self) -> JobState:
-        if self.state != JobState.RUNNING or self._proc is None:
-            return self.state
-        while True:
-            try:
-                line = self._lines.get_nowait()
-            except queue.Empty:
-                break
-            if line:
-                self.log.append(line)
-                # pip prints one 'Collecting' per package, then 'Installing collected packages'
-                if line.startswith(("Collecting", "Downloading", "Using cached", "Requirement already")):
-                    self._within = min(0.8, self._within + 0.04)
-                elif line.startswith("Installing collected packages"):
-                    self._within = 0.85
-        code = self._proc.poll()
-        if code is None:
-            return self.state
-        self._reader.join(1.0)
-        while not self._lines.empty():
-            self.log.append(self._lines.get_nowait())
-        if code != 0:
-            step = self.steps[self._index]
-            tail = next((line for line in reversed(self.log) if line.strip()), "")
-            self._fail(f"{step.label} failed (exit code {code}). {tail[:300]} — check your internet "
-                       "connection and free disk space, then press Install Runtime again.")
-            return self.state
-        self._next_step()
-        return self.state
-
-    def cancel(self) -> None:
-        if self.state == JobState.RUNNING:
-            if self._proc is not None and self._proc.poll() is None:
-                self._proc.terminate()
-                try:
-                    self._proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
-            self.state = JobState.CANCELLED
-
-    def wait(self, timeout: float) -> JobState:
-        end = time.monotonic() + timeout
-        while self.tick() == JobState.RUNNING and time.monotonic() < end:
-            time.sleep(0.05)
-        return self.state
-
-    def _fail(self, message: str) -> None:
-        self.error = message
-        self.state = JobState.ERROR
-
-    def _write_stamp(self) -> None:
-        with open(self.requirements, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()
-        stamp = {"variant": self.variant, "requirements_sha256": digest, "platform": sys.platform,
-                 "installed_at": time.strftime("%Y-%m-%d %H:%M:%S")}
-        with open(os.path.join(self.runtime_dir, STAMP_NAME), "w", encoding="utf-8") as f:
-            json.dump(stamp, f)
-
-    def stamp_is_current(self) -> bool:
-        return runtime_is_current(self.runtime_dir, self.requirements)
-
-
-def runtime_is_current(runtime_dir: str, requirements: str = REQUIREMENTS_FILE) -> bool:
-    """True when the installed runtime was made from these exact pins (else: offer 'Update Runtime')."""
+def runtime_is_current(runtime_dir: str, requirements_dir: str | None = None) -> bool:
+    """True when the installed runtime was made from this EchoMask's pins for its Python (else: offer
+    'Reinstall Runtime')."""
     stamp = read_stamp(runtime_dir)
-    if not stamp:
+    if not stamp or not stamp.get("python") or not stamp.get("pins_sha256"):
+        return False  # none, or made by an older EchoMask (its stamp has no pins digest)
+    try:
+        path = requirements_file(tuple(int(x) for x in str(stamp["python"]).split(".")[:2]), requirements_dir)
+    except (RuntimeInstallError, ValueError):
         return False
-    with open(requirements, "rb") as f:
-        return stamp.get("requirements_sha256") == hashlib.sha256(f.read()).hexdigest()
+    return stamp["pins_sha256"] == pins_digest(path)

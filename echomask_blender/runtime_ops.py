@@ -2,7 +2,9 @@
 
 `RuntimePreferences` is mixed into the add-on's preferences class (preferences.py). Install and Check
 run as background tasks polled by a modal timer (the same pattern as generation): Blender stays usable,
-the log and a progress bar show in the preferences, and nothing runs during register().
+the progress bar, pip's current line (wrapped, never cut), any failure and the log's path show in the
+preferences, and nothing runs during register(). What the preferences say about the runtime is always
+about the Python that would run now (its cached Check), never a remembered line.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import os
 import bpy
 
 from ..core.errors import EchoMaskError
-from . import runtime
+from . import runtime, runtime_install
 from .job import JobState
 from .modal_timer import TimerModal
 
@@ -66,6 +68,37 @@ def cached_probe_for(choice: runtime.RuntimeChoice) -> dict | None:
     return runtime.cached_probe(runtime_dir(), choice.python)
 
 
+def runtime_summary(context=None) -> tuple[str, bool]:
+    """(text, ok): the last Check of the Python that would run the generator now, or why there is none.
+
+    Computed on every redraw from the runtime really in use, so it can never describe a runtime that was
+    replaced or is gone."""
+    try:
+        choice = choose_python(context)
+    except runtime.RuntimeMissingError as err:
+        return str(err), False
+    info = cached_probe_for(choice)
+    if not info:
+        return "Not checked yet: press Check to see its torch version and GPU.", False
+    return runtime.probe_summary(info), bool(info.get("torch"))
+
+
+def text_width(context) -> int:
+    """About how many characters fit on one line of the preferences (for wrapping long text)."""
+    region = getattr(context, "region", None)
+    width = getattr(region, "width", 0) or 700
+    view = getattr(getattr(context, "preferences", None), "view", None)
+    scale = getattr(view, "ui_scale", 1.0) or 1.0
+    return max(40, int((width - 90) / (7.0 * scale)))
+
+
+def draw_wrapped(layout, text: str, width: int, icon: str = "NONE") -> None:
+    """`text` as labels of at most `width` characters: all of it shows, nothing is cut."""
+    col = layout.column(align=True)
+    for i, line in enumerate(runtime_install.wrap_text(text, width)):
+        col.label(text=line, icon=icon if i == 0 else ("BLANK1" if icon != "NONE" else "NONE"))
+
+
 class RuntimePreferences:
     """Preference fields for the runtime (a mixin: Blender reads annotations of base classes)."""
 
@@ -88,42 +121,63 @@ class RuntimePreferences:
         name="Model Weights", subtype="FILE_PATH", default="",
         options={"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else set(),
         description="Optional: an EchoMask checkpoint (.safetensors) to use instead of the bundled one")
-    probe_text: bpy.props.StringProperty(name="Runtime", default="Not checked yet")
 
     def draw_runtime(self, context, layout):
+        width = text_width(context)
         box = layout.box()
         box.label(text="Generator Runtime (torch runs outside Blender)", icon="CONSOLE")
         box.prop(self, "python_source", expand=True)
         if self.python_source == "CUSTOM":
             box.prop(self, "custom_python")
         else:
+            folder = runtime_dir()
             row = box.row(align=True)
             row.prop(self, "runtime_variant", text="")
-            installed = runtime.installed_python(runtime_dir()) is not None
+            installed = runtime.installed_python(folder) is not None
             row.operator(ECHOMASK_OT_install_runtime.bl_idname,
                          text="Reinstall Runtime" if installed else "Install Runtime", icon="IMPORT")
-            box.label(text=f"Folder: {runtime_dir()}", icon="FILE_FOLDER")
-            if installed and not runtime.runtime_is_current(runtime_dir()):
-                box.label(text="The runtime is older than this EchoMask version: reinstall it.", icon="ERROR")
+            draw_wrapped(box, f"Folder: {folder}", width, icon="FILE_FOLDER")
+            stamp = runtime.read_stamp(folder) if installed else None
+            if stamp and stamp.get("python"):
+                box.label(text=f"Installed: Python {stamp['python']}, {stamp.get('variant', '?')} variant, "
+                               f"{stamp.get('installed_at', '')}", icon="CHECKMARK")
+            if installed and not runtime.runtime_is_current(folder):
+                draw_wrapped(box, "The runtime is older than this EchoMask version: reinstall it (the one you "
+                                  "have keeps working until the new one is complete).", width, icon="ERROR")
             if not bpy.app.online_access:
-                box.label(text="Installing needs 'Allow Online Access' (Preferences > System > Network).",
-                          icon="INFO")
+                draw_wrapped(box, "Installing needs 'Allow Online Access' (Preferences > System > Network).",
+                             width, icon="INFO")
         task = _TASK.get("task")
         if task is not None:
-            box.progress(factor=task.fraction, text=task.message[:90])
-            if task.state == JobState.RUNNING:
+            message = task.message
+            fits = len(message) <= width
+            box.progress(factor=task.fraction, text=message if fits else f"{task.fraction:.0%}")
+            if not fits:
+                draw_wrapped(box, message, width)
+            if task.state in (JobState.RUNNING, JobState.CANCELLING):
                 box.operator(ECHOMASK_OT_cancel_runtime_task.bl_idname, icon="CANCEL")
-            col = box.column(align=True)
-            for line in list(task.log)[-6:]:
-                col.label(text=line[:110])
+            if task.state == JobState.ERROR and task.detail:
+                draw_wrapped(box, task.detail, width, icon="ERROR")
+            tail = [line for line in list(task.log)[-3:] if line.strip()]
+            if tail:
+                col = box.column(align=True)
+                for line in tail:
+                    draw_wrapped(col, line, width)
+            log_path = getattr(task, "log_path", None)
+            if log_path and os.path.exists(log_path):
+                row = box.row()
+                draw_wrapped(row, f"Full log: {log_path}", width - 12, icon="TEXT")
+                row.operator("wm.path_open", text="Open Log").filepath = log_path
+        summary, ok = runtime_summary(context)
         row = box.row(align=True)
-        row.label(text=self.probe_text, icon="CHECKMARK" if "torch" in self.probe_text else "QUESTION")
+        draw_wrapped(row, summary, width - 12, icon="CHECKMARK" if ok else "QUESTION")
         row.operator(ECHOMASK_OT_check_runtime.bl_idname, text="Check", icon="FILE_REFRESH")
         box.prop(self, "weights_path")
 
 
 # A background task shared by the two runtime operators (one at a time), readable by the preferences UI.
 _TASK: dict = {}
+_BUSY = (JobState.RUNNING, JobState.CANCELLING)
 
 
 class _ProbeTask:
@@ -136,10 +190,15 @@ class _ProbeTask:
         self.info: dict | None = None
         self.state = JobState.RUNNING
         self.log: list[str] = []
+        self.log_path = None
 
     @property
     def fraction(self) -> float:
         return 1.0 if self.state.finished else 0.5
+
+    @property
+    def detail(self) -> str:
+        return (self.info or {}).get("error", "") if self.state == JobState.ERROR else ""
 
     @property
     def message(self) -> str:
@@ -165,11 +224,7 @@ class _ProbeTask:
 def finish_probe(task: _ProbeTask, context=None) -> str:
     """Cache and show a finished probe; returns its one-line summary."""
     runtime.save_probe(runtime_dir(), task.choice.python, task.info or {})
-    summary = runtime.probe_summary(task.info)
-    prefs = preferences(context)
-    if prefs is not None:
-        prefs.probe_text = summary
-    return summary
+    return runtime.probe_summary(task.info)
 
 
 class _RuntimeTaskOperator(TimerModal):
@@ -182,7 +237,7 @@ class _RuntimeTaskOperator(TimerModal):
         pass
 
     def execute(self, context):
-        if _TASK.get("task") is not None and _TASK["task"].state == JobState.RUNNING:
+        if _TASK.get("task") is not None and _TASK["task"].state in _BUSY:
             self.report({"WARNING"}, "A runtime task is already running.")
             return {"CANCELLED"}
         try:
@@ -200,17 +255,17 @@ class _RuntimeTaskOperator(TimerModal):
         for area in getattr(context.screen, "areas", []):
             if area.type == "PREFERENCES":
                 area.tag_redraw()
-        if state == JobState.RUNNING:
+        if state in _BUSY:
             return {"PASS_THROUGH"}
         self.finished(context, task)
         if state == JobState.DONE:
             self.report({"INFO"}, task.message)
             return self._end(context, {"FINISHED"})
         if state == JobState.ERROR:
-            self.report({"ERROR"}, task.message)
+            self.report({"ERROR"}, task.detail or task.message)
         return self._end(context, {"CANCELLED"})
 
-    def cancel(self, context):  # Blender quits or loads a file
+    def cancel(self, context):  # Blender quits or loads a file: stop pip; the next install cleans up
         task = _TASK.get("task")
         if task is not None and task.state == JobState.RUNNING:
             task.cancel()
@@ -227,21 +282,15 @@ class ECHOMASK_OT_install_runtime(_RuntimeTaskOperator, bpy.types.Operator):
     bl_options = {"REGISTER", "INTERNAL"}
 
     def start_task(self, context):
-        if not bpy.app.online_access and not os.environ.get("ECHOMASK_ALLOW_OFFLINE_INSTALL"):
+        wheelhouse = os.environ.get(runtime_install.ENV_WHEELHOUSE) or None   # a local folder: no internet
+        if not wheelhouse and not bpy.app.online_access and not os.environ.get("ECHOMASK_ALLOW_OFFLINE_INSTALL"):
             raise EchoMaskError("Online access is off. Allow it in Preferences > System > Network "
                                 "('Allow Online Access'), or choose an existing Python instead.")
         prefs = preferences(context)
         variant = prefs.runtime_variant if prefs is not None else "DEFAULT"
-        folder = runtime_dir()
-        installer = runtime.RuntimeInstaller(folder, runtime.install_steps(folder, variant=variant), variant=variant)
+        installer = runtime_install.RuntimeInstaller(runtime_dir(), variant, wheelhouse=wheelhouse)
         installer.start()
         return installer
-
-    def finished(self, context, task):
-        if task.state == JobState.DONE:  # describe the new runtime straight away
-            prefs = preferences(context)
-            if prefs is not None:
-                prefs.probe_text = "Installed; press Check to see its devices"
 
 
 class ECHOMASK_OT_check_runtime(_RuntimeTaskOperator, bpy.types.Operator):
@@ -260,7 +309,7 @@ class ECHOMASK_OT_check_runtime(_RuntimeTaskOperator, bpy.types.Operator):
 
 
 class ECHOMASK_OT_cancel_runtime_task(bpy.types.Operator):
-    """Stop the runtime install (a half-installed runtime does not count as installed)"""
+    """Stop the runtime install: the unfinished one is removed, the runtime you had stays as it was"""
 
     bl_idname = "echomask.cancel_runtime_task"
     bl_label = "Cancel"
@@ -279,7 +328,7 @@ def drive_task(timeout: float = 600.0):
 
     task = _TASK.get("task")
     end = time.monotonic() + timeout
-    while task is not None and task.tick() == JobState.RUNNING and time.monotonic() < end:
+    while task is not None and task.tick() in _BUSY and time.monotonic() < end:
         time.sleep(0.05)
     return task
 

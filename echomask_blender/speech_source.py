@@ -49,7 +49,9 @@ def generation_range(scene, settings) -> tuple[int, int]:
 
 
 def _strip_span(strip) -> tuple[int, int]:
-    return int(strip.frame_final_start), int(strip.frame_final_end) - 1  # frame_final_end is exclusive
+    """First and last frame (inclusive) the strip plays."""
+    first, end = compat.strip_span(strip)
+    return first, end - 1
 
 
 def _strip_is_audible(strip) -> bool:
@@ -89,7 +91,7 @@ def strips_in_range(scene, start: int, end: int) -> list:
         first, last = _strip_span(strip)
         if last >= start and first <= end:
             out.append(strip)
-    return sorted(out, key=lambda s: (s.channel, s.frame_final_start))
+    return sorted(out, key=lambda s: (s.channel, compat.strip_span(s)[0]))
 
 
 def resolve_file(path: str) -> str:
@@ -136,7 +138,7 @@ def plan_speech(scene, settings) -> SpeechPlan:
         if problem:
             raise AudioError(f"The sound strip '{strip.name}' cannot be used: {problem}. Relink it to a working "
                              "audio file (Sequencer > Sidebar > Strip > Sound), or choose another strip.")
-        first = int(strip.frame_start)  # where the sound's first sample plays (before any trim)
+        first = int(compat.strip_content_start(strip))  # where the sound's first sample plays (before any trim)
         label = os.path.splitext(strip.name)[0]
         if strip.sound.packed_file is not None:
             return SpeechPlan("STRIP", first, None, label, packed_strip=strip.name, description=strip_description(strip))

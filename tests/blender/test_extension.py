@@ -85,9 +85,23 @@ def test_zip_holds_the_add_on_and_no_dev_files(extension_zip):
     names = zipfile.ZipFile(extension_zip).namelist()
     assert "blender_manifest.toml" in names and "__init__.py" in names
     assert "echomask_blender/operators.py" in names and "core/take.py" in names
+    # Install Runtime needs the pins for the Python of every supported Blender (3.11: 4.2-5.0, 3.13: 5.1+)
+    assert {"echomask_blender/runtime_requirements/python3.11.txt",
+            "echomask_blender/runtime_requirements/python3.13.txt"} <= set(names)
     for excluded in ("tests/", "bench/", "tools/", "requirements/", ".ci/", "docs/", "__pycache__"):
         assert not [n for n in names if n.startswith(excluded) or f"/{excluded}" in n], excluded
     assert not [n for n in names if n.endswith(".pyc")]
+
+
+def test_manifest_admits_every_supported_blender():
+    import tomllib
+
+    manifest = tomllib.loads((ROOT / "blender_manifest.toml").read_text())
+    assert manifest["blender_version_min"] == "4.2.0"
+    # blender_version_max is the first version NOT supported: absent, or past 5.3
+    maximum = manifest.get("blender_version_max")
+    assert maximum is None or tuple(int(x) for x in maximum.split(".")) > (5, 3, 99), maximum
+    assert "wheels" not in manifest   # the bpy layer uses only what Blender's Python ships (3.11 and 3.13 alike)
 
 
 def test_built_zip_installs_enables_and_works(extension_zip, tmp_path):

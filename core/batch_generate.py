@@ -166,15 +166,16 @@ def _clean_stale(out: pathlib.Path) -> None:
             continue
 
 
-def generate_batch(inputs, out_dir, shard=(0, 1), seed: int = 0, temperature: float = 0.0, model=None,
-                   device: str = "auto", travel: bool = False, intensity: float = 1.0, lipsync: float | None = None,
-                   blend: bool = False, fbx: bool = False, feature_fn=None, progress: bool = True, cancel=None,
-                   log=print, threads: int = 1, steps=None) -> BatchResult:
-    """Generate one take per speech file (see the module docstring). cancel() -> True stops between and
-    inside files (nothing half-written; the next run resumes). feature_fn / steps: as core.inference.generate."""
+def generate_batch(inputs, out_dir, shard=(0, 1), options=None, model=None, blend: bool = False, fbx: bool = False,
+                   feature_fn=None, progress: bool = True, cancel=None, log=print, **overrides) -> BatchResult:
+    """Generate one take per speech file (see the module docstring). options: GenerationOptions (+ keyword
+    overrides of its fields); options.seed is the base seed each file's seed derives from. cancel() -> True
+    stops between and inside files (nothing half-written; the next run resumes). feature_fn: as
+    core.inference.generate."""
     from .audio import load_speech
     from .checkpoint import EchoMaskModel
     from .datastore import content_hash, save_json
+    from .generation.options import GenerationOptions
     from .inference import GenerationCancelled, generate, resolve_model
     from .take import save_take
 
@@ -185,13 +186,14 @@ def generate_batch(inputs, out_dir, shard=(0, 1), seed: int = 0, temperature: fl
     items = shard_items(collect_inputs(inputs), shard)
     out.mkdir(parents=True, exist_ok=True)
     _clean_stale(out)
-    mdl = model if isinstance(model, EchoMaskModel) else resolve_model(model, device)   # once per process
+    options = (options or GenerationOptions()).replace(**{k: v for k, v in overrides.items() if v is not None})
+    mdl = model if isinstance(model, EchoMaskModel) else resolve_model(model, options.device)   # once per process
     model_id = content_hash(mdl.path) if getattr(mdl, "path", None) and os.path.isfile(mdl.path) else "in-memory"
-    settings = {"temperature": float(temperature), "base_seed": int(seed), "travel": bool(travel),
-                "intensity": float(intensity), "lipsync": lipsync, "model": model_id,
-                "model_config": getattr(mdl.config, "name", "?"), "steps": steps}
+    # What makes a take what it is (a finished file with other settings is made again); device and threads
+    # do not change the result.
+    settings = {k: v for k, v in options.to_dict().items() if k not in ("seed", "device", "threads")}
+    settings.update(base_seed=options.seed, model=model_id, model_config=getattr(mdl.config, "name", "?"))
     res = BatchResult(shard=shard)
-    kw = {} if steps is None else {"steps": steps}
 
     todo = []
     for it in items:
@@ -227,10 +229,9 @@ def generate_batch(inputs, out_dir, shard=(0, 1), seed: int = 0, temperature: fl
                                                 dir=out))
             try:
                 audio = load_speech(it.path)
-                file_seed_ = file_seed(seed, expected["source_sha256"])
-                take = generate(audio, seed=file_seed_, temperature=temperature, model=mdl, device=device,
-                                travel=travel, intensity=intensity, lipsync=lipsync, feature_fn=feature_fn,
-                                cancel=cancel, threads=threads, **kw)
+                file_seed_ = file_seed(options.seed, expected["source_sha256"])
+                take = generate(audio, options.replace(seed=file_seed_), model=mdl, feature_fn=feature_fn,
+                                cancel=cancel)
                 files = {"npz": tmp / f"{it.clip}.npz"}
                 save_take(take, files["npz"])
                 if blend or fbx:
@@ -288,10 +289,11 @@ def run_cli(args) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        res = generate_batch(args.inputs, args.out, shard=parse_shard(args.shard), seed=args.seed,
-                             temperature=args.temperature, model=args.weights, device=args.device,
-                             travel=args.travel, intensity=args.intensity, lipsync=args.lipsync, blend=args.blend,
-                             fbx=args.fbx, progress=not args.no_progress, threads=args.threads,
+        from .cli import generation_options
+
+        res = generate_batch(args.inputs, args.out, shard=parse_shard(args.shard),
+                             options=generation_options(args).replace(threads=args.threads), model=args.weights,
+                             blend=args.blend, fbx=args.fbx, progress=not args.no_progress,
                              log=lambda m: print(m, file=sys.stderr))
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -11,6 +11,32 @@ import sys
 from .errors import EchoMaskError
 
 
+def add_generation_options(p) -> None:
+    """The generation options (core.generation.options.GenerationOptions), with its defaults."""
+    from .generation.options import GenerationOptions
+
+    d = GenerationOptions()
+    p.add_argument("--seed", type=int, default=d.seed, help="variation seed: same seed, same take")
+    p.add_argument("--temperature", "--variation", dest="temperature", type=float, default=d.temperature,
+                   help=f"variation: 0 = the model's most likely motion, higher = more varied (default {d.temperature:g})")
+    p.add_argument("--steps", type=int, default=d.steps,
+                   help=f"decoding passes per window (default {d.steps}; 1 = the paper's single pass)")
+    p.add_argument("--top-p", dest="top_p", type=float, default=d.top_p,
+                   help=f"sample among the most likely motion tokens covering this probability (default {d.top_p:g})")
+    p.add_argument("--intensity", type=float, default=d.intensity, help="gesture amplitude, 0..2 (1 = as generated)")
+    p.add_argument("--travel", action="store_true", help="let the character travel (default: stays in place)")
+    p.add_argument("--lipsync", type=float, default=d.lipsync,
+                   help=f"phone-accurate mouth strength 0..1 combined with the model's face (default {d.lipsync:g}; 0 = off)")
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda or mps")
+
+
+def generation_options(args):
+    from .generation.options import GenerationOptions
+
+    return GenerationOptions(seed=args.seed, temperature=args.temperature, steps=args.steps, top_p=args.top_p,
+                             intensity=args.intensity, travel=args.travel, lipsync=args.lipsync, device=args.device)
+
+
 def cmd_import_take(args) -> int:
     """BEAT2/SMPL-X take (+ speech) -> SMPL-X rig in a .blend, and/or FBX."""
     from .blender_bridge import run_blender_task
@@ -236,14 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="speech -> animated SMPL-X take (take.npz, take.blend, take.fbx)")
     p.add_argument("speech", help="speech audio (wav, flac, ogg, mp3)")
     p.add_argument("-o", "--out", required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=0, help="variation seed (used when --temperature > 0)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = most likely motion; e.g. 0.7 for variations")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    p.add_argument("--travel", action="store_true", help="let the character travel (default: stays in place)")
-    p.add_argument("--intensity", type=float, default=1.0, help="gesture amplitude, 0..2 (1 = as generated)")
+    add_generation_options(p)
     p.add_argument("--weights", default=None, help="model weights (default: the bundled small model)")
-    p.add_argument("--lipsync", type=float, default=None,
-                   help="phone-accurate mouth strength 0..1 combined with the model's face (default 0.75; 0 = off)")
     p.add_argument("--no-blend", action="store_true", help="write take.npz only (no .blend / .fbx)")
     p.set_defaults(func=cmd_generate)
 
@@ -255,14 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "CLIP.json per speech file")
     p.add_argument("--shard", default=None, metavar="I/N", help="do only shard I of N (0 <= I < N) of the sorted "
                    "list: every machine runs the same command with its own I")
-    p.add_argument("--seed", type=int, default=0, help="base seed; each file's seed derives from it and the file's "
-                   "content (used when --temperature > 0)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = most likely motion; e.g. 0.7 for variations")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    p.add_argument("--travel", action="store_true", help="let the character travel (default: stays in place)")
-    p.add_argument("--intensity", type=float, default=1.0, help="gesture amplitude, 0..2 (1 = as generated)")
+    add_generation_options(p)   # --seed is the base seed: each file's seed derives from it and the file's content
     p.add_argument("--weights", default=None, help="model weights (default: the bundled small model)")
-    p.add_argument("--lipsync", type=float, default=None, help="phone-accurate mouth strength 0..1 (default 0.75)")
     p.add_argument("--blend", action="store_true", help="also write CLIP.blend (rig, animation, sound strip)")
     p.add_argument("--fbx", action="store_true", help="also write CLIP.fbx")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1: fastest for "

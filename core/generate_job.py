@@ -15,9 +15,10 @@ import time
 from .errors import EchoMaskError
 
 
-def generate_files(speech: str, out_dir: str, seed: int = 0, temperature: float = 0.0, device: str = "auto",
-                   travel: bool = False, intensity: float = 1.0, weights: str | None = None,
-                   blend: bool = True, progress=None, lipsync: float | None = None) -> dict:
+def generate_files(speech: str, out_dir: str, options=None, weights: str | None = None, blend: bool = True,
+                   progress=None, **overrides) -> dict:
+    """speech -> OUT/take.npz (+ .blend, .fbx); options: core.generation.options.GenerationOptions (with
+    keyword overrides of its fields)."""
     from .audio import check_has_speech, load_speech
     from .inference import generate
     from .take import save_take
@@ -27,8 +28,7 @@ def generate_files(speech: str, out_dir: str, seed: int = 0, temperature: float 
         raise EchoMaskError(f"{out} exists and is not a folder; choose an output folder.")
     audio = load_speech(speech)
     check_has_speech(audio, os.path.basename(speech))
-    take = generate(audio, seed=seed, temperature=temperature, model=weights, device=device, travel=travel,
-                    intensity=intensity, progress=progress, lipsync=lipsync)
+    take = generate(audio, options, model=weights, progress=progress, **overrides)
     take.meta["audio"] = os.path.abspath(speech)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".echomask_", dir=out.parent) as tmp:
@@ -62,9 +62,10 @@ def run_cli(args) -> int:
             last[0] = fraction
             print(f"[{fraction * 100:3.0f}%] {message}", file=sys.stderr)
 
-    res = generate_files(args.speech, args.out, seed=args.seed, temperature=args.temperature, device=args.device,
-                         travel=args.travel, intensity=args.intensity, weights=args.weights,
-                         blend=not args.no_blend, progress=progress, lipsync=args.lipsync)
+    from .cli import generation_options
+
+    res = generate_files(args.speech, args.out, generation_options(args), weights=args.weights,
+                         blend=not args.no_blend, progress=progress)
     take = res["take"]
     print(f"Generated {take.num_frames} frames ({take.duration:.1f} s at {take.fps:g} fps) in "
           f"{time.perf_counter() - started:.1f} s.")

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import bpy
 
+from ..core.generation.options import MAX_INTENSITY, MAX_TEMPERATURE, GenerationOptions
 from ..core.take_parts import ANIM_PARTS, PART_LABELS
 from . import compat
 from .speech_source import SOURCES
 
+
+DEFAULTS = GenerationOptions()   # one default per option, shared with the CLI and the worker
 
 # '//' (relative to the .blend) paths: 4.5+ warns unless a FILE_PATH property declares it supports them.
 RELATIVE_PATH_OPTIONS = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else set()
@@ -60,7 +63,7 @@ class EchoMaskSettings(bpy.types.PropertyGroup):
                                    description="Let the character move around (off: stays in place)")
     seed: bpy.props.IntProperty(name="Seed", default=0, min=0, description="Same seed, same take")
     temperature: bpy.props.FloatProperty(
-        name="Variation", default=1.0, min=0.0, max=2.0, soft_max=1.5,
+        name="Variation", default=DEFAULTS.temperature, min=0.0, max=MAX_TEMPERATURE, soft_max=1.5,
         description="0 = the model's single most likely motion; higher = more varied takes per seed")
     model: bpy.props.EnumProperty(
         name="Model",
@@ -69,10 +72,10 @@ class EchoMaskSettings(bpy.types.PropertyGroup):
                                       "authors' official release converted with `convert-official`")),
         default="BUNDLED")
     lipsync: bpy.props.FloatProperty(
-        name="Lip Sync", default=0.75, min=0.0, max=1.0,
+        name="Lip Sync", default=DEFAULTS.lipsync, min=0.0, max=1.0,
         description="How strongly recognised speech sounds drive the mouth (lips close on p/b/m, open on vowels), "
                     "combined with the model's face. 0 = the model's face alone")
-    intensity: bpy.props.FloatProperty(name="Gesture Intensity", default=1.0, min=0.0, max=2.0,
+    intensity: bpy.props.FloatProperty(name="Gesture Intensity", default=DEFAULTS.intensity, min=0.0, max=MAX_INTENSITY,
                                        description="How big the gestures are (1 = as the model makes them)")
     device: bpy.props.EnumProperty(
         name="Device",

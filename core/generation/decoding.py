@@ -130,3 +130,63 @@ def decode_window(generator, tokenizers, motion, known, cond, temperature: float
             fill = np.repeat(new, unit) & ~known
             frames[fill] = decoded[fill]
     return codes
+
+
+def refine_window(generator, tokenizers, motion, known, cond, temperature: float = 0.0, sampler=None,
+                  steps: int = DEFAULT_STEPS, known_codes=None, to_motion=None, top_p: float = 1.0):
+    """Tokens of one window by mask-predict refinement (Ghazvininejad et al. 2019): pass 0 predicts every
+    open position at once (the paper's single pass); each later pass hides again the positions whose
+    choice is least confident (fewer each pass: open x (steps - s) / steps), shows the model all the others
+    (their decoded frames and tokens) and predicts the hidden ones anew. Arguments as `decode_window`."""
+    import torch
+
+    from ..model.generator import known_token_vectors
+    from ..motion_repr import parts_to_motion337
+
+    to_motion = to_motion or (lambda dec: parts_to_motion337({p: v[0].float().cpu().numpy() for p, v in dec.items()}))
+    dev = next(generator.parameters()).device
+    levels = generator.levels
+    unit = tokenizers[PARTS[0]].downsample
+    n = len(known) // unit
+    known = np.asarray(known, bool)
+    known_tok = known.reshape(n, unit).all(1)
+    given = np.zeros(n, bool)
+    codes = {p: torch.zeros((n, levels), dtype=torch.long, device=dev) for p in PARTS}
+    if known_codes is not None:
+        given = known_tok & np.all([(known_codes[p][:, 0] >= 0).cpu().numpy() for p in PARTS], axis=0)
+        sel = torch.from_numpy(given).to(dev)
+        for p in PARTS:
+            codes[p][sel] = known_codes[p][:, :levels].to(dev)[sel]
+    open_pos = np.flatnonzero(~given)
+    confidence = np.full(n, np.inf)
+    frames = np.array(motion, np.float32, copy=True)
+    hidden = ~given
+    steps = max(1, int(steps))
+    for step in range(steps):
+        if step > 0:
+            k = int(len(open_pos) * (steps - step) / steps)
+            if k == 0:
+                break
+            hidden = np.zeros(n, bool)
+            hidden[open_pos[np.argsort(confidence[open_pos], kind="stable")[:k]]] = True
+        shown = ~hidden
+        visible = known | np.repeat(shown, unit)
+        with torch.inference_mode():
+            hints = None
+            if getattr(generator, "token_hints", False) and shown.any():
+                hints = known_token_vectors(tokenizers, {p: c[None] for p, c in codes.items()},
+                                            torch.from_numpy(shown).to(dev)[None], levels)
+            out = generator(torch.from_numpy(frames)[None].to(dev), torch.from_numpy(~visible)[None].to(dev),
+                            None, None, cond=cond, known=hints)
+            picks = {p: choose_motion_tokens(out["logits"][p], temperature, sampler, top_p) for p in PARTS}
+        conf = torch.stack([lp[0] for _, lp in picks.values()]).mean(0).cpu().numpy()
+        sel = torch.from_numpy(hidden).to(dev)
+        for p in PARTS:
+            codes[p][sel] = picks[p][0][0][sel]
+        confidence[hidden] = conf[hidden]
+        if step + 1 < steps:
+            with torch.inference_mode():
+                decoded = to_motion(tokenizers.decode_parts({p: c[None] for p, c in codes.items()}))
+            fill = np.repeat(~given, unit) & ~known
+            frames[fill] = decoded[fill]
+    return codes

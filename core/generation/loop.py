@@ -20,10 +20,10 @@ import time
 import numpy as np
 
 from ..skeleton import PARTS
-from .decoding import decode_window
+from .decoding import decode_window, refine_window
 from .features import SAMPLE_RATE, FeatureStream, default_feature_fn
 from .options import GenerationOptions
-from .post import apply_intensity, apply_phone_mouth, keep_known, neutral_standing, splice_known
+from .post import apply_intensity, apply_phone_mouth, keep_known, neutral_standing, smooth_body, splice_known
 
 SPEECH_GROUP = 8   # the MAM speech branch does not depend on motion: run it for 8 windows in one batch
 
@@ -138,8 +138,12 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
                 given[p][:] = known_tokens[p][w * (hop // unit):w * (hop // unit) + n_tok, :gen.levels]
         for p in PARTS:
             given[p][:tok_per_seed] = seed_codes[p][:, :gen.levels]
-        codes = decode_window(gen, tok, motion, known_here, cond, options.temperature, sampler, options.steps,
-                              known_codes=given, top_p=options.top_p)
+        choose = refine_window if options.strategy == "refine" else decode_window
+        codes = choose(gen, tok, motion, known_here, cond, options.temperature, sampler, options.steps,
+                       known_codes=given, top_p=options.top_p)
+        if 0 < options.levels < gen.levels:   # finer levels decode as absent (the seed keeps them: it is context)
+            for p in PARTS:
+                codes[p][:, options.levels:] = -1
         t1 = time.perf_counter()
         with torch.inference_mode():
             for p in PARTS:
@@ -181,6 +185,7 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
         trans_feat[sl], contacts[sl] = feats["lower"][:, LOWER_TRANS], feats["lower"][:, LOWER_CONTACTS]
     del seqs, tokens
     take = Take(poses=poses, trans=np.zeros((n_frames, 3), np.float32), expressions=expressions, fps=fps)
+    take = smooth_body(take, options.smoothing)
     take = apply_intensity(take, options.intensity)   # before the root: foot locking sees the final legs
     take.trans = root_translation(take.poses, trans_feat, contacts, fps, travel=options.travel)
     if known_parts is not None:   # what the animator keeps stays exactly as it was
@@ -189,7 +194,8 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
     if timings is not None:
         timings.update(times)
     take.meta = {"generator": "echomask", "config": cfg.name, "weights": mdl.path, "seed": options.seed,
-                 "temperature": options.temperature, "top_p": options.top_p, "steps": options.steps, "travel": options.travel,
+                 "temperature": options.temperature, "top_p": options.top_p, "steps": options.steps,
+                 "strategy": options.strategy, "levels": options.levels, "smoothing": options.smoothing, "travel": options.travel,
                  "intensity": options.intensity}
     if "face" in parts_to_generate:
         take = apply_phone_mouth(take, phones, options.lipsync, known_frames)

@@ -34,6 +34,26 @@ def apply_intensity(take: Take, intensity: float) -> Take:
     return scaled
 
 
+def smooth_body(take: Take, sigma_frames: float) -> Take:
+    """Gaussian smoothing of every joint's rotation over time (quaternions, sign-continuous, renormalised)
+    with `sigma_frames` (0 = unchanged); the jaw is left to the face. Token boundaries every 4 frames are
+    where decoded motion jerks; a sigma of a frame removes that and hardly changes the gesture (measured in
+    docs/RESULTS.md)."""
+    if sigma_frames <= 0:
+        return take
+    from .. import rotations as R
+    from ..face.signals import smooth
+
+    n = take.num_frames
+    q = R.make_quaternions_continuous(R.axis_angle_to_quaternion(take.poses.reshape(n, 55, 3).astype(np.float64)), axis=0)
+    qs = smooth(q.reshape(n, -1), sigma_frames).reshape(q.shape)
+    qs /= np.linalg.norm(qs, axis=-1, keepdims=True).clip(1e-9)
+    poses = R.quaternion_to_axis_angle(qs).reshape(n, -1).astype(np.float32)
+    poses[:, 66:69] = take.poses[:, 66:69]   # the jaw: the face's (and the phone mouth's) own timing
+    take.poses = poses
+    return take
+
+
 def apply_phone_mouth(take: Take, phones, strength: float, known_frames=None) -> Take:
     """Combine the model's face with the recognised phones (lips close on p/b/m, open on vowels, rest in
     pauses); frames given as known keep their face exactly. Strength 0 returns the take unchanged."""

@@ -1,0 +1,116 @@
+"""Choosing a window's tokens (core.generation.decoding) and the post-processing of generated takes, on a
+tiny random-weight bundle: every pass sees what the passes before it chose, given tokens are kept, the
+options validate, smoothing removes jerk but keeps the gesture and the jaw."""
+import numpy as np
+import pytest
+
+from conftest import requires_torch
+from model_helpers import fake_features, one_thread, tiny_bundle
+
+pytestmark = requires_torch
+
+_threads = pytest.fixture(scope="module", autouse=True)(one_thread)
+
+
+@pytest.fixture(scope="module")
+def window(tmp_path_factory):
+    import torch
+
+    from echomask.core.inference import resolve_model, neutral_seed_codes
+    from echomask.core.motion_repr import parts_to_motion337, take_to_parts
+    from echomask.core.generation.post import neutral_standing
+
+    model = resolve_model(str(tiny_bundle(tmp_path_factory.mktemp("w") / "tiny.safetensors")), "cpu")
+    g, tok = model.generator, model.tokenizers
+    low, high = fake_features(np.random.default_rng(0).standard_normal(64 * 16000 // 30).astype(np.float32) * 0.1)
+    with torch.inference_mode():
+        cond = g.mam.speech_branch(torch.from_numpy(low[None]), torch.from_numpy(high[None]))
+    motion = np.zeros((64, 337), np.float32)
+    motion[:4] = parts_to_motion337(take_to_parts(neutral_standing(4)))
+    known = np.zeros(64, bool)
+    known[:4] = True
+    seed = neutral_seed_codes(tok)
+    given = {p: torch.full((16, g.levels), -1, dtype=torch.long) for p in seed}
+    for p in seed:
+        given[p][:1] = seed[p][:, :g.levels]
+    return model, motion, known, cond, given
+
+
+def _spy(model, monkeypatch):
+    calls = []
+    real = model.generator.forward
+
+    def spy(motion, mask, low, high, *a, **k):
+        calls.append({"mask": mask.clone(), "known": k.get("known")})
+        return real(motion, mask, low, high, *a, **k)
+
+    monkeypatch.setattr(model.generator, "forward", spy)
+    return calls
+
+
+@pytest.mark.parametrize("strategy", ["refine", "commit"])
+def test_each_pass_sees_the_earlier_choices_and_given_tokens_stay(window, monkeypatch, strategy):
+    from echomask.core.generation.decoding import decode_window, refine_window
+
+    model, motion, known, cond, given = window
+    calls = _spy(model, monkeypatch)
+    fn = refine_window if strategy == "refine" else decode_window
+    codes = fn(model.generator, model.tokenizers, motion, known, cond, steps=4, known_codes=given)
+    assert len(calls) == 4
+    hidden = [int(c["mask"][0].reshape(16, 4).all(1).sum()) for c in calls]
+    assert hidden[0] == 15                       # the first pass sees the seed only
+    assert all(a > b for a, b in zip(hidden, hidden[1:])) and hidden[-1] >= 1   # then more and more
+    assert calls[0]["known"]["upper"][0, 0].abs().sum() > 0    # the seed's token is given as a known token
+    for p, c in codes.items():
+        assert c.shape == (16, model.generator.levels) and (c[:, 0] >= 0).all()
+        assert (c[0] == given[p][0]).all()       # the given seed token is kept
+
+
+def test_one_pass_is_the_papers_single_pass(window, monkeypatch):
+    from echomask.core.generation.decoding import refine_window
+
+    model, motion, known, cond, given = window
+    calls = _spy(model, monkeypatch)
+    refine_window(model.generator, model.tokenizers, motion, known, cond, steps=1, known_codes=given)
+    assert len(calls) == 1 and not calls[0]["mask"][0, :4].any() and calls[0]["mask"][0, 4:].all()
+
+
+def test_nucleus_sampling_keeps_to_the_likely_codes():
+    import torch
+
+    from echomask.core.generation.decoding import choose_tokens
+
+    logits = torch.log(torch.tensor([0.6, 0.3, 0.05, 0.05]))[None, None, None].repeat(1, 200, 1, 1)
+    gen = torch.Generator().manual_seed(0)
+    codes = choose_tokens(logits, 1.0, gen, top_p=0.8)
+    assert set(codes.flatten().tolist()) == {0, 1}
+    assert set(choose_tokens(logits, 1.0, gen).flatten().tolist()) == {0, 1, 2, 3}
+    assert (choose_tokens(logits, 0.0).flatten() == 0).all()
+
+
+def test_options_validate_with_clear_messages():
+    from echomask.core.errors import EchoMaskError
+    from echomask.core.generation.options import GenerationOptions
+
+    for bad, word in (({"temperature": -1}, "Variation"), ({"steps": 0}, "passes"), ({"top_p": 0}, "top_p"),
+                      ({"strategy": "beam"}, "strategy"), ({"parts": ("tail",)}, "body parts"),
+                      ({"smoothing": -1}, "Smoothing"), ({"intensity": 3}, "Intensity")):
+        with pytest.raises(EchoMaskError, match=word):
+            GenerationOptions(**bad)
+    opts = GenerationOptions.from_dict({"seed": 3, "audio": "x.wav", "lipsync": None})
+    assert opts.seed == 3 and opts.lipsync == GenerationOptions().lipsync
+
+
+def test_levels_and_smoothing_options(tmp_path):
+    from echomask.core.inference import generate
+
+    bundle = str(tiny_bundle(tmp_path / "t.safetensors"))
+    audio = (0.1 * np.random.default_rng(1).standard_normal(16000 * 4)).astype(np.float32)
+    raw = generate(audio, model=bundle, feature_fn=fake_features, temperature=1.0, levels=0, smoothing=0)
+    smooth = generate(audio, model=bundle, feature_fn=fake_features, temperature=1.0, levels=0, smoothing=1.5)
+    jerk = lambda t: np.abs(np.diff(t.poses[:, 3:66], 3, axis=0)).mean()
+    assert jerk(smooth) < 0.6 * jerk(raw)
+    assert np.corrcoef(smooth.poses[:, 3:66].ravel(), raw.poses[:, 3:66].ravel())[0, 1] > 0.8   # same gesture (random weights: very jerky)
+    np.testing.assert_allclose(smooth.poses[:, 66:69], raw.poses[:, 66:69], atol=1e-6)          # the jaw as it was
+    coarse = generate(audio, model=bundle, feature_fn=fake_features, temperature=1.0, levels=1, smoothing=0)
+    assert coarse.meta["levels"] == 1 and not np.allclose(coarse.poses, raw.poses)

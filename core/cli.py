@@ -256,6 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=0,
                    help="early stopping: stop after this many validations without a better score (0 = off)")
     p.add_argument("--init", default=None, help="fine-tune: start from this model bundle's generator (same --config)")
+    p.add_argument("--model-output-weight", type=float, default=None,
+                   help="--manifest shared: loss weight of the published models' outputs against 1 for captured "
+                   "motion (default 0.3)")
+    p.add_argument("--speech-aug", type=float, default=None,
+                   help="speech feature augmentation strength (noise, time and band masks; 0 = off)")
+    p.add_argument("--score", default=None, help="early-stopping score: probe conditions averaged over the parts, "
+                   "e.g. vis4 (the single-pass inference condition) or vis4,vis24 (default)")
     p.add_argument("--stop-after", type=int, default=0,
                    help="pause after this step (resumable; the schedule still spans --steps)")
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop (and save) after this much time; 0 = no limit")

@@ -114,7 +114,7 @@ def folder_manifest(folder: str | os.PathLike, weight: float = 1.0, kind: str = 
 
 
 def resolve_manifest(spec: str, speakers=None, split_file: str | None = None, additional: bool = False,
-                     stream: bool = False):
+                     stream: bool = False, model_output_weight: float | None = None):
     """'shared' -> the shared data manifest; a folder with a split file (BEAT2's train_test_split.csv, or
     `split_file`) -> its official train/val split (core.beat2; read through the on-disk store, core.streaming);
     any other folder -> folder_manifest(folder) (split by time). speakers: 'all'/None or BEAT2 speaker numbers
@@ -125,7 +125,8 @@ def resolve_manifest(spec: str, speakers=None, split_file: str | None = None, ad
         if spec == "shared":
             raise EchoMaskError("--split-file needs a data folder (--manifest FOLDER), not 'shared'.")
         return split_manifest(spec, split_file, speakers, additional)
-    entries = shared_training_manifest() if spec == "shared" else folder_manifest(spec)
+    entries = (shared_training_manifest(**({} if model_output_weight is None else {"model_weight": model_output_weight}))
+               if spec == "shared" else folder_manifest(spec))
     return Manifest(filter_speakers(entries, speakers), source=spec, stream=stream)
 
 

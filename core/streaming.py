@@ -47,17 +47,19 @@ class DataOptions:
     additional: bool = False
     stream: bool = False
     cache_dir: str | None = None
+    model_output_weight: float | None = None   # 'shared': loss weight of published models' outputs (None = 0.3)
 
     @classmethod
     def from_args(cls, args) -> "DataOptions":
         return cls(getattr(args, "speakers", None), getattr(args, "split_file", None),
                    bool(getattr(args, "additional", False)), bool(getattr(args, "stream", False)),
-                   getattr(args, "data_cache", None))
+                   getattr(args, "data_cache", None), getattr(args, "model_output_weight", None))
 
     def manifest(self, spec: str):
         from .data import resolve_manifest
 
-        return resolve_manifest(spec, self.speakers, self.split_file, self.additional, self.stream)
+        return resolve_manifest(spec, self.speakers, self.split_file, self.additional, self.stream,
+                                model_output_weight=self.model_output_weight)
 
     def store_dir(self) -> str:
         return self.cache_dir or default_store_dir()

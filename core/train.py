@@ -57,6 +57,9 @@ class TrainConfig:
     max_minutes: float = 0.0        # > 0: training-loop time budget (after data preparation): stop and save
     #                                 when spent; the LR schedule and masking ramp then follow the clock
     patience: int = 0               # > 0: stop when this many validations in a row bring no better score
+    score: tuple = ("vis4", "vis24")  # early-stopping score: validation level-0 CE of these probe conditions
+    score_parts: tuple = ("upper", "hands", "lower")
+    speech_aug: float = 0.0         # speech feature augmentation: noise (x std), time masks, mel-band masks
 
 
 def default_cache_dir() -> str:
@@ -286,13 +289,49 @@ def add_code_vectors(batch, tokenizers):
     return batch
 
 
+def augment_speech(g, batch, strength: float, generator, dist=None) -> dict:
+    """A copy of the batch with its speech features augmented (SpecAugment-like, for minutes of speech that
+    a model otherwise learns by heart): Gaussian noise of `strength` x each feature's std, two time spans of
+    up to 8 frames and one band of up to 10 mel bands set to the feature mean (the phones of a masked span to
+    none). Drawn for the global batch from `generator` and sliced, so any number of processes agree."""
+    import torch
+
+    low, high = batch["low"], batch["high"]
+    b, t, fl = low.shape
+    world = dist.world if dist is not None else 1
+    rows = dist.shard(b * world) if dist is not None else slice(0, b)
+    gb = b * world
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=generator)[rows].to(low.device)
+
+    noise = torch.randn(gb, t, fl, generator=generator)[rows].to(low.device)
+    mean, std = g.mam.speech_low.mean, g.mam.speech_low.std
+    low = low + strength * std * noise
+    frames = torch.arange(t, device=low.device)[None]
+    masked = torch.zeros(b, t, dtype=torch.bool, device=low.device)
+    for _ in range(2):
+        start, length = rand(gb) * t, rand(gb) * 8
+        masked |= (frames >= start[:, None]) & (frames < (start + length)[:, None])
+    low = torch.where(masked[..., None], mean, low)
+    high = torch.where(masked[..., None], torch.zeros_like(high), high)
+    n_mels = min(80, fl)
+    band0, width = (rand(gb) * n_mels).long(), (rand(gb) * 10).long()
+    bands = torch.arange(fl, device=low.device)[None]
+    in_band = (bands >= band0[:, None]) & (bands < (band0 + width)[:, None]) & (bands < n_mels)
+    low = torch.where(in_band[:, None, :], mean, low)
+    return dict(batch, low=low, high=high)
+
+
 def training_step(student, teacher, tokenizers, batch, tcfg: TrainConfig, progress: float, generator=None,
                   dist=None, loss_module=None):
     """Loss of one batch (three passes + MAM); returns (loss tensor, dict of floats). With `dist` (several
     processes) `batch` is this rank's share of the global batch and the loss is scaled for DDP."""
     g = student.module if hasattr(student, "module") else student
     add_code_vectors(batch, tokenizers)
-    sqa_mask, h = choose_sqa_masks(teacher, batch, tcfg, progress, generator, dist)
+    sqa_mask, h = choose_sqa_masks(teacher, batch, tcfg, progress, generator, dist)   # on the clean speech
+    if tcfg.speech_aug > 0:
+        batch = augment_speech(g, batch, tcfg.speech_aug, generator, dist)
     norms = loss_norms(batch, dist)
     if loss_module is None:
         loss, logs = _three_pass_loss(g, batch, sqa_mask, norms, tcfg)
@@ -400,13 +439,13 @@ class EpochSampler:
         return {"epoch": self.epoch, "pos": self.pos}
 
 
-def _validation_score(probes: dict) -> float | None:
-    """Early-stopping criterion: mean level-0 CE on validation over the body parts, with the seed and with
-    24 frames visible (the states iterative decoding passes through)."""
+def _validation_score(probes: dict, tcfg: TrainConfig) -> float | None:
+    """Early-stopping criterion: mean validation level-0 CE of the `tcfg.score` probe conditions over
+    `tcfg.score_parts` (vis4 = the seed only: what a single decoding pass sees)."""
     val = probes.get("val") or {}
     if not val.get("ce0"):
         return None
-    vals = [val["ce0"][p][c] for p in ("upper", "hands", "lower") for c in ("vis4", "vis24")]
+    vals = [val["ce0"][p][c] for p in tcfg.score_parts for c in tcfg.score]
     return float(np.mean(vals))
 
 
@@ -551,7 +590,7 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
                 return
             metrics = evaluate(model, tokenizers, val, dev)
             probes = probe_sets(model, train, val, dev, probe_windows, tokenizers)
-            score = _validation_score(probes)
+            score = _validation_score(probes, tcfg)
             if score is not None and (best["score"] is None or score < best["score"]):
                 best.update(score=score, step=step)
                 save_model(best_path, config, tokenizers, model, dict(info_base, step=step, best=best, val=metrics,
@@ -637,8 +676,12 @@ def run_cli(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    overrides = {k: v for k, v in (("lr", args.lr), ("warmup", args.warmup), ("weight_decay", args.weight_decay))
-                 if v is not None}
+    overrides = {k: v for k, v in (("lr", args.lr), ("warmup", args.warmup), ("weight_decay", args.weight_decay),
+                                   ("speech_aug", getattr(args, "speech_aug", None))) if v is not None}
+    if getattr(args, "score", None):
+        overrides["score"] = tuple(c.strip() for c in args.score.split(",") if c.strip())
+        if "vis4" in overrides["score"] and len(overrides["score"]) == 1:
+            overrides["score_parts"] = tuple(PARTS)   # the first pass: the face reads speech too
     tcfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, val_every=args.val_every,
                        ckpt_every=args.ckpt_every or args.val_every, max_minutes=args.max_minutes, ramp=args.ramp,
                        random_masking=args.random_masking, patience=args.patience, stop_after=args.stop_after,

@@ -26,13 +26,13 @@ def setup(tmp_path_factory):
     return root
 
 
-def _train(root, out, nproc, steps, resume=False, stop_after=0):
+def _train(root, out, nproc, steps, resume=False, stop_after=0, extra=()):
     cmd = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
             str(29500 + os.getpid() % 1000 + nproc)] if nproc > 1 else [sys.executable])
     cmd += ["-m", "core", "train", "--manifest", str(root / "data"), "--config", "tiny", "--tokenizers",
             str(root / "tok.safetensors"), "--out", str(out), "--steps", str(steps), "--batch-size", "4",
             "--val-every", "1000", "--no-progress", "--threads", "1", "--device", "cpu", "--stop-after", str(stop_after)]
-    cmd += ["--resume"] if resume else []
+    cmd += (["--resume"] if resume else []) + list(extra)
     env = {**os.environ, "ECHOMASK_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -51,8 +51,9 @@ def _max_diff(a, b):
 
 def test_two_processes_step_like_one(setup):
     root = setup
-    _train(root, root / "single", 1, 1)
-    proc = _train(root, root / "ddp", 2, 1)
+    aug = ("--speech-aug", "0.2")   # random speech augmentation: drawn for the global batch, so ranks agree
+    _train(root, root / "single", 1, 1, extra=aug)
+    proc = _train(root, root / "ddp", 2, 1, extra=aug)
     assert "x 2 processes (gloo)" in proc.stdout + proc.stderr
     single, ddp = _params(root / "single" / "model.safetensors"), _params(root / "ddp" / "model.safetensors")
     start = _params(root / "bundle.safetensors")

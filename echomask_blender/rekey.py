@@ -23,7 +23,7 @@ from ..core.intensity import scale_take
 from ..core.keyreduce import quaternion_tolerance, reduce_keys
 from ..core.take import Take, save_take
 from ..core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts, model_parts
-from . import compat, runtime_ops, speech_source
+from . import compat, retarget, runtime_ops, speech_source
 from .generate_op import GenerationRun, _RunModal, build_request, current_run, launch_run, new_job_dir
 from .keys import EXPRESSION_KEY, _bone_quaternions, expression_meshes
 from .panel import selected_parts
@@ -138,8 +138,11 @@ class StagedRekey(StagedActions):
         weights = _blend_weights(len(frames), blend)
         rig = rig_frames(armature)
         replaced: dict[tuple, np.ndarray] = {}   # (owner, path, index) -> values on `frames`
+        mapped = retarget.is_mapped(armature)    # a character's own rig: its channels (retarget.py)
+        if mapped:
+            replaced.update(retarget.rekey_channels(armature, new_take, parts, frames, rows, weights, curves[BODY]))
         joints = sorted(j for p in parts for j in PART_JOINT_INDICES[p])
-        if joints:
+        if joints and not mapped:
             new_q = _bone_quaternions(rig, new_take)[rows]
             for j in joints:
                 path = _bone_path(BONE_NAMES[j], "rotation_quaternion")
@@ -156,7 +159,7 @@ class StagedRekey(StagedActions):
                     q = -q
                 for c in range(4):
                     replaced[(BODY, path, c)] = q[:, c]
-        if "root" in parts:
+        if "root" in parts and not mapped:
             path = _bone_path(BONE_NAMES[0], "location")
             new_loc = rig.pelvis_location(new_take.trans.astype(np.float64))[rows]
             for c in range(3):
@@ -338,6 +341,9 @@ def simplify_take(armature, source: str, *, rotation_deg: float, location: float
             if owner == BODY and path.endswith(".rotation_quaternion") and all((path, c) in owner_curves for c in range(4)):
                 add_group(owner, path, range(4), quaternion_tolerance(rotation_deg))
                 seen.update((path, c) for c in range(4))
+            elif owner == BODY and path.endswith(".rotation_euler") and all((path, c) in owner_curves for c in range(3)):
+                add_group(owner, path, range(3), np.radians(rotation_deg))   # a mapped rig's Euler bones
+                seen.update((path, c) for c in range(3))
             elif owner == BODY and path.endswith(".location") and all((path, c) in owner_curves for c in range(3)):
                 add_group(owner, path, range(3), location * rig.scale)
                 seen.update((path, c) for c in range(3))

@@ -683,8 +683,31 @@ def rotation_to_channels(rot: np.ndarray, mode: str) -> np.ndarray:
         angle = 2.0 * np.arctan2(s, q[:, 0])
         axis = np.where(s[:, None] > 1e-9, v / np.maximum(s, 1e-12)[:, None], np.array([0.0, 1.0, 0.0]))
         return np.concatenate([angle[:, None], axis], -1)
-    euler = matrix_to_euler(rot, mode)
-    return np.unwrap(euler, axis=0)
+    euler = np.unwrap(matrix_to_euler(rot, mode), axis=0)
+    if len(euler) > 1 and np.abs(np.diff(euler, axis=0)).max() > 1.0:
+        euler = _compatible_euler(euler, mode)   # through gimbal lock: pick the equivalent nearest the last
+    return euler
+
+
+def _compatible_euler(euler: np.ndarray, order: str) -> np.ndarray:
+    """Per frame, of the two equivalent Euler triples (a, b, c) and (a+pi, pi-b, c+pi), each wrapped by 2 pi,
+    the one nearest the previous frame's (as Blender's make_compatible); only runs across gimbal locks."""
+    i, j, k = ("XYZ".index(c) for c in order)
+    out = euler.copy()
+    for t in range(1, len(out)):
+        prev = out[t - 1]
+        a = euler[t].copy()
+        b = a.copy()
+        b[i] += np.pi
+        b[j] = np.pi - b[j]
+        b[k] += np.pi
+        best = None
+        for cand in (a, b):
+            cand = cand + 2 * np.pi * np.round((prev - cand) / (2 * np.pi))
+            if best is None or np.abs(cand - prev).sum() < np.abs(best - prev).sum():
+                best = cand
+        out[t] = best
+    return out
 
 
 def channels_to_rotation(values: np.ndarray, mode: str) -> np.ndarray:

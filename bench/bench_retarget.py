@@ -54,14 +54,16 @@ def run_rig(kind: str, take, step: int, foot_correction: bool = True) -> dict:
     options = solve.RetargetOptions(foot_correction=foot_correction)
     # core solve time for 60 s (1800 frames)
     plan, _ = retarget.plan_for(obj, bone_map, options)
-    sixty = take.slice(0, 1800)
+    sixty = take.slice(0, min(take.num_frames, 1800))
     t0 = time.perf_counter()
     plan, _ = retarget.plan_for(obj, bone_map, options)
     t1 = time.perf_counter()
     solve.retarget(plan, sixty)
     t2 = time.perf_counter()
+    constraints = [(pb.name, c.name, c.type) for pb in obj.pose.bones for c in pb.constraints]
     info, notes = bone_mapping.apply_bone_map(context, obj, bone_map, options, sixty, name="bench", frame_start=1)
     t3 = time.perf_counter()
+    intact = constraints == [(pb.name, c.name, c.type) for pb in obj.pose.bones for c in pb.constraints]
     frames = np.arange(info.frame_start, info.frame_end + 1, step)
     bones = set(plan.joint_bone.values()) | set((measure_bones or {}).values())
     bones = [b for b in bones if b in obj.pose.bones]
@@ -71,7 +73,8 @@ def run_rig(kind: str, take, step: int, foot_correction: bool = True) -> dict:
     q = measure(plan, pos_s[rows], G[rows], heads, rots, measure_bones=measure_bones)
     out = q.summary()
     out.update(rig=kind, bones=len(obj.data.bones), mapped=len(plan.joint_bone), plan_s=t1 - t0, solve_s=t2 - t1,
-               apply_s=t3 - t2, frames=len(frames), notes=notes, scale=plan.scale)
+               apply_s=t3 - t2, frames=len(frames), notes=notes, scale=plan.scale,
+               constraints_intact=intact)
     return out
 
 
@@ -80,6 +83,7 @@ def main(argv=None) -> int:
     parser.add_argument("--take", default=str(DEFAULT_TAKE))
     parser.add_argument("--step", type=int, default=2, help="evaluate every n-th frame in Blender")
     parser.add_argument("--rigs", default="mixamo,ue5,rigify")
+    parser.add_argument("--json", default=None, help="also write the figures to this .json file")
     parser.add_argument("--no-foot-correction", action="store_true", help="measure without the root's foot correction")
     args = parser.parse_args(argv)
     import bpy
@@ -87,14 +91,15 @@ def main(argv=None) -> int:
     from echomask.core.take import load_take
 
     take = load_take(args.take)
+    seconds = min(take.num_frames, 1800)
     print(f"Blender {bpy.app.version_string}; take {pathlib.Path(args.take).name}: {take.num_frames} frames, "
-          f"60 s slice used (1800 frames)")
+          f"{seconds / 30:.0f} s slice used ({seconds} frames)")
     results = []
     for kind in args.rigs.split(","):
         try:
             results.append(run_rig(kind, take, args.step, not args.no_foot_correction))
         except RuntimeError as exc:
-            print(f"{kind}: skipped ({exc})")
+            print(f"{kind}: skipped {exc}")
     for r in results:
         print(f"\n== {r['rig']}: {r['bones']} bones, {r['mapped']} joints mapped, scale {r['scale']:.3f}; "
               f"{r['frames']} frames evaluated")
@@ -111,8 +116,18 @@ def main(argv=None) -> int:
               f"apply (keys as a new take) {r['apply_s'] * 1000:.0f} ms")
         for n in r["notes"]:
             print(f"  note: {n}")
+    if args.json:
+        import json
+
+        pathlib.Path(args.json).write_text(json.dumps(results, indent=1))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # A bpy module that has generated a Rigify rig hangs on interpreter exit (seen on 4.5): leave at once.
+    import os
+
+    os._exit(code)

@@ -356,8 +356,10 @@ def plan_retarget(rig: TargetRig, joint_bone: dict[str, str], options: RetargetO
             d /= np.linalg.norm(d)
             drop = float(np.degrees(np.arcsin(np.clip(-d[1], -1, 1))))
             if min(abs(drop), abs(drop - 45.0)) > REST_WARN_DEG or abs(d[0]) < 0.3:
-                warnings.append(f"The rest pose of '{joint_bone[a]}' is far from a T- or A-pose ({drop:.0f} deg "
-                                f"below the horizontal); it is matched by its direction, but check the result.")
+                where = f"{abs(drop):.0f} deg {'below' if drop >= 0 else 'above'} the horizontal" \
+                    if abs(d[0]) >= 0.3 else "not pointing sideways"
+                warnings.append(f"The rest pose of '{joint_bone[a]}' is far from a T- or A-pose ({where}); it is "
+                                f"matched by its direction, but check the result.")
                 break
     for chain in LEG_CHAINS:
         if all(j in joint_bone for j in chain[:2]):
@@ -538,7 +540,10 @@ def retarget(plan: RetargetPlan, take: Take) -> RetargetResult:
     correction = np.zeros((n, 3))
     if plan.options.foot_correction and plan.foot_bones:
         correction = _foot_correction(plan, pos_s, H)
-        H = H + correction[:, None, :]
+        moved = [i for i, name in enumerate(plan.order)   # the root and what hangs below it (not its parents)
+                 if name == plan.root_bone or plan.root_bone in plan.rig.depends_on(name)]
+        H = H.copy()
+        H[:, moved] += correction[:, None, :]
     pos = {name: i for i, name in enumerate(plan.order)}
     rotations = {}
     for name in plan.keyed:

@@ -3,7 +3,7 @@
 The maths is core/retarget (no bpy); this module reads the rig (rest bone matrices, rotation modes,
 constraints), turns a take into F-curves in each bone's own rotation mode, and reads a take back.
 
-A *mapped rig* is an armature carrying an applied bone map: the JSON ID property `echomask_bone_map` on
+A *mapped rig* is an armature carrying an applied bone map: the JSON ID property `echomask_applied_bone_map` on
 the armature object (written by Apply in the Bone Mapping panel, or by the command line). Everything the
 take tools do on an SMPL-X rig (Generate, Re-key, Simplify, Scale Intensity, A/B, exports) then works on
 it too: takes.py asks `is_mapped` and comes here for the channels and for reading a take back.
@@ -26,7 +26,7 @@ from ..core.skeleton import JOINT_INDEX, JOINT_NAMES
 from ..core.take import Take
 from ..core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts
 
-MAP_PROP = "echomask_bone_map"
+MAP_PROP = "echomask_applied_bone_map"
 OPTIONS_PROP = "echomask_retarget_options"
 _COPY_KINDS = {"COPY_TRANSFORMS": "TRANSFORMS", "COPY_ROTATION": "ROTATION", "COPY_LOCATION": "LOCATION"}
 # constraints that set a bone's own rotation (so keys on it would be overridden)
@@ -236,8 +236,14 @@ def rig_notes(obj, plan) -> list[str]:
     notes = list(plan.warnings) + list(plan.notes)
     anim = obj.animation_data
     if anim is not None and anim.action is not None and not anim.action.get("echomask_take"):
-        notes.append(f"'{obj.name}' has its own animation ('{anim.action.name}'): it is stashed on a muted NLA "
-                     f"track, never edited.")
+        from . import compat
+
+        mapped = set(plan.joint_bone.values())
+        animated = sorted({fc.data_path.split('"')[1] for fc in compat.action_fcurves(anim.action, compat.assigned_slot(obj))
+                           if fc.data_path.startswith("pose.bones[") and fc.data_path.split('"')[1] in mapped})
+        shown = ", ".join(animated[:8]) + (f" and {len(animated) - 8} more" if len(animated) > 8 else "")
+        notes.append(f"'{obj.name}' has its own animation ('{anim.action.name}'"
+                     + (f", keys on {shown}" if animated else "") + "): it is stashed on a muted NLA track, never edited.")
     if obj.override_library is not None:
         notes.append(f"'{obj.name}' is a library override: the takes are stored in this file.")
     return notes

@@ -45,7 +45,7 @@ def _state(obj):
 
     anim = obj.animation_data
     return (len(bpy.data.actions), len(anim.nla_tracks) if anim else 0, anim.action.name if anim and anim.action else None,
-            obj.get("echomask_bone_map"))
+            obj.get("echomask_applied_bone_map"))
 
 
 def test_euler_matches_mathutils(ctx):
@@ -170,3 +170,70 @@ def test_cli_retarget_end_to_end(ctx, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "core", "retarget", str(take_file), "--rig", str(rig_file),
                            "--preset", "mixamo", "-o", str(tmp_path / "bad.fbx")], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and "has no bones" in proc.stderr
+
+
+def test_bone_mapping_panel_operators(ctx, tmp_path):
+    """The list (rows, missing bones, Check), presets loaded and saved as JSON, Apply: one new take."""
+    import bpy
+
+    from echomask.echomask_blender import retarget, takes
+
+    obj = rigs.build_ue5_rig(ctx)
+    ctx.view_layer.objects.active = obj
+    settings = obj.echomask_bone_map
+    settings.preset = "ue5.json"
+    assert bpy.ops.echomask.bone_map_load_preset() == {"FINISHED"}
+    rows = {r.joint: r.bone for r in settings.rows}
+    assert rows["left_elbow"] == "lowerarm_l" and len(settings.rows) == 55
+    assert bpy.ops.echomask.bone_map_check() == {"FINISHED"}
+    assert not retarget.is_mapped(obj)                                   # nothing changed before Apply
+    saved = tmp_path / "my_rig.json"
+    assert bpy.ops.echomask.bone_map_save_preset(filepath=str(saved)) == {"FINISHED"}
+    assert load_bone_map(saved).as_dict()["left_elbow"] == "lowerarm_l"
+    next(r for r in settings.rows if r.joint == "head").bone = "NoSuchBone"   # shows red; Check and Apply refuse
+    with pytest.raises(RuntimeError, match="NoSuchBone"):
+        bpy.ops.echomask.bone_map_check()
+    with pytest.raises(RuntimeError, match="NoSuchBone"):
+        bpy.ops.echomask.bone_map_apply()
+    assert not retarget.is_mapped(obj) and obj.animation_data is None
+    settings.preset = "__auto__"                                          # matching by name
+    assert bpy.ops.echomask.bone_map_load_preset() == {"FINISHED"}
+    rows = {r.joint: r.bone for r in settings.rows}
+    assert rows["left_knee"] == "calf_l" and rows["spine3"] == "spine_05"
+    take_file = tmp_path / "take.npz"
+    save_take(_take(15), take_file)
+    settings.take_file, settings.source = str(take_file), "FILE"
+    assert bpy.ops.echomask.bone_map_apply() == {"FINISHED"}
+    assert retarget.is_mapped(obj) and takes.playing_take(obj).name == "take"
+    assert [t.name for t in obj.animation_data.nla_tracks] == ["EchoMask: take"]
+
+
+def test_generate_and_rekey_stage_onto_a_mapped_rig(ctx):
+    """What Generate (StagedTake) and Re-key (StagedRekey) write on a mapped rig: only the ticked parts, a
+    range spliced into a copy of the source take, the source left as it was."""
+    import bpy
+
+    from echomask.echomask_blender import bone_mapping, compat, rekey, takes
+
+    obj = rigs.build_ue5_rig(ctx)
+    bone_mapping.apply_bone_map(ctx, obj, load_bone_map(preset_path("ue5")), solve.RetargetOptions())
+    staged = takes.StagedTake(obj, _take(30, seed=1), name="gen", frame_start=1, parts=("upper", "hands"))
+    info = takes.write_staged(staged)
+    paths = {fc.data_path for fc in compat.action_fcurves(bpy.data.actions[info.name])}
+    assert 'pose.bones["upperarm_l"].rotation_quaternion' in paths and 'pose.bones["index_01_l"].rotation_quaternion' in paths
+    assert 'pose.bones["pelvis"].location' not in paths and 'pose.bones["calf_l"].rotation_quaternion' not in paths
+    full = takes.write_new_take(obj, _take(30, seed=2), name="full", frame_start=1)
+    before = {(fc.data_path, fc.array_index): [tuple(k.co) for k in fc.keyframe_points]
+              for fc in compat.action_fcurves(bpy.data.actions[full.name])}
+    new = _take(30, seed=3)
+    staged = rekey.StagedRekey(obj, full.name, new, start=10, end=20, parts=("upper",), blend=2, name="rekeyed")
+    out = takes.write_staged(staged)
+    after = {(fc.data_path, fc.array_index): fc for fc in compat.action_fcurves(bpy.data.actions[out.name])}
+    assert set(after) == set(before)
+    arm = after[('pose.bones["upperarm_l"].rotation_quaternion', 0)]
+    leg = after[('pose.bones["calf_l"].rotation_quaternion', 0)]
+    old_arm = dict(before[('pose.bones["upperarm_l"].rotation_quaternion', 0)])
+    assert abs(arm.evaluate(15) - old_arm[15.0]) > 1e-4 and abs(arm.evaluate(3) - old_arm[3.0]) < 1e-6
+    assert [tuple(k.co) for k in leg.keyframe_points] == before[('pose.bones["calf_l"].rotation_quaternion', 0)]
+    assert {(fc.data_path, fc.array_index): [tuple(k.co) for k in fc.keyframe_points]
+            for fc in compat.action_fcurves(bpy.data.actions[full.name])} == before     # the source untouched

@@ -237,3 +237,21 @@ def test_generate_and_rekey_stage_onto_a_mapped_rig(ctx):
     assert [tuple(k.co) for k in leg.keyframe_points] == before[('pose.bones["calf_l"].rotation_quaternion', 0)]
     assert {(fc.data_path, fc.array_index): [tuple(k.co) for k in fc.keyframe_points]
             for fc in compat.action_fcurves(bpy.data.actions[full.name])} == before     # the source untouched
+
+
+def test_a_linked_rig_is_refused_by_name(ctx, tmp_path):
+    import bpy
+
+    from echomask.core.errors import EchoMaskError
+    from echomask.echomask_blender import bone_mapping
+
+    rigs.build_ue5_rig(ctx, name="LibRig")
+    lib = tmp_path / "lib.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(lib), check_existing=False)
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    with bpy.data.libraries.load(str(lib), link=True) as (src, dst):
+        dst.objects = ["LibRig"]
+    obj = dst.objects[0]
+    bpy.context.scene.collection.objects.link(obj)
+    with pytest.raises(EchoMaskError, match="LibRig.*linked.*library override"):
+        bone_mapping.apply_bone_map(bpy.context, obj, load_bone_map(preset_path("ue5")), solve.RetargetOptions(), _take(5))

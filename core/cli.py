@@ -66,6 +66,33 @@ def cmd_import_take(args) -> int:
     return 0
 
 
+def cmd_retarget(args) -> int:
+    """A take onto a character's own rig (Mixamo, Rigify, Unreal, custom) in headless Blender."""
+    import os
+    import time
+
+    from .blender_bridge import run_blender_task
+    from .retarget.bone_map import load_bone_map
+    from .take import load_take
+
+    take = load_take(args.take)  # validate here: a clear message before Blender starts
+    if args.map:
+        load_bone_map(args.map)
+    if os.path.splitext(args.out)[1].lower() not in (".fbx", ".bvh", ".blend"):
+        raise EchoMaskError(f"The output must be a .fbx, .bvh or .blend file, not '{args.out}'.")
+    start = time.perf_counter()
+    out = run_blender_task("retarget", take=os.path.abspath(args.take), rig=os.path.abspath(args.rig),
+                           out=os.path.abspath(args.out), preset=args.preset, map=args.map and os.path.abspath(args.map),
+                           armature=args.armature, root_motion="IN_PLACE" if args.in_place else "TRAVEL",
+                           foot_correction=not args.no_foot_correction)
+    print(f"Retargeted {take.num_frames} frames ({take.duration:.1f} s) onto '{out['armature']}' with the bone map "
+          f"'{out['bone_map']}' ({out['mapped']} joints) in {time.perf_counter() - start:.1f} s.")
+    for note in out.get("notes", []):
+        print(f"  note: {note}")
+    print(f"  wrote {out['out']}")
+    return 0
+
+
 def cmd_eval(args) -> int:
     """Metrics table (FGD, BC, diversity, face, plausibility) of generated takes against reference takes."""
     from .evaluate import run_eval_command
@@ -178,6 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=None, help="scene frame rate (default: the take's, 30)")
     p.add_argument("--smplx-model", default=None, help="your own SMPL-X model file (.npz) to also build the mesh")
     p.set_defaults(func=cmd_import_take)
+
+    p = sub.add_parser("retarget", help="put a take onto a character's own rig (Mixamo, Rigify, Unreal, custom); "
+                       "write .fbx/.bvh/.blend")
+    p.add_argument("take", help="motion file (.npz, BEAT2/SMPL-X format)")
+    p.add_argument("--rig", required=True, help="the character's rig: .fbx, .bvh or .blend")
+    p.add_argument("--preset", default="auto", choices=("mixamo", "rigify", "ue5", "smplx", "auto"),
+                   help="bone map preset (default: auto, matching bones by name)")
+    p.add_argument("--map", default=None, help="a bone-map .json (saved from the Bone Mapping panel); overrides --preset")
+    p.add_argument("--armature", default=None, help="the armature's name when the file holds several")
+    p.add_argument("--in-place", action="store_true", help="no horizontal travel")
+    p.add_argument("--no-foot-correction", action="store_true", help="do not shift the root to keep the feet on the floor")
+    p.add_argument("-o", "--out", required=True, help="output: .fbx, .bvh or .blend")
+    p.set_defaults(func=cmd_retarget)
 
     p = sub.add_parser("eval", help="metrics table (FGD, BC, diversity, face, plausibility) against reference takes")
     p.add_argument("--reference", nargs="+", required=True, help="reference (ground-truth) takes: .npz files or folders")

@@ -6,9 +6,9 @@ headless.py (the script core/blender_bridge.py runs). `register()` registers one
 """
 import bpy
 
-from . import face_mapping, operators, preferences, workflow
+from . import bone_mapping, face_mapping, operators, preferences, workflow
 
-CLASSES = (*preferences.CLASSES, *operators.CLASSES, *face_mapping.CLASSES, *workflow.CLASSES)
+CLASSES = (*preferences.CLASSES, *operators.CLASSES, *face_mapping.CLASSES, *bone_mapping.CLASSES, *workflow.CLASSES)
 
 
 def register():
@@ -16,6 +16,7 @@ def register():
         bpy.utils.register_class(cls)
     workflow.register_properties()
     face_mapping.register_properties()
+    bone_mapping.register_properties()
     for menu, draw in operators.MENUS:
         menu.append(draw)
 
@@ -23,6 +24,7 @@ def register():
 def unregister():
     for menu, draw in reversed(operators.MENUS):
         menu.remove(draw)
+    bone_mapping.unregister_properties()
     face_mapping.unregister_properties()
     workflow.unregister_properties()
     for cls in reversed(CLASSES):

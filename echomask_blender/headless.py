@@ -102,9 +102,17 @@ def task_render_preview(request: dict) -> dict:
     return preview.task_render_preview(request)
 
 
+def task_retarget(request: dict) -> dict:
+    """A take onto a character's own rig (.fbx/.bvh/.blend) through a bone map (echomask_blender/retarget_job.py)."""
+    from echomask.echomask_blender import retarget_job
+
+    return retarget_job.task_retarget(request)
+
+
 TASKS = {
     "import_take": task_import_take,
     "render_preview": task_render_preview,
+    "retarget": task_retarget,
 }
 
 

@@ -25,7 +25,7 @@ from ..core.intensity import scale_take
 from ..core.keyreduce import interpolate_kept, quaternion_angle_deg, quaternion_tolerance, reduce_keys
 from ..core.take import Take, save_take
 from ..core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts, model_parts
-from . import compat, runtime_ops, speech_source
+from . import compat, retarget, runtime_ops, speech_source
 from .generate_op import GenerationRun, _RunModal, build_request, current_run, launch_run, new_job_dir
 from .keys import (EXPRESSION_KEY, _bone_quaternions, channels_to_quaternions, expression_meshes, rotation_channels,
                    rotation_property)
@@ -142,8 +142,11 @@ class StagedRekey(StagedActions):
         weights = _blend_weights(len(frames), blend)
         rig = rig_frames(armature)
         replaced: dict[tuple, np.ndarray] = {}   # (owner, path, index) -> values on `frames`
+        mapped = retarget.is_mapped(armature)    # a character's own rig: its channels (retarget.py)
+        if mapped:
+            replaced.update(retarget.rekey_channels(armature, new_take, parts, frames, rows, weights, curves[BODY]))
         joints = sorted(j for p in parts for j in PART_JOINT_INDICES[p])
-        if joints:
+        if joints and not mapped:
             new_q = _bone_quaternions(rig, new_take)[rows]
             for j in joints:
                 pose_bone = armature.pose.bones[BONE_NAMES[j]]
@@ -159,7 +162,7 @@ class StagedRekey(StagedActions):
                 values = rotation_channels(q, mode, reference=old_values[0])   # continuous with the old keys
                 for c in range(values.shape[1]):
                     replaced[(BODY, path, c)] = values[:, c]
-        if "root" in parts:
+        if "root" in parts and not mapped:
             path = _bone_path(BONE_NAMES[0], "location")
             new_loc = rig.pelvis_location(new_take.trans.astype(np.float64))[rows]
             for c in range(3):

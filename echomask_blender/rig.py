@@ -104,7 +104,13 @@ def missing_bones(obj: bpy.types.Object) -> list[str]:
 
 
 def check_smplx_armature(obj: bpy.types.Object | None) -> None:
-    """Raise RigError unless `obj` is an armature with all 55 SMPL-X bone names."""
+    """Raise RigError unless `obj` is an armature with all 55 SMPL-X bone names, or a character's own rig
+    with an applied bone map (echomask_blender/retarget.py)."""
+    from . import retarget
+
+    if retarget.is_mapped(obj):
+        retarget.check_rig_object(obj)
+        return
     if obj is None:
         raise RigError("No armature is selected. Select an SMPL-X armature, or let EchoMask create one.")
     if obj.type != "ARMATURE":
@@ -155,7 +161,16 @@ class RigFrames:
 
 
 def rig_frames(obj: bpy.types.Object) -> RigFrames:
-    """Measure the rig's rest frames (see the module docstring). `obj` must pass check_smplx_armature."""
+    """Measure the rig's rest frames (see the module docstring). `obj` must pass check_smplx_armature.
+
+    On a mapped rig (a character's own, retarget.py) only `scale` (rig units per source metre) is meaningful.
+    """
+    from . import retarget
+
+    if retarget.is_mapped(obj):
+        plan, _ = retarget.plan_for(obj)
+        eye = np.broadcast_to(np.eye(3), (skeleton.NUM_JOINTS, 3, 3)).copy()
+        return RigFrames(model_frame=plan.model_frame, scale=plan.scale, bone_frames=eye, pelvis_rest=np.eye(3))
     bones = obj.data.bones
     heads = np.array([bones[name].head_local for name in BONE_NAMES], np.float64)
     rests = np.array([np.array(bones[name].matrix_local)[:3, :3] for name in BONE_NAMES], np.float64)

@@ -26,7 +26,7 @@ from ..core import skeleton
 from ..core.errors import EchoMaskError, RigError
 from ..core.take import Take
 from ..core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts
-from . import compat
+from . import compat, retarget
 from .keys import (EXPRESSION_KEY, SHAPE_KEY_SLIDER_LIMIT, _bone_quaternions, bone_rotation_curves,
                    channels_to_quaternions, expression_key_count, expression_meshes, rest_channels,
                    rotation_property)
@@ -299,6 +299,13 @@ class StagedTake(StagedActions):
             raise EchoMaskError("No body part is selected: tick at least one of Face, Upper Body, Hands, "
                                 "Lower Body or Root Motion.")
         take.validate("take")
+        if retarget.is_mapped(armature):   # the animator's own character: channels from its bone map
+            super().__init__(armature, name=name, parts=parts, fps=take.fps, frame_start=frame_start,
+                             frame_end=frame_start + take.num_frames - 1, face_meshes=())
+            frames = frame_start + np.arange(take.num_frames, dtype=np.float64)
+            channels, _ = retarget.take_channels(armature, take, parts)
+            self.pending.extend(CurveKeys(BODY, path, c, frames, values, group) for path, c, values, group in channels)
+            return
         check_smplx_armature(armature)
         rig = rig_frames(armature)
         meshes = expression_meshes(armature) if meshes is None else [m for m in meshes if expression_key_count(m)]
@@ -547,6 +554,10 @@ def read_take(armature, name: str, frame_start: int | None = None, frame_end: in
     frames = np.arange(start, end + 1, dtype=np.float64)
     n = len(frames)
     curves = _channelbag_curves(action, _strip_slot(armature, action))
+    if retarget.is_mapped(armature):   # a character's own rig: back through its bone map
+        out = retarget.read_mapped_take(armature, curves, frames, float(fps or action.get("echomask_fps", 30.0)))
+        out.meta = {"take": name, "frame_start": start}
+        return out
     rig = rig_frames(armature)
     quats = np.zeros((n, skeleton.NUM_JOINTS, 4))
     quats[..., 0] = 1.0

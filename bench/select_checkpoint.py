@@ -1,0 +1,81 @@
+"""Choose among training checkpoints without touching the held-out tails: each checkpoint generates motion
+for speech that no training ever used (BEAT2 speaker 2's speech-only clips 2_scott_0_3_3, 0_4_4, 0_5_5), and
+that motion is compared with the *training* capture (the frames of the ground-truth takes before their
+held-out tails): FGD with the project's own evaluator, mean joint speed and jerk relative to the capture.
+Lower FGD = motion more like real motion of this speaker. Needs ../shared/data.
+
+    python bench/select_checkpoint.py CKPT.safetensors [CKPT ...] [--seconds 40] [--temperature 0]
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SPEECH_ONLY = ("2_scott_0_3_3", "2_scott_0_4_4", "2_scott_0_5_5")
+
+
+def _import_root():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("echomask", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["echomask"] = mod
+    spec.loader.exec_module(mod)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoints", nargs="+")
+    ap.add_argument("--seconds", type=float, default=40.0, help="speech used per clip (from its start)")
+    ap.add_argument("--temperature", type=float, default=None, help="decoding temperature (default: generate's)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    _import_root()
+    import numpy as np
+
+    from echomask.core.audio import load_speech
+    from echomask.core.data import default_shared_data_dir, shared_training_manifest
+    from echomask.core.evaluate import load_fgd_evaluator
+    from echomask.core.inference import generate
+    from echomask.core.metrics.frechet import frechet_distance
+    from echomask.core.metrics.fgd_evaluator import latents
+    from echomask.core.metrics.kinematics import take_positions
+    from echomask.core.take import load_take
+
+    data = default_shared_data_dir() / "beat2_samples"
+    evaluator, source = load_fgd_evaluator(None)
+    if evaluator is None:
+        raise SystemExit(f"no FGD evaluator: {source}")
+    capture = []
+    for e in shared_training_manifest():
+        if e.kind == "gt":
+            take = load_take(e.npz)
+            capture.append(take.slice(0, take.num_frames - int(round(take.num_frames * e.holdout))))
+    ref = latents(evaluator, capture)
+
+    def motion_stats(takes):
+        speed, jerk = [], []
+        for t in takes:
+            pos = take_positions(t, with_translation=False)
+            speed.append(np.linalg.norm(np.diff(pos, axis=0), axis=-1).mean() * t.fps)
+            jerk.append(np.linalg.norm(np.diff(pos, 3, axis=0), axis=-1).mean() * t.fps ** 3)
+        return float(np.mean(speed)), float(np.mean(jerk))
+
+    cap_speed, cap_jerk = motion_stats(capture)
+    speech = [load_speech(data / "wave16k" / f"{c}.wav")[: int(args.seconds * 16000)] for c in SPEECH_ONLY]
+    print(f"reference: the training capture ({sum(t.num_frames for t in capture) / 30:.0f} s); speech: "
+          f"{', '.join(SPEECH_ONLY)} ({args.seconds:g} s each, never trained on); FGD: {source} (not the paper's)")
+    print(f"{'checkpoint':60s} {'FGD':>7} {'speed/capture':>14} {'jerk/capture':>13}")
+    kw = {} if args.temperature is None else {"temperature": args.temperature}
+    for ckpt in args.checkpoints:
+        takes = [generate(a, model=ckpt, seed=args.seed, **kw) for a in speech]
+        fgd = frechet_distance(latents(evaluator, takes), ref)
+        speed, jerk = motion_stats(takes)
+        print(f"{ckpt:60s} {fgd:7.1f} {speed / cap_speed:14.2f} {jerk / cap_jerk:13.2f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -49,7 +49,7 @@ def paper_model(device):
 
     from core.official.convert import load_official_extras, paper_config
     from core.official.global_motion import GlobalMotionNet
-    from core.official.hubert import regenerate_projection
+    from core.speech.hubert import regenerate_projection
 
     if BUNDLE.is_file():
         from core.checkpoint import load_model
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from core.official import hubert as H
+    from core.speech import hubert as H
     from core.official.pipeline import HOP, SEED, neutral_seed, run_release
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -157,7 +157,7 @@ def main(argv=None) -> int:
 def hubert_variants(tmp: pathlib.Path):
     """[(label, folder)]: real HuBERT-large if found, else its architecture with random weights; plus the
     tiny seeded HuBERT of the fixtures when ../shared is present."""
-    from core.official import hubert as H
+    from core.speech import hubert as H
 
     H.require_transformers()
     out = []

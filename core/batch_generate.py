@@ -289,7 +289,7 @@ def run_cli(args) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        from .cli import generation_options
+        from .generation.options import generation_options
 
         res = generate_batch(args.inputs, args.out, shard=parse_shard(args.shard),
                              options=generation_options(args).replace(threads=args.threads), model=args.weights,

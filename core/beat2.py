@@ -225,3 +225,20 @@ def filter_speakers(entries, speakers) -> list:
         raise EchoMaskError(f"No take of speaker(s) {sorted(wanted)}: --speakers reads the leading number of "
                             f"BEAT2 file names (2_scott_0_1_1 is speaker 2).")
     return kept
+
+
+def resolve_manifest(spec: str, speakers=None, split_file: str | None = None, additional: bool = False,
+                     stream: bool = False, model_output_weight: float | None = None):
+    """'shared' -> the shared data manifest; a folder with a split file (BEAT2's train_test_split.csv, or
+    `split_file`) -> its official train/val split (core.beat2; read through the on-disk store, core.streaming);
+    any other folder -> folder_manifest(folder) (split by time). speakers: 'all'/None or BEAT2 speaker numbers
+    ('2', '2,4'). Returns a core.beat2.Manifest (a list of TakeEntry with the problems found)."""
+    from .data import folder_manifest, shared_training_manifest
+
+    if split_file or (spec != "shared" and os.path.isdir(spec) and find_split_file(spec)):
+        if spec == "shared":
+            raise EchoMaskError("--split-file needs a data folder (--manifest FOLDER), not 'shared'.")
+        return split_manifest(spec, split_file, speakers, additional)
+    entries = (shared_training_manifest(**({} if model_output_weight is None else {"model_weight": model_output_weight}))
+               if spec == "shared" else folder_manifest(spec))
+    return Manifest(filter_speakers(entries, speakers), source=spec, stream=stream)

@@ -9,40 +9,7 @@ import argparse
 import sys
 
 from .errors import EchoMaskError
-
-
-def add_generation_options(p) -> None:
-    """The generation options (core.generation.options.GenerationOptions), with its defaults."""
-    from .generation.options import GenerationOptions
-
-    d = GenerationOptions()
-    p.add_argument("--seed", type=int, default=d.seed, help="variation seed: same seed, same take")
-    p.add_argument("--temperature", "--variation", dest="temperature", type=float, default=d.temperature,
-                   help=f"variation: 0 = the model's most likely motion, higher = more varied (default {d.temperature:g})")
-    p.add_argument("--steps", type=int, default=d.steps,
-                   help=f"decoding passes per window (default {d.steps}; 1 = the paper's single pass)")
-    p.add_argument("--top-p", dest="top_p", type=float, default=d.top_p,
-                   help=f"sample among the most likely motion tokens covering this probability (default {d.top_p:g})")
-    p.add_argument("--strategy", choices=("refine", "commit"), default=d.strategy,
-                   help="how passes after the first choose tokens: refine = re-predict the least sure (mask-predict), "
-                   "commit = keep the surest (MaskGIT)")
-    p.add_argument("--levels", type=int, default=d.levels,
-                   help=f"RVQ levels kept in the take (default {d.levels}; 0 = every level the model predicts)")
-    p.add_argument("--smoothing", type=float, default=d.smoothing,
-                   help=f"body rotations smoothed over this many frames (default {d.smoothing:g}; 0 = none)")
-    p.add_argument("--intensity", type=float, default=d.intensity, help="gesture amplitude, 0..2 (1 = as generated)")
-    p.add_argument("--travel", action="store_true", help="let the character travel (default: stays in place)")
-    p.add_argument("--lipsync", type=float, default=d.lipsync,
-                   help=f"phone-accurate mouth strength 0..1 combined with the model's face (default {d.lipsync:g}; 0 = off)")
-    p.add_argument("--device", default=d.device, help="auto, cpu, cuda or mps")
-
-
-def generation_options(args):
-    from .generation.options import GenerationOptions
-
-    return GenerationOptions(seed=args.seed, temperature=args.temperature, steps=args.steps, top_p=args.top_p,
-                             strategy=args.strategy, levels=args.levels, smoothing=args.smoothing,
-                             intensity=args.intensity, travel=args.travel, lipsync=args.lipsync, device=args.device)
+from .generation.options import add_generation_options
 
 
 def cmd_import_take(args) -> int:

@@ -113,23 +113,6 @@ def folder_manifest(folder: str | os.PathLike, weight: float = 1.0, kind: str = 
     return [TakeEntry(str(p), _find_wav(p), weight, kind, (), holdout) for p in files]
 
 
-def resolve_manifest(spec: str, speakers=None, split_file: str | None = None, additional: bool = False,
-                     stream: bool = False, model_output_weight: float | None = None):
-    """'shared' -> the shared data manifest; a folder with a split file (BEAT2's train_test_split.csv, or
-    `split_file`) -> its official train/val split (core.beat2; read through the on-disk store, core.streaming);
-    any other folder -> folder_manifest(folder) (split by time). speakers: 'all'/None or BEAT2 speaker numbers
-    ('2', '2,4'). Returns a core.beat2.Manifest (a list of TakeEntry with the problems found)."""
-    from .beat2 import Manifest, filter_speakers, find_split_file, split_manifest
-
-    if split_file or (spec != "shared" and os.path.isdir(spec) and find_split_file(spec)):
-        if spec == "shared":
-            raise EchoMaskError("--split-file needs a data folder (--manifest FOLDER), not 'shared'.")
-        return split_manifest(spec, split_file, speakers, additional)
-    entries = (shared_training_manifest(**({} if model_output_weight is None else {"model_weight": model_output_weight}))
-               if spec == "shared" else folder_manifest(spec))
-    return Manifest(filter_speakers(entries, speakers), source=spec, stream=stream)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Windows
 

@@ -62,7 +62,7 @@ def run_cli(args) -> int:
             last[0] = fraction
             print(f"[{fraction * 100:3.0f}%] {message}", file=sys.stderr)
 
-    from .cli import generation_options
+    from .generation.options import generation_options
 
     res = generate_files(args.speech, args.out, generation_options(args), weights=args.weights,
                          blend=not args.no_blend, progress=progress)

@@ -56,7 +56,7 @@ class DataOptions:
                    getattr(args, "data_cache", None), getattr(args, "model_output_weight", None))
 
     def manifest(self, spec: str):
-        from .data import resolve_manifest
+        from .beat2 import resolve_manifest
 
         return resolve_manifest(spec, self.speakers, self.split_file, self.additional, self.stream,
                                 model_output_weight=self.model_output_weight)
@@ -372,7 +372,7 @@ class StreamingGeneratorData:
         import torch
 
         from .motion_repr import parts_to_motion337
-        from .train import sample_rows
+        from .generator_data import sample_rows
 
         idx = np.asarray(idx, np.int64).reshape(-1)
         raw = self.ds.batch(idx)
@@ -467,7 +467,7 @@ def generator_data(entries, tokenizers, tokenizers_path, config, feature_fn=None
                    log=print, dist=None, cache_dir: str | None = None, progress: bool = False):
     """(train, val) data for generator training: core.train.GeneratorData in memory, or
     StreamingGeneratorData for split data sets and --stream (every rank prepares its share)."""
-    from .train import GeneratorData, builtin_feature_fn, default_cache_dir
+    from .generator_data import GeneratorData, builtin_feature_fn, default_cache_dir
 
     backend = config.generator.speech_backend
     if not uses_store(entries, options):

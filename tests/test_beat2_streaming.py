@@ -71,7 +71,7 @@ def _no_partials(folder):
 
 def test_split_manifest_speakers_types_and_absent_takes(tmp_path):
     from echomask.core.beat2 import parse_speakers
-    from echomask.core.data import resolve_manifest
+    from echomask.core.beat2 import resolve_manifest
     from echomask.core.errors import EchoMaskError
 
     base = beat2_folder(tmp_path, {"2_scott_0_1_1": 100, "2_scott_0_2_2": 100, "2_scott_0_3_3": 100,
@@ -217,7 +217,7 @@ def _bad_folder(root):
 
 
 def test_bad_inputs_named_one_by_one_and_training_goes_on(tmp_path):
-    from echomask.core.data import resolve_manifest
+    from echomask.core.beat2 import resolve_manifest
     from echomask.core.datastore import FeatureStore
     from echomask.core.errors import EchoMaskError
     from echomask.core.streaming import prepare, report
@@ -263,7 +263,7 @@ def test_bad_inputs_named_one_by_one_and_training_goes_on(tmp_path):
 
 def test_ranks_share_the_preparation(tmp_path):
     """Two 'ranks' (threads) prepare one store together: each builds its share, both see the same result."""
-    from echomask.core.data import resolve_manifest
+    from echomask.core.beat2 import resolve_manifest
     from echomask.core.datastore import FeatureStore
     from echomask.core.streaming import prepare
 

@@ -331,7 +331,7 @@ def tiny_hubert(parity, tmp_path_factory):
 def test_hubert_feature_parity(tiny_hubert, parity, monkeypatch):
     import torch
 
-    from echomask.core.official import hubert as H
+    from echomask.core.speech import hubert as H
 
     folder, digest = tiny_hubert
     assert digest == README_SHA256["hubert_tiny"]
@@ -361,7 +361,7 @@ def test_hubert_long_audio_chunking():
     run independently; frames concatenated and cut to (L - 80) // 320."""
     import torch
 
-    from echomask.core.official import hubert as H
+    from echomask.core.speech import hubert as H
 
     from transformers import HubertConfig, HubertModel
 
@@ -390,7 +390,7 @@ def test_hubert_missing_pieces_say_what_to_do(tmp_path, monkeypatch):
     import sys
 
     from echomask.core.errors import EchoMaskError, WeightsError
-    from echomask.core.official import hubert as H
+    from echomask.core.speech import hubert as H
 
     monkeypatch.delenv(H.ENV_DIR, raising=False)
     with pytest.raises(WeightsError, match="never downloads"):

@@ -30,7 +30,7 @@ def generate_take_official(audio: np.ndarray, model, options: GenerationOptions,
 
     from ..motion_repr import take_to_motion337
     from ..official.convert import load_official_extras
-    from ..official.hubert import release_feature_fn
+    from ..speech.hubert import release_feature_fn
     from ..official.pipeline import HOP, SEED, neutral_seed, release_extras, run_release
     from ..take import Take
     from .decoding import choose_motion_tokens

@@ -12,7 +12,7 @@ model, and writes ONE safetensors bundle in this project's format (core/checkpoi
     official.hubert_projection  the fixed 1024 -> 256 projection of HuBERT features (rop_1024_256.pt)
 
 The bundle's info records `pipeline: official-release`, which makes core.inference run the release's own
-inference loop (core.official.pipeline) with HuBERT speech features (core.official.hubert).
+inference loop (core.official.pipeline) with HuBERT speech features (core.speech.hubert).
 
 Files are opened with torch.load(weights_only=True): only tensors and plain containers are accepted, no
 pickled code runs. Keys with or without the `module.` prefix of a DataParallel save, and a bare state dict
@@ -30,11 +30,12 @@ import time
 
 from ..errors import WeightsError
 from ..skeleton import PARTS
+from ..speech.hubert import PROJECTION_KEY, load_projection
 
 PIPELINE = "official-release"
 BUNDLE_NAME = "model.safetensors"
 REPORT_NAME = "conversion_report.json"
-HUBERT_PROJECTION_KEY = "official.hubert_projection"
+HUBERT_PROJECTION_KEY = PROJECTION_KEY
 GLOBAL_MOTION_PREFIX = "official.global_motion."
 
 # Release file of each model, as the official code opens them (relative to its repository root).
@@ -193,24 +194,6 @@ def load_release_state_dict(path: str | os.PathLike) -> tuple[dict, list[str]]:
     return out, notes
 
 
-def load_projection(path: str | os.PathLike):
-    """rop_1024_256.pt: one (1024, 256) float tensor (stored as a column-major view; made contiguous)."""
-    import torch
-
-    path = pathlib.Path(path)
-    try:
-        obj = _torch_load(path)
-    except Exception as exc:
-        raise WeightsError(f"{path.name} could not be read as a PyTorch tensor file ({type(exc).__name__}); "
-                           f"fetch it again.") from None
-    if isinstance(obj, dict) and len(obj) == 1:
-        obj = next(iter(obj.values()))
-    if not isinstance(obj, torch.Tensor) or tuple(obj.shape) != (1024, 256):
-        got = tuple(obj.shape) if isinstance(obj, torch.Tensor) else type(obj).__name__
-        raise WeightsError(f"{path.name} should hold the (1024, 256) HuBERT projection matrix, found {got}.")
-    return obj.detach().to(torch.float32).contiguous().clone()
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Matching tensors against this project's models
 
@@ -325,7 +308,7 @@ def convert_release(release_dir: str | os.PathLike, out_dir: str | os.PathLike, 
     if out_dir.exists() and not out_dir.is_dir():
         raise WeightsError(f"{out_dir} exists and is not a folder; choose an output folder.")
     if hubert_dir is not None:
-        from .hubert import check_hubert_folder
+        from ..speech.hubert import check_hubert_folder
 
         hubert_dir = str(check_hubert_folder(hubert_dir))
     paths = {what: find_release_file(release_dir, what) for what in RELEASE_FILES}

@@ -56,7 +56,7 @@ def _builtin_factory():
 
 def _hubert_factory():
     # The official release's HuBERT-large features (local model only; needs `transformers`).
-    from ..official.hubert import HubertBackend
+    from .hubert import HubertBackend
 
     return HubertBackend()
 

@@ -227,6 +227,42 @@ def regenerate_projection():
     return q[:, :256].contiguous()
 
 
+PROJECTION_KEY = "official.hubert_projection"    # the tensor's name inside a converted release bundle
+CONVERTED_BUNDLE = pathlib.Path(__file__).resolve().parents[2] / "weights" / "echomask_paper" / "model.safetensors"
+
+
+def load_projection(path: str | os.PathLike):
+    """The (1024, 256) projection from rop_1024_256.pt (a column-major view in the release; made contiguous) or
+    from a converted bundle (.safetensors)."""
+    import torch
+
+    path = pathlib.Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            if PROJECTION_KEY not in f.keys():
+                raise WeightsError(f"{path.name} lacks the official release's HuBERT projection; convert the "
+                                   f"release again with `python -m core convert-official`.")
+            return f.get_tensor(PROJECTION_KEY).float().contiguous()
+    try:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):  # legacy (non-zip) files cannot be memory-mapped: read them normally
+                raise
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"{path.name} could not be read as a PyTorch tensor file ({type(exc).__name__}); "
+                           f"fetch it again.") from None
+    if isinstance(obj, dict) and len(obj) == 1:
+        obj = next(iter(obj.values()))
+    if not isinstance(obj, torch.Tensor) or tuple(obj.shape) != (1024, 256):
+        got = tuple(obj.shape) if isinstance(obj, torch.Tensor) else type(obj).__name__
+        raise WeightsError(f"{path.name} should hold the (1024, 256) HuBERT projection matrix, found {got}.")
+    return obj.detach().to(torch.float32).contiguous().clone()
+
+
 def find_projection(explicit=None):
     """The (1024, 256) projection: `explicit` (tensor or path), $ECHOMASK_HUBERT_PROJECTION (rop_1024_256.pt
     or a converted bundle), the converted bundle in weights/echomask_paper/, else the recipe (warns)."""
@@ -236,15 +272,9 @@ def find_projection(explicit=None):
 
     if isinstance(explicit, torch.Tensor):
         return explicit.float()
-    from .convert import BUNDLE_NAME, load_official_extras, load_projection
-
-    default = pathlib.Path(__file__).resolve().parents[2] / "weights" / "echomask_paper" / BUNDLE_NAME
-    for candidate in (explicit, os.environ.get(ENV_PROJECTION), default if default.is_file() else None):
+    for candidate in (explicit, os.environ.get(ENV_PROJECTION), CONVERTED_BUNDLE if CONVERTED_BUNDLE.is_file() else None):
         if candidate:
-            path = pathlib.Path(candidate)
-            if path.suffix == ".safetensors":
-                return load_official_extras(path)[1]
-            return load_projection(path)
+            return load_projection(candidate)
     warnings.warn("The official HuBERT projection (rop_1024_256.pt) was not found; regenerating it from its "
                   "recipe (may differ from the release's file in the last bits).")
     return regenerate_projection()

@@ -15,8 +15,8 @@ import sys
 import tempfile
 
 from .errors import EchoMaskError
+from .paths import EXTENSION_ROOT
 
-EXTENSION_ROOT = pathlib.Path(__file__).resolve().parent.parent
 HEADLESS_SCRIPT = EXTENSION_ROOT / "echomask_blender" / "headless.py"
 
 

@@ -20,6 +20,7 @@ import pathlib
 import numpy as np
 
 from .errors import EchoMaskError
+from .paths import SHARED_DATA_DIR
 from .motion_repr import NormStats, mirror_take, take_to_parts, time_stretch_take
 from .skeleton import PARTS
 from .take import Take, load_take
@@ -62,7 +63,7 @@ class TakeEntry:
 
 def default_shared_data_dir() -> pathlib.Path:
     """../shared/data next to the repository (the project's licensed training data; never in the repo)."""
-    return pathlib.Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    return SHARED_DATA_DIR
 
 
 def _find_wav(npz: pathlib.Path, extra_dirs=()) -> str | None:

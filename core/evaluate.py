@@ -18,14 +18,15 @@ import platform
 import numpy as np
 
 from .errors import EchoMaskError
+from .paths import EXTENSION_ROOT, SHARED_DATA_DIR, WEIGHTS_DIR
 from .metrics import beat, diversity, face, plausibility
 from .metrics.kinematics import take_positions
 from .metrics.takeset import AUDIO_EXTENSIONS, TAKE_EXTENSIONS, collect, tail_start
 from .take import Take, load_take, resample_take
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DATA = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data"))
-DEFAULT_FGD_WEIGHTS = os.path.join(REPO_ROOT, "weights", "fgd_evaluator.safetensors")
+REPO_ROOT = str(EXTENSION_ROOT)
+SHARED_DATA = str(SHARED_DATA_DIR)
+DEFAULT_FGD_WEIGHTS = str(WEIGHTS_DIR / "fgd_evaluator.safetensors")
 BEAT2_MEAN_SPEED = os.path.join(SHARED_DATA, "beat2_samples", "weights", "mean_vel_smplxflame_30.npy")
 
 ROW_REFERENCE = "ground truth (reference itself)"

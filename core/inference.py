@@ -8,7 +8,6 @@ core.generation.options.GenerationOptions, with keyword overrides (`generate(aud
 from __future__ import annotations
 
 import os
-import pathlib
 import warnings
 
 import numpy as np
@@ -18,10 +17,11 @@ from .generation.features import FeatureStream, check_audio  # noqa: F401  (Feat
 from .generation.loop import decode_chunked, neutral_seed_codes  # noqa: F401  (public helpers)
 from .generation.options import DEFAULT_LIPSYNC, GenerationOptions
 from .generation.post import music_like
+from .paths import DEFAULT_MODEL
 from .skeleton import PARTS
 
 SAMPLE_RATE = 16000
-DEFAULT_WEIGHTS = pathlib.Path(__file__).resolve().parent.parent / "weights" / "echomask_small.safetensors"
+DEFAULT_WEIGHTS = DEFAULT_MODEL
 GENERATION_LIPSYNC = DEFAULT_LIPSYNC   # phone-mouth strength for generated takes (docs/LIPSYNC.md)
 MIN_SECONDS = 0.1               # shorter clips are refused; shorter than a window are padded with silence
 _MODEL_CACHE: dict = {}

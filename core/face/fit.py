@@ -30,6 +30,7 @@ import sys
 import numpy as np
 
 from ..errors import EchoMaskError
+from ..paths import EXTENSION_ROOT, SHARED_DATA_DIR
 from ..speech.phones import frame_labels
 from ..take import load_take
 from .fitted import DEFAULT_PATH, FaceFit
@@ -38,8 +39,8 @@ from .phone_classes import (CLASS_INDEX, CLASS_NAMES, PHONE_TO_CLASS, PHONE_TO_S
                             shift_phones)
 from .signals import EXPR, JAW, face_vector, fast_part, smooth
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
+REPO_ROOT = str(EXTENSION_ROOT)
+SHARED_DATA = str(SHARED_DATA_DIR)
 DEFAULT_TAKES = ("2_scott_0_1_1", "2_scott_0_2_2")
 DEFAULT_CAPTURE = "mixamo_bvh_emagemixamo/1_fufu_0_7_7"
 OPEN_CLASSES = ("open_vowel",)

@@ -10,9 +10,10 @@ import tempfile
 import numpy as np
 
 from ..errors import EchoMaskError
+from ..paths import SHARED_DIR
 
 # The read-only shared data folder beside the repository (…/shared): a cache must never go there.
-_SHARED = (pathlib.Path(__file__).resolve().parents[3] / "shared").resolve()  # may be a link
+_SHARED = SHARED_DIR.resolve()  # may be a link
 
 
 def cache_key(audio: np.ndarray, fps: float, backend: str, version: str) -> str:

@@ -27,6 +27,7 @@ import pathlib
 import numpy as np
 
 from ..errors import EchoMaskError, WeightsError
+from ..paths import WEIGHTS_DIR
 
 HUBERT_REPO_ID = "facebook/hubert-large-ls960-ft"
 ENV_DIR = "ECHOMASK_HUBERT_DIR"
@@ -228,7 +229,7 @@ def regenerate_projection():
 
 
 PROJECTION_KEY = "official.hubert_projection"    # the tensor's name inside a converted release bundle
-CONVERTED_BUNDLE = pathlib.Path(__file__).resolve().parents[2] / "weights" / "echomask_paper" / "model.safetensors"
+CONVERTED_BUNDLE = WEIGHTS_DIR / "echomask_paper" / "model.safetensors"
 
 
 def load_projection(path: str | os.PathLike):

@@ -57,6 +57,41 @@ def assigned_slot(owner_id: bpy.types.ID):
     return anim.action_slot
 
 
+def new_unassigned_action(name: str, id_type: str):
+    """A new Action with one slot for `id_type` (4.4+) and a keyframe strip, not assigned to anything."""
+    action = bpy.data.actions.new(name)
+    if not HAS_SLOTTED_ACTIONS:
+        action.id_root = id_type
+        return action
+    slot = action.slots.new(id_type=id_type, name="EchoMask")
+    action.layers.new("Layer").strips.new(type="KEYFRAME").channelbag(slot, ensure=True)
+    return action
+
+
+def action_channels(action: bpy.types.Action):
+    """Where a new Action's F-curves go: its first slot's channelbag (4.4+) or the Action itself (4.2/4.3)."""
+    if not HAS_SLOTTED_ACTIONS:
+        return action
+    return action.layers[0].strips[0].channelbag(action.slots[0], ensure=True)
+
+
+def strip_slot(strip):
+    """The slot an NLA strip plays (None on 4.2/4.3, which have no slots)."""
+    return strip.action_slot if HAS_SLOTTED_ACTIONS else None
+
+
+def play_first_slot(strip, action) -> None:
+    """Make an NLA strip play its Action's first slot (4.4+; a no-op before slots existed)."""
+    if HAS_SLOTTED_ACTIONS and action.slots and strip.action_slot != action.slots[0]:
+        strip.action_slot = action.slots[0]
+
+
+# File-path properties may be relative to the .blend from 4.5 on (older versions reject the option).
+FILE_PATH_OPTIONS = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else set()
+
+KEYFRAME_INTERPOLATION = _INTERPOLATION
+
+
 def action_fcurves(action: bpy.types.Action, slot=None):
     """F-curves of `action` (for `slot` on 4.4+; the first slot when None). Read-only use."""
     if not HAS_SLOTTED_ACTIONS:

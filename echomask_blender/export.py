@@ -64,7 +64,7 @@ def take_as_active_action(armature, name: str):
     action = get_take_action(armature, name)
     owners = [(armature, action, _strip_slot_of(armature.animation_data, action))]
     for key, track in _face_tracks(armature, action):
-        owners.append((key, track.strips[0].action, track.strips[0].action_slot if compat.HAS_SLOTTED_ACTIONS else None))
+        owners.append((key, track.strips[0].action, compat.strip_slot(track.strips[0])))
     saved = []
     try:
         for owner, act, slot in owners:
@@ -84,12 +84,10 @@ def take_as_active_action(armature, name: str):
 
 
 def _strip_slot_of(anim, action):
-    if not compat.HAS_SLOTTED_ACTIONS:
-        return None
     for track in anim.nla_tracks:
         for strip in track.strips:
             if strip.action == action:
-                return strip.action_slot
+                return compat.strip_slot(strip)
     return None
 
 

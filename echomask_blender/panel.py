@@ -16,9 +16,6 @@ from .speech_source import SOURCES
 
 DEFAULTS = GenerationOptions()   # one default per option, shared with the CLI and the worker
 
-# '//' (relative to the .blend) paths: 4.5+ warns unless a FILE_PATH property declares it supports them.
-RELATIVE_PATH_OPTIONS = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else set()
-
 
 def _is_armature(self, obj) -> bool:
     return obj.type == "ARMATURE"
@@ -44,7 +41,7 @@ class EchoMaskSettings(bpy.types.PropertyGroup):
         description="The SMPL-X armature to animate (made by EchoMask or the SMPL-X add-on)")
     audio_source: bpy.props.EnumProperty(name="Audio", items=SOURCES, default="MIX")
     strip: bpy.props.StringProperty(name="Strip", description="The sound strip with the speech")
-    audio_file: bpy.props.StringProperty(name="File", subtype="FILE_PATH", options=RELATIVE_PATH_OPTIONS,
+    audio_file: bpy.props.StringProperty(name="File", subtype="FILE_PATH", options=compat.FILE_PATH_OPTIONS,
                                          description="Speech audio file (wav, flac, ogg, mp3)")
     range_mode: bpy.props.EnumProperty(
         name="Frames", items=(("SCENE", "Scene Range", "The scene's start to end frame"),

@@ -52,7 +52,7 @@ def _source_curves(armature, action) -> dict:
     meshes = {m.data.shape_keys.name: m.name for m in expression_meshes(armature)}
     for key, track in _face_tracks(armature, action):
         strip = track.strips[0]
-        slot = strip.action_slot if compat.HAS_SLOTTED_ACTIONS else None
+        slot = compat.strip_slot(strip)
         if key.name in meshes:
             out[meshes[key.name]] = _channelbag_curves(strip.action, slot)
     return out

@@ -13,7 +13,7 @@ import os
 import bpy
 
 from ..core.errors import EchoMaskError
-from . import runtime, runtime_install
+from . import compat, runtime, runtime_install
 from .job import JobState
 from .modal_timer import TimerModal
 
@@ -119,7 +119,7 @@ class RuntimePreferences:
         default="DEFAULT")
     weights_path: bpy.props.StringProperty(
         name="Model Weights", subtype="FILE_PATH", default="",
-        options={"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else set(),
+        options=compat.FILE_PATH_OPTIONS,
         description="Optional: an EchoMask checkpoint (.safetensors) to use instead of the bundled one")
 
     def draw_runtime(self, context, layout):

@@ -115,25 +115,6 @@ def _stash_foreign_action(owner_id) -> str | None:
 BODY = ""  # the owner key of the armature's Action in StagedActions (face Actions use the mesh's name)
 KEY_ATTRIBUTES = ("interpolation", "handle_left_type", "handle_right_type", "easing", "type", "back",
                   "amplitude", "period")
-_INTERPOLATION = {item.identifier: item.value
-                  for item in bpy.types.Keyframe.bl_rna.properties["interpolation"].enum_items}
-
-
-def _new_unassigned_action(name: str, id_type: str):
-    """A new Action with one slot for `id_type`, not assigned to anything."""
-    action = bpy.data.actions.new(name)
-    if not compat.HAS_SLOTTED_ACTIONS:
-        action.id_root = id_type
-        return action
-    slot = action.slots.new(id_type=id_type, name="EchoMask")
-    action.layers.new("Layer").strips.new(type="KEYFRAME").channelbag(slot, ensure=True)
-    return action
-
-
-def _container(action):
-    if not compat.HAS_SLOTTED_ACTIONS:
-        return action
-    return action.layers[0].strips[0].channelbag(action.slots[0], ensure=True)
 
 
 @dataclasses.dataclass
@@ -180,7 +161,7 @@ def write_curve_keys(container, curve: CurveKeys):
     co[1::2] = curve.values
     points.foreach_set("co", co)
     if curve.attributes is None:
-        points.foreach_set("interpolation", np.full(n, _INTERPOLATION["LINEAR"], np.int32))
+        points.foreach_set("interpolation", np.full(n, compat.KEYFRAME_INTERPOLATION["LINEAR"], np.int32))
         points.handles_recalc()
     else:  # an exact copy: every attribute as it was, handles included (no recalculation)
         for name, arr in curve.attributes.items():
@@ -216,10 +197,10 @@ class StagedActions:
 
     def _begin(self) -> None:
         self._started = True
-        body = _new_unassigned_action(self.name, "OBJECT")
+        body = compat.new_unassigned_action(self.name, "OBJECT")
         self.actions[BODY] = body.name
         for mesh in self.face_meshes:
-            face = _new_unassigned_action(f"{body.name} face", "KEY")
+            face = compat.new_unassigned_action(f"{body.name} face", "KEY")
             face["echomask_face_of"] = body.name
             self.actions[mesh] = face.name
         self.pending.reverse()  # pop() from the end = the order they were listed in
@@ -238,7 +219,7 @@ class StagedActions:
             if action is None:  # undone or deleted meanwhile
                 raise EchoMaskError("The take being written was removed (by Undo?). Generate it again.")
             if curve.owner not in containers:
-                containers[curve.owner] = _container(action)
+                containers[curve.owner] = compat.action_channels(action)
             write_curve_keys(containers[curve.owner], curve)
             if time.perf_counter() > end:
                 break
@@ -337,8 +318,7 @@ def _add_take_track(owner_id, action) -> bpy.types.NlaTrack:
     track.name = (TRACK_PREFIX + action.name)[:63]
     track.mute = True
     strip = track.strips.new(action.name[:63], int(round(action.frame_range[0])), action)
-    if compat.HAS_SLOTTED_ACTIONS and action.slots and strip.action_slot != action.slots[0]:
-        strip.action_slot = action.slots[0]
+    compat.play_first_slot(strip, action)
     strip.blend_type = "REPLACE"
     strip.extrapolation = "HOLD"
     return track
@@ -534,9 +514,7 @@ def bone_rotation_samples(curves: dict, pose_bone, mode: str, frames: np.ndarray
 
 def _strip_slot(armature, action):
     track = _take_track(armature.animation_data, action)
-    if track is None or not compat.HAS_SLOTTED_ACTIONS:
-        return None
-    return track.strips[0].action_slot
+    return None if track is None else compat.strip_slot(track.strips[0])
 
 
 def read_take(armature, name: str, frame_start: int | None = None, frame_end: int | None = None,
@@ -583,7 +561,7 @@ def read_take(armature, name: str, frame_start: int | None = None, frame_end: in
     expressions = np.zeros((n, skeleton.NUM_EXPRESSIONS))
     for key, track in _face_tracks(armature, action):
         face = track.strips[0].action
-        face_curves = _channelbag_curves(face, track.strips[0].action_slot if compat.HAS_SLOTTED_ACTIONS else None)
+        face_curves = _channelbag_curves(face, compat.strip_slot(track.strips[0]))
         for i in range(skeleton.NUM_EXPRESSIONS):
             fc = face_curves.get((_expression_path(EXPRESSION_KEY.format(i)), 0))
             if fc is not None:

@@ -39,13 +39,13 @@ for _p in PARTS:
     _o += PART_DIMS[_p]
 
 
-def _key(*fields) -> str:
+def content_key(*fields) -> str:
     return hashlib.blake2b("|".join(str(f) for f in (STORE_VERSION, *fields)).encode(), digest_size=16).hexdigest()
 
 
 def token_key(vkey: str, starts, window: int, tok_hash: str) -> str:
     starts = np.asarray(starts, np.int64)
-    return _key("tokens", vkey, window, tok_hash, hashlib.blake2b(starts.tobytes(), digest_size=12).hexdigest())
+    return content_key("tokens", vkey, window, tok_hash, hashlib.blake2b(starts.tobytes(), digest_size=12).hexdigest())
 
 
 def content_hash(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
@@ -197,10 +197,10 @@ class FeatureStore:
     # --- motion -----------------------------------------------------------------------------------------
     def take_key(self, npz, lookup_only: bool = False) -> str | None:
         h = self.hashes.lookup(npz) if lookup_only else self.hashes(npz)
-        return None if h is None else _key("take", h)
+        return None if h is None else content_key("take", h)
 
     def variant_key(self, take_key: str, mirrored: bool, stretch: float) -> str:
-        return _key("variant", take_key, int(bool(mirrored)), repr(float(stretch)))
+        return content_key("variant", take_key, int(bool(mirrored)), repr(float(stretch)))
 
     def motion_path(self, vkey: str) -> pathlib.Path:
         return self.root / "motion" / f"{vkey}.npy"
@@ -266,7 +266,7 @@ class FeatureStore:
 
     def part_moments(self, vkey: str, lo: int, hi: int, chunk: int = 8192) -> dict:
         """{part: (count, mean, M2)} over frames lo..hi-1 of a variant (cached)."""
-        path = self.root / "stats" / f"{_key('parts', vkey, lo, hi)}.npz"
+        path = self.root / "stats" / f"{content_key('parts', vkey, lo, hi)}.npz"
         if path.is_file():
             try:
                 with np.load(path) as z:
@@ -285,7 +285,7 @@ class FeatureStore:
     # --- speech -----------------------------------------------------------------------------------------
     def speech_key(self, wav, fps: float, tag: str, lookup_only: bool = False) -> str | None:
         h = self.hashes.lookup(wav) if lookup_only else self.hashes(wav)
-        return None if h is None else _key("speech", h, repr(float(fps)), tag)
+        return None if h is None else content_key("speech", h, repr(float(fps)), tag)
 
     def speech_record(self, skey: str) -> dict | None:
         return read_json(self.root / "speech" / f"{skey}.json")
@@ -354,7 +354,7 @@ class FeatureStore:
 
     def combine_tokens(self, paths: list[pathlib.Path]) -> pathlib.Path:
         """One (parts, windows, tokens, levels) file of the windows of several token files, in order."""
-        key = _key("tokenset", *[p.stem for p in paths])
+        key = content_key("tokenset", *[p.stem for p in paths])
         out = self.tokens_path(key)
         if out.is_file():
             return out

@@ -47,7 +47,7 @@ def feet_relative_to_root(poses: np.ndarray, rest_joints: np.ndarray | None = No
     return out
 
 
-def _moving_average(x: np.ndarray, width: int) -> np.ndarray:
+def moving_average(x: np.ndarray, width: int) -> np.ndarray:
     """Centred moving average along axis 0 with edge padding (same length)."""
     if width <= 1 or len(x) < 2:
         return x.copy()
@@ -64,7 +64,7 @@ def root_translation(poses: np.ndarray, trans_features: np.ndarray, contacts: np
     n = len(poses)
     feet = feet_relative_to_root(poses, rest_joints)                       # (N, 4, 3)
     height = FOOT_CLEARANCE - feet[:, :, 1].min(axis=1)
-    height = _moving_average(height[:, None], 3)[:, 0]
+    height = moving_average(height[:, None], 3)[:, 0]
     planted = np.asarray(contacts, np.float64) >= contact_threshold        # (N, 4)
     vel = np.asarray(trans_features, np.float64)[:, [0, 2]] / fps           # metres per frame
     step = np.zeros((n, 2))
@@ -76,7 +76,7 @@ def root_translation(poses: np.ndarray, trans_features: np.ndarray, contacts: np
         step[1:] = np.where(cnt[:, None] > 0, locked, vel[:-1])
     path = np.cumsum(step, axis=0)
     if not travel:
-        path = path - _moving_average(path, max(3, int(round(inplace_window_s * fps)) | 1))
+        path = path - moving_average(path, max(3, int(round(inplace_window_s * fps)) | 1))
     out = np.empty((n, 3), np.float32)
     out[:, 0] = start_xz[0] + path[:, 0]
     out[:, 1] = height

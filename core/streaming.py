@@ -345,7 +345,7 @@ class StreamingGeneratorData:
 
         self.codes = {}
         if len(self.ds):
-            from .datastore import _key, token_key
+            from .datastore import content_key, token_key
 
             paths = []
             for v, key in enumerate(self.ds.keys):
@@ -357,7 +357,7 @@ class StreamingGeneratorData:
                 if paths[v] is None:
                     want = store.tokens_path(token_key(key, self.ds.starts[v], config.window, tok_hash))
                     paths[v] = wait_for(lambda w=want: w if w.is_file() else None, f"the tokens of {key}", log)
-            want = store.tokens_path(_key("tokenset", *[p.stem for p in paths]))
+            want = store.tokens_path(content_key("tokenset", *[p.stem for p in paths]))
             if rank == 0:
                 store.combine_tokens(paths)
             combined = wait_for(lambda: want if want.is_file() else None, "the token index", log)

@@ -27,7 +27,7 @@ from ..core.take import resample_take, save_take
 from . import compat, scene_io
 from .rig import check_smplx_armature
 from .poll import DisabledReasonPoll
-from .takes import _face_tracks, get_take_action, playing_take, playing_take_reason, read_take, take_info
+from .takes import face_tracks, get_take_action, playing_take, playing_take_reason, read_take, take_info
 
 FBX_PRESETS = {
     "UNITY": dict(axis_forward="-Z", axis_up="Y", apply_scale_options="FBX_SCALE_ALL", apply_unit_scale=True,
@@ -63,7 +63,7 @@ def take_as_active_action(armature, name: str):
     """Temporarily make the take the rig's (and faces') active action with its slot, as FBX export needs."""
     action = get_take_action(armature, name)
     owners = [(armature, action, _strip_slot_of(armature.animation_data, action))]
-    for key, track in _face_tracks(armature, action):
+    for key, track in face_tracks(armature, action):
         owners.append((key, track.strips[0].action, compat.strip_slot(track.strips[0])))
     saved = []
     try:

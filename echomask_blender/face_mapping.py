@@ -20,6 +20,7 @@ from ..core.face.mapping import (FaceChannels, FaceMapping, FaceMappingError, Fa
                                  load_preset, match_shape_keys, no_match_message, save_preset)
 from ..core.take import Take, load_take, resample_take
 from . import compat
+from .keys import shape_key_path
 
 PRESET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets")
 SHAPE_GROUP = "EchoMask face"
@@ -76,7 +77,7 @@ def write_face_mapping(obj, channels: FaceChannels, mapping: FaceMapping, *, nam
         block = key.key_blocks[key_name]
         block.slider_min = min(block.slider_min, lo)  # widen only, never narrow
         block.slider_max = max(block.slider_max, hi)
-        path = f'key_blocks["{bpy.utils.escape_identifier(key_name)}"].value'
+        path = shape_key_path(key_name)
         compat.write_fcurve(bag, path, 0, frames, values[target], group=SHAPE_GROUP)
     return FaceMappingResult(action=action.name, written=dict(found), missing=missing,
                              frame_start=int(frames[0]), frame_end=int(frames[-1]), stashed=stashed,

@@ -50,7 +50,17 @@ def expression_meshes(armature: bpy.types.Object) -> list[bpy.types.Object]:
     return [child for child in armature.children if expression_key_count(child) > 0]
 
 
-def _bone_quaternions(frames: RigFrames, take: Take) -> np.ndarray:
+def pose_bone_path(bone: str, prop: str) -> str:
+    """RNA path of a pose bone's property (the F-curve data_path)."""
+    return f'pose.bones["{bpy.utils.escape_identifier(bone)}"].{prop}'
+
+
+def shape_key_path(name: str) -> str:
+    """RNA path of a shape key's value, relative to its Key datablock."""
+    return f'key_blocks["{bpy.utils.escape_identifier(name)}"].value'
+
+
+def bone_quaternions(frames: RigFrames, take: Take) -> np.ndarray:
     """(N, 55, 4) sign-continuous quaternions to key on the rig's bones."""
     axis_angle = take.joint_rotations().astype(np.float64)
     if frames.is_direct:
@@ -128,7 +138,7 @@ def bone_rotation_curves(armature: bpy.types.Object, quats: np.ndarray, joints) 
     for j in joints:
         bone = BONE_NAMES[j]
         prop, _ = rotation_property(modes[j])
-        out.append((bone, f'pose.bones["{bpy.utils.escape_identifier(bone)}"].{prop}', values[j]))
+        out.append((bone, pose_bone_path(bone, prop), values[j]))
     return out
 
 
@@ -144,7 +154,7 @@ def write_take_to_armature(armature: bpy.types.Object, take: Take, *, name: str 
     take.validate(name)
     check_smplx_armature(armature)
     rig = rig_frames(armature)
-    rotations = bone_rotation_curves(armature, _bone_quaternions(rig, take), range(len(BONE_NAMES)))  # before any change
+    rotations = bone_rotation_curves(armature, bone_quaternions(rig, take), range(len(BONE_NAMES)))  # before any change
     pelvis_location = rig.pelvis_location(take.trans.astype(np.float64))
     meshes = expression_meshes(armature) if meshes is None else [m for m in meshes if expression_key_count(m)]
     frames = frame_start + np.arange(take.num_frames, dtype=np.float64)
@@ -157,7 +167,7 @@ def write_take_to_armature(armature: bpy.types.Object, take: Take, *, name: str 
     for bone, path, values in rotations:
         for c in range(values.shape[1]):
             compat.write_fcurve(bag, path, c, frames, values[:, c], group=bone)
-    pelvis = f'pose.bones["{BONE_NAMES[0]}"].location'
+    pelvis = pose_bone_path(BONE_NAMES[0], "location")
     for c in range(3):
         compat.write_fcurve(bag, pelvis, c, frames, pelvis_location[:, c], group=BONE_NAMES[0])
 
@@ -173,7 +183,7 @@ def write_take_to_armature(armature: bpy.types.Object, take: Take, *, name: str 
             block = blocks[EXPRESSION_KEY.format(i)]
             block.slider_min = min(block.slider_min, -SHAPE_KEY_SLIDER_LIMIT)  # widen only, never narrow
             block.slider_max = max(block.slider_max, SHAPE_KEY_SLIDER_LIMIT)
-            path = f'key_blocks["{bpy.utils.escape_identifier(block.name)}"].value'
+            path = shape_key_path(block.name)
             compat.write_fcurve(face_bag, path, 0, frames, take.expressions[:, i], group="Expressions")
         shape_actions.append(face_action.name)
     return WriteResult(action=action.name, shape_actions=shape_actions, frame_start=int(frames[0]),

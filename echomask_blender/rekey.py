@@ -27,15 +27,14 @@ from ..core.take import Take, save_take
 from ..core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts, model_parts
 from . import compat, retarget, runtime_ops, speech_source
 from .generate_op import GenerationRun, _RunModal, build_request, current_run, launch_run, new_job_dir
-from .keys import (EXPRESSION_KEY, _bone_quaternions, channels_to_quaternions, expression_meshes, rotation_channels,
-                   rotation_property)
+from .keys import (EXPRESSION_KEY, bone_quaternions, channels_to_quaternions, expression_meshes, pose_bone_path,
+                   rotation_channels, rotation_property, shape_key_path)
 from .panel import selected_parts
 from .poll import DisabledReasonPoll
 from .rig import BONE_NAMES, check_smplx_armature, rig_frames
-from .takes import (BODY, MAX_NAME, CurveKeys, StagedActions, StagedTake, _bone_path, _channelbag_curves,
-                    _expression_path, _face_tracks, _strip_slot, bone_rotation_samples, get_take_action,
-                    keyed_rotation_mode, playing_take, playing_take_reason, read_curve_keys, read_take, sample_fcurve,
-                    take_info, write_staged)
+from .takes import (BODY, MAX_NAME, CurveKeys, StagedActions, StagedTake, bone_rotation_samples, channelbag_curves,
+                    face_tracks, get_take_action, keyed_rotation_mode, playing_take, playing_take_reason,
+                    read_curve_keys, read_take, sample_fcurve, take_info, take_strip_slot, write_staged)
 
 
 def derived_name(source: str, suffix: str) -> str:
@@ -48,13 +47,13 @@ def derived_name(source: str, suffix: str) -> str:
 
 def _source_curves(armature, action) -> dict:
     """{owner: {(path, index): fcurve}} of a take: BODY for the rig, the mesh name for each face."""
-    out = {BODY: _channelbag_curves(action, _strip_slot(armature, action))}
+    out = {BODY: channelbag_curves(action, take_strip_slot(armature, action))}
     meshes = {m.data.shape_keys.name: m.name for m in expression_meshes(armature)}
-    for key, track in _face_tracks(armature, action):
+    for key, track in face_tracks(armature, action):
         strip = track.strips[0]
         slot = compat.strip_slot(strip)
         if key.name in meshes:
-            out[meshes[key.name]] = _channelbag_curves(strip.action, slot)
+            out[meshes[key.name]] = channelbag_curves(strip.action, slot)
     return out
 
 
@@ -147,12 +146,12 @@ class StagedRekey(StagedActions):
             replaced.update(retarget.rekey_channels(armature, new_take, parts, frames, rows, weights, curves[BODY]))
         joints = sorted(j for p in parts for j in PART_JOINT_INDICES[p])
         if joints and not mapped:
-            new_q = _bone_quaternions(rig, new_take)[rows]
+            new_q = bone_quaternions(rig, new_take)[rows]
             for j in joints:
                 pose_bone = armature.pose.bones[BONE_NAMES[j]]
                 # the rotation property the source keys for this bone (else the bone's own mode)
                 mode = keyed_rotation_mode(curves[BODY], pose_bone) or pose_bone.rotation_mode
-                path = _bone_path(BONE_NAMES[j], rotation_property(mode)[0])
+                path = pose_bone_path(BONE_NAMES[j], rotation_property(mode)[0])
                 old_values = bone_rotation_samples(curves[BODY], pose_bone, mode, frames)
                 old_q = channels_to_quaternions(old_values, mode)
                 q = new_q[:, j].copy()
@@ -163,7 +162,7 @@ class StagedRekey(StagedActions):
                 for c in range(values.shape[1]):
                     replaced[(BODY, path, c)] = values[:, c]
         if "root" in parts and not mapped:
-            path = _bone_path(BONE_NAMES[0], "location")
+            path = pose_bone_path(BONE_NAMES[0], "location")
             new_loc = rig.pelvis_location(new_take.trans.astype(np.float64))[rows]
             for c in range(3):
                 fc = curves[BODY].get((path, c))
@@ -173,7 +172,7 @@ class StagedRekey(StagedActions):
             for mesh in self.face_meshes:
                 mesh_curves = curves.get(mesh, {})
                 for i in range(new_take.expressions.shape[1]):
-                    path = _expression_path(EXPRESSION_KEY.format(i))
+                    path = shape_key_path(EXPRESSION_KEY.format(i))
                     if EXPRESSION_KEY.format(i) not in bpy.data.objects[mesh].data.shape_keys.key_blocks:
                         break
                     fc = mesh_curves.get((path, 0))

@@ -25,6 +25,7 @@ from ..core.retarget.solve import Copy, RetargetOptions, TargetBone, TargetRig
 from ..core.skeleton import JOINT_INDEX, JOINT_NAMES
 from ..core.take import Take
 from ..core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts
+from .keys import pose_bone_path
 
 MAP_PROP = "echomask_applied_bone_map"
 OPTIONS_PROP = "echomask_retarget_options"
@@ -170,10 +171,6 @@ def auto_map(obj) -> BoneMap:
 
 # ------------------------------------------------------------------------------------------ takes
 
-def bone_path(bone: str, prop: str) -> str:
-    return f'pose.bones["{bpy.utils.escape_identifier(bone)}"].{prop}'
-
-
 def setting_path(bone: str, prop: str) -> str:
     return f'pose.bones["{bpy.utils.escape_identifier(bone)}"]["{bpy.utils.escape_identifier(prop)}"]'
 
@@ -195,9 +192,9 @@ def take_channels(obj, take: Take, parts=ANIM_PARTS):
     for bone, prop, values in result.channels():
         if prop == "location":
             if "root" in parts:
-                out.extend((bone_path(bone, prop), c, values[:, c], bone) for c in range(3))
+                out.extend((pose_bone_path(bone, prop), c, values[:, c], bone) for c in range(3))
         elif bone in keyed:
-            out.extend((bone_path(bone, prop), c, values[:, c], bone) for c in range(values.shape[1]))
+            out.extend((pose_bone_path(bone, prop), c, values[:, c], bone) for c in range(values.shape[1]))
     n = take.num_frames
     for s in resolved.settings:
         out.append((setting_path(s.bone, s.prop), 0, np.full(n, s.value), "Rig settings"))
@@ -213,7 +210,7 @@ def read_mapped_take(obj, curves: dict, frames: np.ndarray, fps: float) -> Take:
     rotations = {}
     for name in plan.keyed:
         mode = plan.rig.bone(name).rotation_mode
-        path = bone_path(name, solve.rotation_property(mode))
+        path = pose_bone_path(name, solve.rotation_property(mode))
         count = solve.channel_count(mode)
         if not any((path, c) in curves for c in range(count)):
             continue
@@ -221,7 +218,7 @@ def read_mapped_take(obj, curves: dict, frames: np.ndarray, fps: float) -> Take:
         values = np.stack([sample_fcurve(curves[(path, c)], frames) if (path, c) in curves else np.full(n, default[c])
                            for c in range(count)], -1)
         rotations[name] = solve.channels_to_rotation(values, mode)
-    loc_path = bone_path(plan.root_bone, "location")
+    loc_path = pose_bone_path(plan.root_bone, "location")
     location = None
     if any((loc_path, c) in curves for c in range(3)):
         location = np.stack([sample_fcurve(curves[(loc_path, c)], frames) if (loc_path, c) in curves

@@ -27,9 +27,9 @@ from ..core.errors import EchoMaskError, RigError
 from ..core.take import Take
 from ..core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts
 from . import compat, retarget
-from .keys import (EXPRESSION_KEY, SHAPE_KEY_SLIDER_LIMIT, _bone_quaternions, bone_rotation_curves,
-                   channels_to_quaternions, expression_key_count, expression_meshes, rest_channels,
-                   rotation_property)
+from .keys import (EXPRESSION_KEY, SHAPE_KEY_SLIDER_LIMIT, bone_quaternions, bone_rotation_curves,
+                   channels_to_quaternions, expression_key_count, expression_meshes, pose_bone_path, rest_channels,
+                   rotation_property, shape_key_path)
 from .rig import BONE_NAMES, check_smplx_armature, rig_frames
 
 TAKE_PROP = "echomask_take"
@@ -60,14 +60,6 @@ def take_name(audio_label: str, seed: int, suffix: str = "") -> str:
     while len(stem.encode()) > room:
         stem = stem[:-1]
     return stem + tail
-
-
-def _bone_path(bone: str, prop: str) -> str:
-    return f'pose.bones["{bpy.utils.escape_identifier(bone)}"].{prop}'
-
-
-def _expression_path(name: str) -> str:
-    return f'key_blocks["{bpy.utils.escape_identifier(name)}"].value'
 
 
 # ------------------------------------------------------------------------------------------ tracks
@@ -295,18 +287,18 @@ class StagedTake(StagedActions):
         frames = frame_start + np.arange(take.num_frames, dtype=np.float64)
         joints = sorted(j for p in parts for j in PART_JOINT_INDICES[p])
         if joints:   # each bone in its own rotation mode (quaternion on our rigs; an animator's Euler order)
-            for bone, path, values in bone_rotation_curves(armature, _bone_quaternions(rig, take), joints):
+            for bone, path, values in bone_rotation_curves(armature, bone_quaternions(rig, take), joints):
                 for c in range(values.shape[1]):
                     self.pending.append(CurveKeys(BODY, path, c, frames, values[:, c], bone))
         if "root" in parts:
             pelvis = rig.pelvis_location(take.trans.astype(np.float64))
-            path = _bone_path(BONE_NAMES[0], "location")
+            path = pose_bone_path(BONE_NAMES[0], "location")
             for c in range(3):
                 self.pending.append(CurveKeys(BODY, path, c, frames, pelvis[:, c], BONE_NAMES[0]))
         for mesh_name in self.face_meshes:
             mesh = bpy.data.objects[mesh_name]
             for i in range(min(expression_key_count(mesh), take.expressions.shape[1])):
-                self.pending.append(CurveKeys(mesh_name, _expression_path(EXPRESSION_KEY.format(i)), 0, frames,
+                self.pending.append(CurveKeys(mesh_name, shape_key_path(EXPRESSION_KEY.format(i)), 0, frames,
                                               take.expressions[:, i], "Expressions"))
 
 
@@ -384,7 +376,7 @@ def get_take_action(armature, name: str) -> bpy.types.Action:
     return action
 
 
-def _face_tracks(armature, action):
+def face_tracks(armature, action):
     """(Key datablock, track) of each face action of this take."""
     out = []
     names = set(take_info(armature, action).face_actions)
@@ -424,7 +416,7 @@ def set_playing_take(armature, name: str) -> None:
     for info in list_takes(armature):
         track = _take_track(anim, bpy.data.actions[info.name])
         track.mute = info.name != name
-    playing_faces = {(key.name, track.name) for key, track in _face_tracks(armature, action)}
+    playing_faces = {(key.name, track.name) for key, track in face_tracks(armature, action)}
     for key, track in _face_take_tracks(armature):
         track.mute = (key.name, track.name) not in playing_faces
     if previous is not None and previous.name != name:
@@ -445,7 +437,7 @@ def set_solo(armature, name: str, solo: bool) -> None:
     action = get_take_action(armature, name)
     track = _take_track(armature.animation_data, action)
     track.is_solo = solo
-    for key, face_track in _face_tracks(armature, action):
+    for key, face_track in face_tracks(armature, action):
         face_track.is_solo = solo
 
 
@@ -455,7 +447,7 @@ def delete_take(armature, name: str) -> None:
     was_playing = take_info(armature, action).playing
     anim = armature.animation_data
     _leave_tweak_mode(anim)
-    for key, track in _face_tracks(armature, action):
+    for key, track in face_tracks(armature, action):
         face_actions = [s.action for s in track.strips if s.action is not None]
         key.animation_data.nla_tracks.remove(track)
         for face in face_actions:
@@ -473,7 +465,7 @@ def delete_take(armature, name: str) -> None:
 
 # ------------------------------------------------------------------------------------------ reading back
 
-def _channelbag_curves(action, slot=None) -> dict:
+def channelbag_curves(action, slot=None) -> dict:
     return {(fc.data_path, fc.array_index): fc for fc in compat.action_fcurves(action, slot)}
 
 
@@ -496,7 +488,7 @@ def keyed_rotation_mode(curves: dict, pose_bone) -> str | None:
     own = pose_bone.rotation_mode
     euler = own if rotation_property(own)[0] == "rotation_euler" else "XYZ"
     for mode in (own, "QUATERNION", euler, "AXIS_ANGLE"):
-        if (_bone_path(pose_bone.name, rotation_property(mode)[0]), 0) in curves:
+        if (pose_bone_path(pose_bone.name, rotation_property(mode)[0]), 0) in curves:
             return mode
     return None
 
@@ -506,13 +498,13 @@ def bone_rotation_samples(curves: dict, pose_bone, mode: str, frames: np.ndarray
     prop, channels = rotation_property(mode)
     values = rest_channels(mode, len(frames))
     for c in range(channels):
-        fcurve = curves.get((_bone_path(pose_bone.name, prop), c))
+        fcurve = curves.get((pose_bone_path(pose_bone.name, prop), c))
         if fcurve is not None:
             values[:, c] = sample_fcurve(fcurve, frames)
     return values
 
 
-def _strip_slot(armature, action):
+def take_strip_slot(armature, action):
     track = _take_track(armature.animation_data, action)
     return None if track is None else compat.strip_slot(track.strips[0])
 
@@ -531,7 +523,7 @@ def read_take(armature, name: str, frame_start: int | None = None, frame_end: in
         raise EchoMaskError(f"Empty frame range {start}–{end}.")
     frames = np.arange(start, end + 1, dtype=np.float64)
     n = len(frames)
-    curves = _channelbag_curves(action, _strip_slot(armature, action))
+    curves = channelbag_curves(action, take_strip_slot(armature, action))
     if retarget.is_mapped(armature):   # a character's own rig: back through its bone map
         out = retarget.read_mapped_take(armature, curves, frames, float(fps or action.get("echomask_fps", 30.0)))
         out.meta = {"take": name, "frame_start": start}
@@ -552,18 +544,18 @@ def read_take(armature, name: str, frame_start: int | None = None, frame_end: in
         rot = b @ R.quaternion_to_matrix(quats) @ np.swapaxes(b, -1, -2)
         poses = R.matrix_to_axis_angle(rot).reshape(n, -1)
     trans = np.zeros((n, 3))
-    loc_path = _bone_path(BONE_NAMES[0], "location")
+    loc_path = pose_bone_path(BONE_NAMES[0], "location")
     if (loc_path, 0) in curves:
         loc = np.stack([sample_fcurve(curves[(loc_path, c)], frames) if (loc_path, c) in curves
                         else np.zeros(n) for c in range(3)], -1)
         m = rig.pelvis_rest.T @ rig.model_frame
         trans = loc @ m / rig.scale
     expressions = np.zeros((n, skeleton.NUM_EXPRESSIONS))
-    for key, track in _face_tracks(armature, action):
+    for key, track in face_tracks(armature, action):
         face = track.strips[0].action
-        face_curves = _channelbag_curves(face, compat.strip_slot(track.strips[0]))
+        face_curves = channelbag_curves(face, compat.strip_slot(track.strips[0]))
         for i in range(skeleton.NUM_EXPRESSIONS):
-            fc = face_curves.get((_expression_path(EXPRESSION_KEY.format(i)), 0))
+            fc = face_curves.get((shape_key_path(EXPRESSION_KEY.format(i)), 0))
             if fc is not None:
                 expressions[:, i] = sample_fcurve(fc, frames)
         break  # one face is enough: every mesh got the same expressions

@@ -76,10 +76,10 @@ def generate_take_official(audio: np.ndarray, model, options: GenerationOptions,
     report(0.92, "Building the animation")
     poses, expressions, trans = run.poses[:n_frames], run.expressions[:n_frames], run.trans[:n_frames]
     if not options.travel:  # stay where the seed stood: remove the slow x/z drift, keep steps and sways
-        from ..root_motion import _moving_average
+        from ..root_motion import moving_average
 
         xz = trans[:, [0, 2]].astype(np.float64)
-        xz = xz - _moving_average(xz, max(3, int(round(4.0 * FPS)) | 1)) + start[[0, 2]]
+        xz = xz - moving_average(xz, max(3, int(round(4.0 * FPS)) | 1)) + start[[0, 2]]
         trans = trans.copy()
         trans[:, 0], trans[:, 2] = xz[:, 0], xz[:, 1]
     take = Take(poses=poses.astype(np.float32), trans=trans.astype(np.float32),

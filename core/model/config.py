@@ -82,10 +82,10 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        return _from_dict(cls, data)
+        return dataclass_from_dict(cls, data)
 
 
-def _from_dict(cls, data: dict[str, Any]):
+def dataclass_from_dict(cls, data: dict[str, Any]):
     """Build a (nested) dataclass from a dict; unknown keys are an error so a mismatch is never silent."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(data) - set(fields)
@@ -99,7 +99,7 @@ def _from_dict(cls, data: dict[str, Any]):
         # Nested dataclass fields are recognised by their default (annotations are strings at runtime).
         default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
         if dataclasses.is_dataclass(default) and isinstance(value, dict):
-            value = _from_dict(type(default), value)
+            value = dataclass_from_dict(type(default), value)
         elif isinstance(value, list) and isinstance(default, tuple):
             value = tuple(value)
         kwargs[key] = value

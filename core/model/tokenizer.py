@@ -45,7 +45,7 @@ from .. import rotations as R
 from ..errors import WeightsError
 from ..motion_repr import (FACE_EXPR, LOWER_CONTACTS, LOWER_TRANS, PART_ROT_DIMS, PART_ROT_JOINTS, NormStats)
 from ..skeleton import PARENTS, PARTS, REST_JOINTS_YUP
-from .config import FORMAT_VERSION, PRESETS, ModelConfig, TokenizerConfig, _from_dict, get_config
+from .config import FORMAT_VERSION, PRESETS, ModelConfig, TokenizerConfig, dataclass_from_dict, get_config
 
 FILE_KIND = "echomask-tokenizers"
 
@@ -494,7 +494,7 @@ class TokenizerSet(nn.Module):
                                f"reads version {FORMAT_VERSION}; use weights made for this version "
                                f"(or retrain them).")
         try:
-            tok_cfg = _from_dict(TokenizerConfig, json.loads(header["tokenizer_config"]))
+            tok_cfg = dataclass_from_dict(TokenizerConfig, json.loads(header["tokenizer_config"]))
         except (KeyError, ValueError, TypeError) as exc:
             raise WeightsError(f"{name}: its tokenizer configuration is missing or unreadable ({exc}); "
                                f"the file is damaged or from another version.") from None

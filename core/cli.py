@@ -200,8 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for --model generation")
     p.add_argument("--steps", type=int, default=None, help="decoding passes per window for --model generation "
                    "(default: the generator's; 1 = the paper's single pass)")
-    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature for --model generation "
-                   "(0 = arg-max, as the paper)")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature for --model generation "
+                   "(default: generate's, the product default; 0 = arg-max, as the paper)")
     p.add_argument("--tail", type=float, default=0.0, help="score only the last FRACTION of each reference clip "
                    "(e.g. 0.15: the held-out tails); 0 = whole clips")
     p.add_argument("--fgd-evaluator", default=None, help="FGD evaluator weights (default weights/fgd_evaluator.safetensors)")

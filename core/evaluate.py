@@ -183,14 +183,19 @@ def motion_matching_system(clips: list[Clip]) -> System | None:
                                        f"{cfg.segment}-frame segments, {cfg.blend}-frame cross-fades")
 
 
-def generated_system(name: str, weights: str, clips: list[Clip], seed: int, temperature: float = 0.0,
+def generated_system(name: str, weights: str, clips: list[Clip], seed: int, temperature: float | None = None,
                      steps: int | None = None) -> System:
-    """Run the project's generator on each clip's whole speech, then cut to the scored segment."""
+    """Run the project's generator on each clip's whole speech, then cut to the scored segment.
+    `temperature`/`steps` None = the product's defaults (GenerationOptions), as an animator gets them."""
     try:
+        from .generation.options import GenerationOptions
         from .inference import generate
     except ImportError:
         raise EchoMaskError("--model needs core.inference.generate, which this version of the project does "
                             "not have; generate takes another way and pass them with --generated.") from None
+    defaults = GenerationOptions()
+    temperature = defaults.temperature if temperature is None else temperature
+    steps = steps or None
     takes = {}
     for c in clips:
         if c.audio_path is None:
@@ -198,7 +203,8 @@ def generated_system(name: str, weights: str, clips: list[Clip], seed: int, temp
         full = generate(c.audio_path, seed=seed, model=weights, temperature=temperature,
                         **({"steps": steps} if steps else {}))
         takes[c.cid] = cut_to_clip(full, c, f"generated take for {c.cid}")
-    how = ("arg-max" if temperature == 0 else f"temperature {temperature:g}") + (f", {steps} decoding passes" if steps else "")
+    how = ("arg-max" if temperature == 0 else f"temperature {temperature:g}") + \
+        f", {steps or defaults.steps} decoding pass(es)"
     return System(name, takes, f"generated with {os.path.basename(weights)}, {how}, seed {seed}")
 
 
@@ -391,7 +397,7 @@ def run_eval(args) -> tuple[str, dict]:
             planned.append((name, system_from_paths(name, paths, clips)))
         elif weights:
             planned.append((name, generated_system(name, weights, clips, args.seed,
-                                                   getattr(args, "temperature", 0.0), getattr(args, "steps", None))))
+                                                   getattr(args, "temperature", None), getattr(args, "steps", None))))
         else:
             planned.append((name, None))
     for spec in args.system:

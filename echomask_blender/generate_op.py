@@ -26,7 +26,7 @@ from ..core.take import Take, load_take, resample_take
 from . import compat, runtime, runtime_ops, speech_source
 from .modal_timer import TimerModal
 from .poll import DisabledReasonPoll
-from .job import JobState, WorkerJob, worker_environment, write_request
+from ..core.jobs.client import JobState, WorkerJob, worker_environment, write_request
 from .panel import selected_parts
 from .rig import check_smplx_armature
 from .takes import StagedTake, take_name

@@ -14,7 +14,7 @@ import bpy
 
 from ..core.errors import EchoMaskError
 from . import runtime, runtime_install
-from .job import JobState
+from ..core.jobs.client import JobState
 from .modal_timer import TimerModal
 
 ADDON_PACKAGE = __package__.rpartition(".")[0]

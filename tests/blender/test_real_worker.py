@@ -1,4 +1,4 @@
-"""The panel against the REAL worker (`python -m core.worker` in a Python with torch): probe, generate, re-key.
+"""The panel against the REAL worker (`python -m core.jobs.worker` in a Python with torch): probe, generate, re-key.
 
 Runs with ECHOMASK_REAL_WORKER_PYTHON, /tmp/envs/v50/bin/python or .venv/bin/python, from any Blender env.
 Generation uses weights/echomask_small.safetensors when it exists; the pipeline tests also run on a tiny

@@ -10,9 +10,9 @@ Two kinds of job share that state machine:
 - `WorkerJob`: one process per job (`--request`, `--probe`, the preview render). Cancel is terminate (the
   worker stops between windows on SIGTERM), then kill after a grace period.
 - `WarmWorkerJob`: one request to a `WarmWorker` (`--serve`), a process that stays up with torch imported
-  and the model loaded, so the second Generate skips start-up. Cancel is a "cancel" request, and the process
-  group is killed when the job has not stopped within WARM_CANCEL_GRACE; a worker that died, hung or was
-  killed is replaced by a fresh one on the next job, which says so.
+  and the model loaded, so the second Generate skips start-up. Cancel kills the worker's process group at
+  once (nothing of a half-done job can linger in it, and "stopped" means stopped); a worker that was
+  cancelled, died, hung or was killed is replaced by a fresh one on the next job, which says so.
 Timeouts: no first event within `start_timeout`, or no event for `stall_timeout` while running, ends the
 job with an error (a hung worker must not keep Blender "busy" forever).
 A worker that exits without a final event (a crash, an out-of-memory kill) becomes an error message in an
@@ -190,7 +190,7 @@ class WorkerJob:
         exited = self._proc.poll() is not None
         state = self._status.state
         if state == JobState.CANCELLING:
-            if self._cancel_finished(exited):
+            if exited:
                 self._status.state = JobState.CANCELLED
                 self._status.message = "Cancelled"
             elif self._terminated_at is not None and now - self._terminated_at > self.timeouts.kill_grace:
@@ -214,9 +214,6 @@ class WorkerJob:
 
     # ------------------------------------------------------------------ internals
 
-    def _cancel_finished(self, exited: bool) -> bool:
-        """Whether a cancelled job has ended: a one-shot worker when its process has exited."""
-        return exited
 
     def _apply_event(self, event: dict) -> None:
         kind = event.get("event")
@@ -394,7 +391,6 @@ def write_request(job_dir: str, request: dict) -> str:
 # ---------------------------------------------------------------------------------------------- warm worker
 
 WARM_IDLE_TIMEOUT = 900.0    # seconds without a request before a warm worker exits by itself
-WARM_CANCEL_GRACE = 1.0      # seconds a warm job may take to stop between windows before it is killed
 FRESH_WORKER_NOTE = "A fresh generator starts with the next Generate."
 
 
@@ -630,14 +626,12 @@ class WarmWorkerJob(WorkerJob):
 
     def __init__(self, worker: WarmWorker, request: dict, *, timeouts: JobTimeouts | None = None,
                  clock=time.monotonic):
-        super().__init__(worker.command, cwd=worker.cwd, env=worker.env,
-                         timeouts=timeouts or JobTimeouts(kill_grace=WARM_CANCEL_GRACE), clock=clock)
+        super().__init__(worker.command, cwd=worker.cwd, env=worker.env, timeouts=timeouts, clock=clock)
         self.worker = worker
         self.request = request
         self.job_id = uuid.uuid4().hex
         self.fresh_worker: bool | None = None    # True when this job had to start the process
         self.replaced_note = ""                  # why the previous worker was gone, when it died
-        self._cancel_sent = False
 
     def start(self) -> JobStatus:
         if self._proc is not None:
@@ -665,27 +659,24 @@ class WarmWorkerJob(WorkerJob):
         now = self._clock()
         self._started_at = self._last_event_at = now
         if self.fresh_worker:
-            message = "Starting the generator" + (" (the previous one had stopped)" if self.replaced_note else "")
+            message = f"Starting a fresh generator: the previous one {previous_note}" if self.replaced_note \
+                else "Starting the generator"
         else:
             message = "Generating (warm generator)"
         self._status = JobStatus(JobState.RUNNING, message=message)
         self.worker.send("generate", job=self.job_id, request=self.request)
         return self.status()
 
-    def _cancel_finished(self, exited: bool) -> bool:
-        return exited or self._final_event is not None
-
     def _terminate(self) -> None:
+        """Cancel: kill at once. The warm process is only worth keeping between finished jobs."""
         if self._proc is None or self._proc.poll() is not None:
             return
         if self._terminated_at is None:
             self._terminated_at = self._clock()
-        if not self._cancel_sent:
-            self._cancel_sent = True
-            self.worker.send("cancel", job=self.job_id)
+        self.worker.kill("was stopped by Cancel")
 
     def _kill(self) -> None:
-        self.worker.kill("was stopped because it did not stop when cancelled")
+        self.worker.kill("was stopped by Cancel")
 
     def _fail_and_stop(self, message: str, kind: str) -> None:
         """A hung worker: kill it now (it holds nothing the next job needs) and say a fresh one comes next."""

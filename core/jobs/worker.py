@@ -15,8 +15,8 @@ modification time and device), so the second Generate skips the ~2.4 s of start-
 requests on stdin (a reader thread, so a "cancel" arrives while a job runs), exits after `--idle-timeout`
 seconds without a request, and exits when stdin closes (Blender quit or crashed).
 Cancel: one-shot = Blender terminates the process (it stops between windows on SIGTERM/SIGINT); serve =
-a "cancel" request stops the job between windows, and Blender kills the process group when that takes longer
-than a short grace. A crash in torch ends only this process. The result is written to a temp name and
+Blender kills the process group at once and the next job starts a fresh worker (a "cancel" request, for
+clients that would rather keep the process, stops the job between windows). A crash in torch ends only this process. The result is written to a temp name and
 renamed, so Blender never reads half a file.
 """
 from __future__ import annotations

@@ -48,8 +48,9 @@ def make_job(context, choice: runtime.RuntimeChoice | None, one_shot_command: li
 def state_text(context=None) -> str:
     """'Worker: warm (model loaded)', 'Worker: starting', 'Worker: off', ... for the panel."""
     worker = client.current_warm_worker()
-    if worker is not None and (worker.alive or worker.exit_note):
-        return worker.describe()
+    text = worker.describe() if worker is not None else "Worker: off"
+    if text != "Worker: off":
+        return text
     return "Worker: off" if warm_enabled(context) else "Worker: off (one process per take)"
 
 

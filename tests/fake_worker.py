@@ -16,6 +16,8 @@ Behaviour for tests, from the environment:
       the first progress; stubborn: ignores SIGTERM while working; notorch: the ImportError a runtime
       without torch prints; garbage: non-JSON output then exit 1.
       In serve mode the same modes apply per request (hang: the job never ends; stubborn: ignores cancel).
+    ECHOMASK_FAKE_ONCE   a file path: the mode applies to one job only (the first, which creates the file); later
+                         jobs, in this process or a fresh one, run as 'ok' (a warm worker that hung or died once)
     ECHOMASK_FAKE_STEPS  progress events (default 5);  ECHOMASK_FAKE_DELAY  seconds between them (0.02)
     ECHOMASK_FAKE_STARTUP seconds spent starting (the real worker's torch import and model load), once per
                          process: every --request job pays it, a --serve worker only before 'ready'
@@ -151,6 +153,15 @@ def record_request(request: dict) -> None:
 def serve_fake(mode: str, steps: int, delay: float, idle_timeout: float) -> int:
     """The warm worker: the real serve loop (core.jobs.worker.serve) around the fake generation."""
     loaded: list[str] = []
+    once = os.environ.get("ECHOMASK_FAKE_ONCE")
+
+    def job_mode() -> str:
+        if not once:
+            return mode
+        if os.path.exists(once):
+            return "ok"
+        pathlib.Path(once).touch()
+        return mode
 
     def note_model(weights, device):
         key = f"{weights or 'fake'} @ {device or 'auto'}"
@@ -159,6 +170,7 @@ def serve_fake(mode: str, steps: int, delay: float, idle_timeout: float) -> int:
 
     def run_job(request: dict, cancelled) -> dict:
         record_request(request)
+        mode = job_mode()
         if mode == "hang":
             while True:                 # stuck: no events, ignores cancel
                 time.sleep(0.05)
@@ -198,6 +210,8 @@ def main(argv=None) -> int:
     parser.add_argument("--probe", action="store_true")
     args = parser.parse_args(argv)
     mode = os.environ.get("ECHOMASK_FAKE_MODE", "ok")
+    if os.environ.get("ECHOMASK_FAKE_ONCE") and os.path.exists(os.environ["ECHOMASK_FAKE_ONCE"]):
+        mode = "ok"
     if args.probe:
         info = {"python": sys.version.split()[0], "protocol": 1, "torch": "0.0-fake", "cuda": False,
                 "cuda_name": None, "mps": False}

@@ -456,8 +456,24 @@ class WarmWorker:
             return "loading" if self.busy_with.startswith("load-") else "busy"
         return "warm"
 
+    def _note_unexpected_exit(self) -> None:
+        """A process that ended without being asked to (killed, crashed) while nobody was watching."""
+        proc = self._proc
+        if proc is None or proc.poll() is None or self._stopping or self.exit_note:
+            return
+        code = proc.returncode
+        if code is not None and code < 0:
+            try:
+                how = signal.Signals(-code).name
+            except ValueError:
+                how = f"signal {-code}"
+            self.exit_note = f"was stopped by the system ({how})"
+        elif code:
+            self.exit_note = f"stopped unexpectedly (exit code {code})"
+
     def describe(self) -> str:
         """The worker's state in the panel's words."""
+        self._note_unexpected_exit()
         state = self.state
         if state == "warm":
             return "Worker: warm (model loaded)" if self.models else "Worker: warm"
@@ -478,6 +494,7 @@ class WarmWorker:
         if self.alive:
             self._last_used = self._clock()
             return False
+        self._note_unexpected_exit()
         self._release_process()
         self._stderr.clear()
         self._stdout_text.clear()
@@ -637,7 +654,6 @@ class WarmWorkerJob(WorkerJob):
         if self._proc is not None:
             raise RuntimeError("job already started")
         self._events = self.worker.register(self.job_id)
-        previous_note = self.worker.exit_note if self.worker.processes_started else ""
         try:
             self.fresh_worker = self.worker.ensure_started()
         except FileNotFoundError:
@@ -649,7 +665,8 @@ class WarmWorkerJob(WorkerJob):
             self.worker.unregister(self.job_id)
             return self._fail(f"EchoMask's generator could not be started ({exc}). Check the Python chosen "
                               "in Preferences > Add-ons > EchoMask.", "RuntimeMissing")
-        if self.fresh_worker and previous_note:
+        previous_note = self.worker.exit_note if self.fresh_worker and self.worker.processes_started > 1 else ""
+        if previous_note:
             self.replaced_note = f"The previous generator {previous_note}; started a fresh one."
         self.worker.exit_note = ""
         self._proc = self.worker.process

@@ -24,11 +24,11 @@ import uuid
 import bpy
 
 from ..core.errors import AudioError, EchoMaskError, RigError
+from ..core.jobs.client import JobState
 from ..core.take import Take, load_take, resample_take
 from . import compat, runtime, runtime_ops, speech_source, worker_service
 from .modal_timer import TimerModal
 from .poll import DisabledReasonPoll
-from ..core.jobs.client import JobState
 from .panel import selected_parts
 from .rig import check_smplx_armature
 from .takes import StagedTake, take_name

@@ -13,8 +13,8 @@ import os
 import bpy
 
 from ..core.errors import EchoMaskError
-from . import runtime, runtime_install
 from ..core.jobs.client import JobState
+from . import runtime, runtime_install
 from .modal_timer import TimerModal
 
 ADDON_PACKAGE = __package__.rpartition(".")[0]

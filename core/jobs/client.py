@@ -705,7 +705,9 @@ class WarmWorkerJob(WorkerJob):
     def _died_status(self) -> JobStatus:
         status = super()._died_status()
         self.worker.exit_note = "had stopped unexpectedly"
-        status.error = f"{status.error} {FRESH_WORKER_NOTE}"
+        setup_problem = any("No module named" in line for line in self.console_tail)   # a fresh one fails too
+        if not setup_problem:
+            status.error = f"{status.error} {FRESH_WORKER_NOTE}"
         return status
 
     def close(self, timeout: float = 2.0) -> None:

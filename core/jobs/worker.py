@@ -161,9 +161,16 @@ def loaded_models() -> list[str]:
 
 
 def preload() -> None:
-    """What every request needs, imported once at start-up (torch, the model code, the speech features)."""
-    from .. import inference  # noqa: F401
+    """What every request needs, imported before 'ready' (torch, the model code, the speech features), so a
+    worker started ahead of the first Generate (the panel's Start Worker) has paid for them already."""
+    import torch  # noqa: F401
+
+    from .. import checkpoint, inference  # noqa: F401
     from ..audio import load_speech  # noqa: F401
+    from ..generation import loop  # noqa: F401
+    from ..speech import get_backend
+
+    get_backend("builtin")
 
 
 def serve(run, *, idle_timeout: float = DEFAULT_IDLE_TIMEOUT, load=load_model_now, models=loaded_models,

@@ -230,3 +230,34 @@ def test_start_worker_loads_the_model_and_stop_worker_ends_it(warm, tmp_path):
     assert seconds < STARTUP
     assert bpy.ops.echomask.stop_worker() == {"FINISHED"}
     assert not worker.alive and worker_service.state_text(warm) == "Worker: off"
+
+
+def test_the_panel_shows_the_worker_state_and_the_button_that_fits(warm, tmp_path):
+    from echomask.echomask_blender import panel
+
+    shown = []
+
+    class Recorder:   # panels cannot be drawn headless: record what the draw code asks for
+        def __getattr__(self, name):
+            def record(*args, **kwargs):
+                shown.append((name, kwargs.get("text"), args[0] if args and isinstance(args[0], str) else None))
+                return self
+            return record
+
+        def __setattr__(self, name, value):
+            pass
+
+    def draw():
+        shown.clear()
+        panel.VIEW3D_PT_echomask.draw(type("P", (), {"layout": Recorder()})(), warm)
+        labels = [text for name, text, _ in shown if name == "label"]
+        buttons = [(text, idname) for name, text, idname in shown if name == "operator"]
+        return labels, buttons
+
+    _scene(warm, tmp_path)
+    labels, buttons = draw()
+    assert "Worker: off" in labels and ("Start Worker", "echomask.start_worker") in buttons
+    run, _ = _generate(warm)
+    assert run.phase == "FINISHED", run.error
+    labels, buttons = draw()
+    assert "Worker: warm (model loaded)" in labels and ("Stop Worker", "echomask.stop_worker") in buttons

@@ -99,3 +99,28 @@ def _shared(**env):
     environment.update(env)
     return client.shared_warm_worker(client.python_command(sys.executable, client.serve_args(), FAKE_WORKER),
                                      cwd=str(ROOT), env=environment)
+
+
+def test_a_warm_worker_that_stops_answering_is_given_up_on_quickly_and_killed(tmp_path, monkeypatch):
+    """Ready, then deaf (a deadlock between jobs): a warm worker has nothing to import, so no 'started' within
+    WARM_ANSWER_TIMEOUT means stuck; the job fails with the timeout and the process is killed."""
+    monkeypatch.setattr(client, "WARM_ANSWER_TIMEOUT", 0.5)
+    deaf = ("import json, time; print(json.dumps({'event': 'ready', 'pid': 0, 'protocol': 2, 'models': []}), "
+            "flush=True); time.sleep(60)")
+    worker = client.WarmWorker([sys.executable, "-c", deaf])
+    try:
+        worker.ensure_started()
+        end = time.monotonic() + 20
+        while not worker.ready and time.monotonic() < end:
+            time.sleep(0.01)
+        job = client.WarmWorkerJob(worker, {"audio": "x.wav", "output": str(tmp_path / "x.npz")})
+        job.start()
+        assert not job.fresh_worker
+        t0 = time.monotonic()
+        status = job.wait(10)
+        assert status.state == client.JobState.ERROR and status.error_kind == "Timeout"
+        assert time.monotonic() - t0 < 5 and "A fresh generator starts with the next Generate." in status.error
+        assert not worker.alive
+        assert worker.describe() == "Worker: off (had stopped responding)"
+    finally:
+        worker.stop()

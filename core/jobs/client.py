@@ -390,6 +390,8 @@ def write_request(job_dir: str, request: dict) -> str:
 # ---------------------------------------------------------------------------------------------- warm worker
 
 WARM_IDLE_TIMEOUT = 900.0    # seconds without a request before a warm worker exits by itself
+WARM_ANSWER_TIMEOUT = 20.0   # seconds for a running warm worker to answer a request ('started'): it has
+                             # nothing to import, so silence means it is stuck
 FRESH_WORKER_NOTE = "A fresh generator starts with the next Generate."
 
 
@@ -674,6 +676,9 @@ class WarmWorkerJob(WorkerJob):
         self._stdout_text = self.worker._stdout_text
         now = self._clock()
         self._started_at = self._last_event_at = now
+        if not self.fresh_worker:
+            self.timeouts = dataclasses.replace(
+                self.timeouts, start_timeout=min(self.timeouts.start_timeout, WARM_ANSWER_TIMEOUT))
         if self.fresh_worker:
             message = f"Starting a fresh generator: the previous one {previous_note}" if self.replaced_note \
                 else "Starting the generator"

@@ -6,7 +6,7 @@ Runs headless with the bpy module. Blender's timer is simulated: the run's `step
 0.1 s while the worker runs and every 0.01 s while keys are written, exactly what the modal operator does.
 Every main-thread piece is timed: the Generate click (checks, speech mixdown, starting the worker), each
 step (polling, loading the take, writing a few F-curves) and the one undoable Apply step.
---worker real uses `python -m core.worker` (weights/echomask_small.safetensors, or --weights); auto picks
+--worker real uses `python -m core.jobs.worker` (weights/echomask_small.safetensors, or --weights); auto picks
 real when the generator and its weights exist, else the fake worker (tests/fake_worker.py: the Blender-side
 figures are then real, the generation time is not).
 """

@@ -8,7 +8,7 @@ Parts (the panel's check boxes and the worker request's `parts` / `known_mask` c
     root   root motion: the translation `trans`
 Every joint of the 55 belongs to exactly one part, so a per-part mask covers the whole take.
 
-Re-key contract with the worker (request fields; core/worker.py turns the files into generate()'s inputs
+Re-key contract with the worker (request fields; core/jobs/worker.py turns the files into generate()'s inputs
 with `load_known`):
     known_take  a BEAT2 .npz (any frame rate: its mocap_frame_rate says which), frame 0 at audio time 0
     known_mask  a .npy bool array (frames of known_take, 5); column order ANIM_PARTS; True = keep this part

@@ -1,12 +1,14 @@
 """Generate: speech in the scene -> a new take on the rig, without ever blocking Blender.
 
 Flow (each arrow is a short main-thread step; nothing waits on the worker):
-  invoke   check everything, gather the speech (file, packed bytes or a mixdown), write the request,
-           start the worker (job.WorkerJob), add a timer
+  invoke   check everything, gather the speech (file, packed bytes or a mixdown), send the request to the
+           warm worker (core.jobs.client.WarmWorkerJob; started on the first Generate) or start a one-shot
+           worker (WorkerJob, warm worker off), add a timer
   modal    on each timer event: `GenerationRun.step()` -> job.tick() -> progress bar + status bar text;
            when the worker is done: load the take, then stage its Actions a few F-curves per step
   apply    ECHOMASK_OT_apply_take (REGISTER, UNDO) links the staged take onto the rig: one undo step
-ESC or the Cancel button cancel (terminate, then kill); Blender quitting or loading a file cancels too.
+ESC or the Cancel button cancel (warm: a cancel request, then a kill after a short grace; one-shot: terminate,
+then kill); Blender quitting or loading a file cancels too (the job's worker is killed at once).
 Headless bpy has no timers and never calls modal(), so tests drive `GenerationRun.step()` by hand; the
 operator's modal() does nothing else than call it.
 """
@@ -22,11 +24,11 @@ import uuid
 import bpy
 
 from ..core.errors import AudioError, EchoMaskError, RigError
+from ..core.jobs.client import JobState
 from ..core.take import Take, load_take, resample_take
-from . import compat, runtime, runtime_ops, speech_source
+from . import compat, runtime, runtime_ops, speech_source, worker_service
 from .modal_timer import TimerModal
 from .poll import DisabledReasonPoll
-from .job import JobState, WorkerJob, worker_environment, write_request
 from .panel import selected_parts
 from .rig import check_smplx_armature
 from .takes import StagedTake, take_name
@@ -163,7 +165,8 @@ class GenerationRun:
 
     def __init__(self, *, scene: str, armature: str, command: list[str], request: dict, job_dir: str,
                  frame_start: int, parts: tuple[str, ...], name: str, meta: dict, trim_to: int | None = None,
-                 max_end: int | None = None, add_strip_file: str | None = None, make_staged=None):
+                 max_end: int | None = None, add_strip_file: str | None = None, make_staged=None,
+                 runtime_choice=None):
         self.scene = scene
         self.armature = armature
         self.request = request
@@ -176,7 +179,10 @@ class GenerationRun:
         self.max_end = max_end              # None: no limit (Extend Scene on)
         self.add_strip_file = add_strip_file
         self.make_staged = make_staged      # (context, take) -> staged object; default: a new take
-        self.job = WorkerJob(command, cwd=job_dir, env=worker_environment(runtime.EXTENSION_ROOT))
+        self.command = command              # the one-shot worker's argv (warm worker off)
+        self.runtime_choice = runtime_choice  # the Python the warm worker runs in (None: one-shot always)
+        self.job = None                     # made in start(): warm or one-shot (worker_service.make_job)
+        self.worker_note = ""               # e.g. "The previous generator had stopped...; started a fresh one."
         self.phase = "NEW"
         self.staged = None
         self.result: str | None = None       # the applied take's name
@@ -189,14 +195,15 @@ class GenerationRun:
 
     # --------------------------------------------------------------- control
     def start(self, context) -> None:
-        write_request(self.job_dir, self.request)
+        self.job = worker_service.make_job(context, self.runtime_choice, self.command, self.request, self.job_dir)
         status = self.job.start()
         if status.state == JobState.ERROR:
             self._fail(context, status.error)
             return
+        self.worker_note = getattr(self.job, "replaced_note", "")
         self.phase = "JOB"
-        _set_ui(context, running=True, progress=0.0, status="Starting the generator", error="", info="",
-                warning="")
+        _set_ui(context, running=True, progress=0.0, status=status.message or "Starting the generator", error="",
+                info="", warning="")
 
     def request_cancel(self) -> None:
         self._cancel_requested = True
@@ -274,8 +281,9 @@ class GenerationRun:
                 return self._fail(context, "The take could not be applied (see the Info editor for why).")
             self.result = getattr(self.staged, "applied_name", None)
             self.phase = "FINISHED"
+            info = f"New take '{self.result}' is playing. Ctrl+Z removes it."
             _set_ui(context, running=False, progress=1.0, status="Done",
-                    info=f"New take '{self.result}' is playing. Ctrl+Z removes it.", warning=self.warning_text)
+                    info=f"{info} {self.worker_note}" if self.worker_note else info, warning=self.warning_text)
             self._cleanup()
 
     @property
@@ -313,7 +321,8 @@ class GenerationRun:
         self._cleanup()
 
     def _cleanup(self) -> None:
-        self.job.close()
+        if self.job is not None:
+            self.job.close()
         shutil.rmtree(self.job_dir, ignore_errors=True)
         if _RUN.get("run") is self:
             _RUN.pop("run", None)
@@ -321,7 +330,7 @@ class GenerationRun:
     def abort(self, context) -> None:
         """Stop at once (file load, quit): kill the worker, drop staged data."""
         self.request_cancel()
-        if self.phase == "JOB":
+        if self.phase == "JOB" and self.job is not None:
             self.job.cancel()
         self._cancelled(context)
 
@@ -419,7 +428,7 @@ def start_generation(context) -> GenerationRun:
                             os.path.join(job_dir, "request.json")]), request=request, job_dir=job_dir,
                             frame_start=plan.frame_start, parts=parts, name=name, meta=meta, trim_to=trim_to,
                             max_end=None if settings.fit_scene else scene.frame_end,
-                            add_strip_file=plan.add_strip_file)
+                            add_strip_file=plan.add_strip_file, runtime_choice=choice)
     except Exception:
         shutil.rmtree(job_dir, ignore_errors=True)
         raise

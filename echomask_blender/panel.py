@@ -142,6 +142,19 @@ def _sound_strip_collection(scene):
     return editor, ("strips_all" if hasattr(editor, "strips_all") else "sequences_all")
 
 
+def _draw_worker(layout, context) -> None:
+    """The warm generator's state (read from the client's own fields: nothing is polled here) and its buttons."""
+    from . import worker_service
+
+    row = layout.row(align=True)
+    text = worker_service.state_text(context)
+    row.label(text=text, icon="LINKED" if "warm" in text else "UNLINKED")
+    if worker_service.worker_alive():
+        row.operator(worker_service.ECHOMASK_OT_stop_worker.bl_idname, text="Stop Worker", icon="X")
+    elif worker_service.warm_enabled(context):
+        row.operator(worker_service.ECHOMASK_OT_start_worker.bl_idname, text="Start Worker", icon="PLAY")
+
+
 class VIEW3D_PT_echomask(bpy.types.Panel):
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
@@ -194,6 +207,7 @@ class VIEW3D_PT_echomask(bpy.types.Panel):
         col.prop(settings, "lipsync", slider=True)
         layout.prop(settings, "model")
         layout.prop(settings, "device")
+        _draw_worker(layout, context)
 
         if job.running:
             layout.progress(factor=job.progress, text=job.status[:60] or "Working")

@@ -22,7 +22,8 @@ import numpy as np
 
 from ..core.errors import EchoMaskError
 from . import compat
-from .job import JobState, WorkerJob
+from ..core.jobs.client import JobState, WorkerJob
+from ..core.jobs.protocol import emit
 from .modal_timer import TimerModal
 from .rig import BONE_NAMES, check_smplx_armature
 from .poll import DisabledReasonPoll
@@ -201,7 +202,7 @@ def task_render_preview(request: dict) -> dict:
 
     def progress(fraction, message):
         if request.get("events"):
-            print(json.dumps({"event": "progress", "fraction": round(fraction, 4), "message": message}), flush=True)
+            emit("progress", fraction=round(fraction, 4), message=message)
 
     out = render_preview_in_scene(scene, armature, request["output"], request.get("frame_start"),
                                   request.get("frame_end"), progress)

@@ -11,10 +11,6 @@ import sys
 import traceback
 
 
-def emit(event, **fields):
-    print(json.dumps({"event": event, **fields}), flush=True)
-
-
 def main() -> int:
     argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]
     here = pathlib.Path(__file__).resolve().parent
@@ -23,6 +19,7 @@ def main() -> int:
     spec.loader.exec_module(headless)
     headless.bootstrap_package()
     from echomask.core.errors import EchoMaskError
+    from echomask.core.jobs.protocol import emit
     from echomask.echomask_blender import preview
 
     try:

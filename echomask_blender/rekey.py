@@ -293,7 +293,8 @@ def start_rekey(context) -> GenerationRun:
         run = GenerationRun(scene=scene.name, armature=rig.name,
                             command=choice.command(["--request", os.path.join(job_dir, "request.json")]),
                             request=request, job_dir=job_dir, frame_start=source.frame_start, parts=parts, name=name,
-                            meta=meta, trim_to=known.num_frames, max_end=None, make_staged=make_staged)
+                            meta=meta, trim_to=known.num_frames, max_end=None, make_staged=make_staged,
+                            runtime_choice=choice)
     except Exception:
         shutil.rmtree(job_dir, ignore_errors=True)
         raise

@@ -8,13 +8,13 @@ this order:
 3. the runtime installed by the preferences' "Install Runtime" button: a venv in the extension's user
    folder (`bpy.utils.extension_path_user(__package__, path="runtime")`) with the pins for Blender's Python
    version (runtime_requirements/python3.X.txt).
-ECHOMASK_WORKER_SCRIPT may name a script to run instead of `-m core.worker` (the tests' fake worker), and
+ECHOMASK_WORKER_SCRIPT may name a script to run instead of `-m core.jobs.worker` (the tests' fake worker), and
 ECHOMASK_RUNTIME_DIR overrides the runtime folder.
 
 The runtime folder holds one installed runtime, `rt-XXXXXXXX/venv`, named by the stamp file
 `echomask_runtime.json` (older versions put the venv straight in `venv/`, with a stamp without "folder").
 The stamp is replaced in one step when a new install has finished (runtime_install.py), so the runtime
-in use is always a complete one. The probe (`python -m core.worker --probe`: torch version, CUDA, Apple
+in use is always a complete one. The probe (`python -m core.jobs.worker --probe`: torch version, CUDA, Apple
 GPU) is cached in the runtime folder next to the Python it describes.
 Installing runs as subprocess steps polled like a generation job, so Blender never waits on pip and the log
 is visible (docs/BLENDER_NOTES.md §1.6); it never runs during register().
@@ -30,7 +30,7 @@ import sys
 import time
 
 from ..core.errors import DeviceError, EchoMaskError
-from .job import JobState, WorkerJob, python_command, worker_environment
+from ..core.jobs.client import JobState, WorkerJob, python_command, worker_environment
 
 ENV_PYTHON = "ECHOMASK_PYTHON"
 ENV_WORKER_SCRIPT = "ECHOMASK_WORKER_SCRIPT"
@@ -62,7 +62,7 @@ class RuntimeInstallError(EchoMaskError):
 class RuntimeChoice:
     python: str
     source: str                       # 'env', 'custom' or 'installed'
-    worker_script: str | None = None  # development: run this script instead of `-m core.worker`
+    worker_script: str | None = None  # development: run this script instead of `-m core.jobs.worker`
 
     def command(self, worker_args: list[str]) -> list[str]:
         return python_command(self.python, worker_args, self.worker_script)

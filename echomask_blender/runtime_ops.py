@@ -13,8 +13,8 @@ import os
 import bpy
 
 from ..core.errors import EchoMaskError
+from ..core.jobs.client import JobState
 from . import compat, runtime, runtime_install
-from .job import JobState
 from .modal_timer import TimerModal
 
 ADDON_PACKAGE = __package__.rpartition(".")[0]
@@ -99,8 +99,20 @@ def draw_wrapped(layout, text: str, width: int, icon: str = "NONE") -> None:
         col.label(text=line, icon=icon if i == 0 else ("BLANK1" if icon != "NONE" else "NONE"))
 
 
+def _on_warm_worker(prefs, context):
+    from .worker_service import on_warm_preference   # here: worker_service imports this module
+
+    on_warm_preference(prefs, context)
+
+
 class RuntimePreferences:
     """Preference fields for the runtime (a mixin: Blender reads annotations of base classes)."""
+
+    warm_worker: bpy.props.BoolProperty(
+        name="Keep Generator Warm", default=True, update=_on_warm_worker,
+        description="Keep the generator running between takes with the model loaded, so the second and later "
+                    "Generates skip starting Python and loading the model (it exits after 15 idle minutes). "
+                    "Off: every take starts its own generator")
 
     python_source: bpy.props.EnumProperty(
         name="Generator Python",
@@ -173,6 +185,7 @@ class RuntimePreferences:
         draw_wrapped(row, summary, width - 12, icon="CHECKMARK" if ok else "QUESTION")
         row.operator(ECHOMASK_OT_check_runtime.bl_idname, text="Check", icon="FILE_REFRESH")
         box.prop(self, "weights_path")
+        box.prop(self, "warm_worker")
 
 
 # A background task shared by the two runtime operators (one at a time), readable by the preferences UI.

@@ -1,10 +1,10 @@
 """Registration of the animator's workflow: the EchoMask sidebar panel, generation, takes, re-key,
 preview, export and the runtime tools (one list, added to the package's register list in __init__.py)."""
-from . import export, generate_op, panel, preview, rekey, runtime_ops, takes
+from . import export, generate_op, panel, preview, rekey, runtime_ops, takes, worker_service
 
 # PropertyGroups first (the panel settings point at them), then operators, UI lists and panels.
 CLASSES = (*panel.PROPERTY_CLASSES, *runtime_ops.CLASSES, *generate_op.CLASSES, *takes.CLASSES, *rekey.CLASSES,
-           *export.CLASSES, *preview.CLASSES, *panel.PANEL_CLASSES)
+           *export.CLASSES, *preview.CLASSES, *worker_service.CLASSES, *panel.PANEL_CLASSES)
 
 
 def register_properties() -> None:
@@ -12,11 +12,12 @@ def register_properties() -> None:
 
 
 def unregister_properties() -> None:
-    """Also stops a running generation or preview: no worker outlives the add-on."""
+    """Also stops a running generation or preview and the warm worker: no worker outlives the add-on."""
     run = generate_op.current_run()
-    if run is not None:
+    if run is not None and run.job is not None:
         run.job.cancel()
         run.job.close()
-        generate_op._RUN.clear()
+    generate_op._RUN.clear()
+    worker_service.stop()
     preview.finish_preview()
     panel.detach_properties()

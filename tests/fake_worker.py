@@ -1,6 +1,7 @@
-"""A stand-in for `python -m core.worker` that speaks the same JSON-lines protocol, fast and without torch.
+"""A stand-in for `python -m core.jobs.worker` that speaks the same JSON-lines protocol, fast and without torch.
 
     python tests/fake_worker.py --request REQUEST.json
+    python tests/fake_worker.py --serve [--idle-timeout S]    (the warm worker: core.jobs.worker.serve's loop)
     python tests/fake_worker.py --probe
 
 The take it writes is plausible, not learned: smooth per-joint sways whose size follows `intensity`, a
@@ -14,9 +15,14 @@ Behaviour for tests, from the environment:
       fail: an 'error' event (AudioError); hang: 'started' then silence forever; die: SIGKILLs itself after
       the first progress; stubborn: ignores SIGTERM while working; notorch: the ImportError a runtime
       without torch prints; garbage: non-JSON output then exit 1.
+      In serve mode the same modes apply per request (hang: the job never ends; stubborn: ignores cancel).
+    ECHOMASK_FAKE_ONCE   a file path: the mode applies to one job only (the first, which creates the file); later
+                         jobs, in this process or a fresh one, run as 'ok' (a warm worker that hung or died once)
     ECHOMASK_FAKE_STEPS  progress events (default 5);  ECHOMASK_FAKE_DELAY  seconds between them (0.02)
+    ECHOMASK_FAKE_STARTUP seconds spent starting (the real worker's torch import and model load), once per
+                         process: every --request job pays it, a --serve worker only before 'ready'
     ECHOMASK_FAKE_PROBE  JSON merged into the --probe answer (e.g. '{"cuda": true}')
-    ECHOMASK_FAKE_WARNING a 'warning' event with this message is sent while generating (as core.worker sends
+    ECHOMASK_FAKE_WARNING a 'warning' event with this message is sent while generating (as core.jobs.worker sends
                          core's warnings, e.g. music instead of speech)
     ECHOMASK_FAKE_RECORD a folder: the request, its speech (as speech.<ext>) and known_take/known_mask when
                          given are copied there
@@ -41,14 +47,11 @@ import numpy as np  # noqa: E402
 
 from core import skeleton  # noqa: E402
 from core.audio import check_has_speech  # noqa: E402
-from core.errors import EchoMaskError  # noqa: E402
+from core.errors import AudioError, EchoMaskError  # noqa: E402
+from core.jobs.protocol import emit  # noqa: E402
+from core.jobs.worker import JobCancelled, serve  # noqa: E402
 from core.take import Take, load_take, save_take  # noqa: E402
 from core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, fit_known_to_speech, merge_known  # noqa: E402
-
-
-def emit(event: str, **fields) -> None:
-    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
-    sys.stdout.flush()
 
 
 def read_wav_mono(path: str) -> tuple[np.ndarray, int]:
@@ -108,7 +111,7 @@ def run(request: dict, mode: str, steps: int, delay: float, stop: dict) -> dict:
     samples, rate = read_wav_mono(request["audio"])
     if samples.size == 0:
         raise ValueError("the speech file has no samples")
-    check_has_speech(samples, request.get("audio_label") or os.path.basename(request["audio"]), rate)  # as core.worker
+    check_has_speech(samples, request.get("audio_label") or os.path.basename(request["audio"]), rate)  # as core.jobs.worker
     fps = float(request.get("fps") or 30.0)
     frames = max(1, int(round(samples.size / rate * fps)))
     for i in range(steps):
@@ -134,12 +137,81 @@ def run(request: dict, mode: str, steps: int, delay: float, stop: dict) -> dict:
             "seconds": round(time.perf_counter() - started, 3)}
 
 
+def record_request(request: dict) -> None:
+    record = os.environ.get("ECHOMASK_FAKE_RECORD")
+    if not record:
+        return
+    os.makedirs(record, exist_ok=True)
+    for key in ("known_take", "known_mask"):
+        if request.get(key):
+            shutil.copy(request[key], os.path.join(record, os.path.basename(request[key])))
+    shutil.copy(request["audio"], os.path.join(record, "speech" + os.path.splitext(request["audio"])[1]))
+    with open(os.path.join(record, "request.json"), "w") as f:
+        json.dump(request, f)
+
+
+def serve_fake(mode: str, steps: int, delay: float, idle_timeout: float) -> int:
+    """The warm worker: the real serve loop (core.jobs.worker.serve) around the fake generation."""
+    loaded: list[str] = []
+    once = os.environ.get("ECHOMASK_FAKE_ONCE")
+
+    def job_mode() -> str:
+        if not once:
+            return mode
+        if os.path.exists(once):
+            return "ok"
+        pathlib.Path(once).touch()
+        return mode
+
+    def note_model(weights, device):
+        key = f"{weights or 'fake'} @ {device or 'auto'}"
+        if key not in loaded:
+            loaded[:] = [key]           # as core.inference: one model cached at a time
+
+    def run_job(request: dict, cancelled) -> dict:
+        record_request(request)
+        mode = job_mode()
+        if mode == "hang":
+            while True:                 # stuck: no events, ignores cancel
+                time.sleep(0.05)
+        if mode == "fail":
+            raise AudioError("The speech file is silent: there is nothing to animate.")
+        stop = {"set": False}
+        if mode != "stubborn":
+            stop = _Flag(cancelled)
+        try:
+            done = run(request, mode, steps, delay, stop)
+        except (ValueError, KeyError) as exc:
+            raise AudioError(f"Fake worker: {exc}") from None
+        if not done:
+            raise JobCancelled()
+        note_model(request.get("weights"), request.get("device"))
+        return done
+
+    return serve(run_job, idle_timeout=idle_timeout, load=note_model, models=lambda: list(loaded))
+
+
+class _Flag(dict):
+    """run()'s stop flag, read from serve's cancelled()."""
+
+    def __init__(self, cancelled):
+        super().__init__()
+        self._cancelled = cancelled
+
+    def __getitem__(self, key):
+        return self._cancelled()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--request")
+    parser.add_argument("--serve", action="store_true")
+    parser.add_argument("--idle-timeout", type=float, default=900.0)
     parser.add_argument("--probe", action="store_true")
     args = parser.parse_args(argv)
     mode = os.environ.get("ECHOMASK_FAKE_MODE", "ok")
+    if os.environ.get("ECHOMASK_FAKE_ONCE") and os.path.exists(os.environ["ECHOMASK_FAKE_ONCE"]):
+        mode = "ok"
     if args.probe:
         info = {"python": sys.version.split()[0], "protocol": 1, "torch": "0.0-fake", "cuda": False,
                 "cuda_name": None, "mps": False}
@@ -161,17 +233,14 @@ def main(argv=None) -> int:
         print("this is not json")
         sys.stderr.write("Segmentation fault in libsomething\n")
         return 1
+    time.sleep(float(os.environ.get("ECHOMASK_FAKE_STARTUP", "0")))
+    steps = int(os.environ.get("ECHOMASK_FAKE_STEPS", "5"))
+    delay = float(os.environ.get("ECHOMASK_FAKE_DELAY", "0.02"))
+    if args.serve:
+        return serve_fake(mode, steps, delay, args.idle_timeout)
     with open(args.request) as f:
         request = json.load(f)
-    record = os.environ.get("ECHOMASK_FAKE_RECORD")
-    if record:
-        os.makedirs(record, exist_ok=True)
-        for key in ("known_take", "known_mask"):
-            if request.get(key):
-                shutil.copy(request[key], os.path.join(record, os.path.basename(request[key])))
-        shutil.copy(request["audio"], os.path.join(record, "speech" + os.path.splitext(request["audio"])[1]))
-        with open(os.path.join(record, "request.json"), "w") as f:
-            json.dump(request, f)
+    record_request(request)
     emit("started", pid=os.getpid(), protocol=1)
     if mode == "hang":
         while True:
@@ -179,8 +248,6 @@ def main(argv=None) -> int:
     if mode == "fail":
         emit("error", message="The speech file is silent: there is nothing to animate.", kind="AudioError")
         return 2
-    steps = int(os.environ.get("ECHOMASK_FAKE_STEPS", "5"))
-    delay = float(os.environ.get("ECHOMASK_FAKE_DELAY", "0.02"))
     try:
         done = run(request, mode, steps, delay, stop)
     except EchoMaskError as err:   # the real worker's refusals (silence, a known take that does not fit)

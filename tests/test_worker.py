@@ -1,4 +1,4 @@
-"""The generation worker (core.worker.run_request) on a tiny random-weight bundle: what reaches Blender."""
+"""The generation worker (core.jobs.worker.run_request) on a tiny random-weight bundle: what reaches Blender."""
 import numpy as np
 import pytest
 
@@ -40,7 +40,7 @@ def _request(tmp_path, bundle, audio, **fields):
 
 def test_rekey_accepts_speech_a_frame_longer_than_the_take(tmp_path, bundle, quick_features):
     """Scene Sound mixdowns and frame-rate conversion round: the known take is padded, not refused."""
-    from echomask.core import worker
+    from echomask.core.jobs import worker
     from echomask.core.errors import EchoMaskError
     from echomask.core.take import Take, load_take, save_take
 
@@ -72,7 +72,7 @@ def test_rekey_accepts_speech_a_frame_longer_than_the_take(tmp_path, bundle, qui
 def test_silence_is_refused_before_the_model_runs(tmp_path, bundle, quick_features):
     import soundfile as sf
 
-    from echomask.core import worker
+    from echomask.core.jobs import worker
     from echomask.core.errors import AudioError
 
     sf.write(str(tmp_path / "silent.wav"), np.zeros(3 * 16000, np.float32), 16000)
@@ -95,7 +95,7 @@ def test_music_is_a_warning_event_and_the_take_is_still_made(tmp_path, bundle, q
     """core.inference warns (warnings.warn) on music-like audio; Blender only hears events on stdout."""
     import soundfile as sf
 
-    from echomask.core import worker
+    from echomask.core.jobs import worker
 
     t = np.arange(32 * 16000) / 16000
     music = 0.3 * np.sin(2 * np.pi * 220 * t) * (0.8 + 0.2 * np.sin(2 * np.pi * 2 * t))   # no pauses
@@ -110,7 +110,7 @@ def test_music_is_a_warning_event_and_the_take_is_still_made(tmp_path, bundle, q
 def test_other_libraries_warnings_stay_on_stderr(capsys, monkeypatch):
     import warnings
 
-    from echomask.core import worker
+    from echomask.core.jobs import worker
 
     shown = []   # what Python's own warning display (stderr) receives
     monkeypatch.setattr(warnings, "showwarning", lambda message, *args, **kw: shown.append(str(message)))

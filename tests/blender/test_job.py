@@ -7,9 +7,9 @@ import time
 
 import numpy as np
 
+from echomask.core.jobs.client import (JobState, JobTimeouts, WorkerJob, explain_exit, python_command,
+                                       worker_environment, write_request)
 from echomask.core.take import load_take
-from echomask.echomask_blender.job import (JobState, JobTimeouts, WorkerJob, explain_exit, python_command,
-                                           worker_environment, write_request)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FAKE_WORKER = str(ROOT / "tests" / "fake_worker.py")
@@ -150,7 +150,7 @@ def test_a_hung_worker_times_out_and_is_stopped(tmp_path):
 
 
 def test_a_missing_python_is_an_error_not_an_exception(tmp_path):
-    job = WorkerJob(["/nonexistent/python3", "-m", "core.worker"])
+    job = WorkerJob(["/nonexistent/python3", "-m", "core.jobs.worker"])
     status = job.start()
     assert status.state == JobState.ERROR
     assert "was not found" in status.error and "Preferences" in status.error

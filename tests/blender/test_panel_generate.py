@@ -184,7 +184,7 @@ MUSIC = "This audio looks like music rather than speech; gestures follow speech 
 
 
 def test_a_worker_warning_is_shown_with_the_take(studio, tmp_path, monkeypatch):
-    """The worker sends core's warnings as events (core.worker.warnings_as_events); the take is still made
+    """The worker sends core's warnings as events (core.jobs.worker.warnings_as_events); the take is still made
     and the panel, the status bar report and the Info editor say what may be wrong with it."""
     import types
 

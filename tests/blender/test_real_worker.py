@@ -1,4 +1,4 @@
-"""The panel against the REAL worker (`python -m core.worker` in a Python with torch): probe, generate, re-key.
+"""The panel against the REAL worker (`python -m core.jobs.worker` in a Python with torch): probe, generate, re-key.
 
 Runs with ECHOMASK_REAL_WORKER_PYTHON, /tmp/envs/v50/bin/python or .venv/bin/python, from any Blender env.
 Generation uses weights/echomask_small.safetensors when it exists; the pipeline tests also run on a tiny
@@ -119,3 +119,35 @@ def test_real_pipeline_generates_then_rekeys_with_known_frames(real, tmp_path, m
         outside = (old["co"][:, 0] < 15) | (old["co"][:, 0] > 30)
         np.testing.assert_array_equal(old["co"][outside], after[key]["co"][(after[key]["co"][:, 0] < 15)
                                                                           | (after[key]["co"][:, 0] > 30)])
+
+
+def test_real_warm_worker_serves_the_second_generate_without_starting_again(real, tmp_path, monkeypatch,
+                                                                            tiny_weights):
+    """`python -m core.jobs.worker --serve`: the second Generate finds torch imported and the model loaded."""
+    import time
+
+    from echomask.core.jobs import client
+    from echomask.echomask_blender import generate_op, takes, worker_service
+
+    monkeypatch.setenv("ECHOMASK_WARM_WORKER", "1")
+    monkeypatch.setenv("ECHOMASK_WEIGHTS", tiny_weights)
+    rig = make_rig(real)
+    settings_for(real, rig, audio_source="FILE", audio_file=write_wav(tmp_path / "speech.wav", seconds=1.5),
+                 device="CPU", seed=1)
+    seconds = []
+    try:
+        for seed in (1, 2):
+            settings_for(real, rig, seed=seed)
+            t0 = time.perf_counter()
+            run = generate_op.start_generation(real)
+            assert run.drive(real, timeout=300) == "FINISHED", run.error
+            seconds.append(time.perf_counter() - t0)
+            assert isinstance(run.job, client.WarmWorkerJob) and run.job.fresh_worker == (seed == 1)
+        worker = client.current_warm_worker()
+        assert worker.processes_started == 1
+        assert worker_service.state_text(real) == "Worker: warm (model loaded)"
+        assert any(tiny_weights in model for model in worker.models)
+        assert seconds[1] < seconds[0], seconds
+        assert takes.playing_take(rig).name == run.result
+    finally:
+        worker_service.stop()

@@ -74,7 +74,7 @@ def test_python_is_found_env_then_custom_then_installed(tmp_path, monkeypatch):
     runtime.write_stamp(folder, {"folder": "rt-abc", "variant": "CPU", "python": PY})
     choice = runtime.find_python(folder)
     assert choice.source == "installed" and choice.python == str(py)
-    assert choice.command(["--probe"]) == [str(py), "-m", "core.worker", "--probe"]
+    assert choice.command(["--probe"]) == [str(py), "-m", "core.jobs.worker", "--probe"]
     # the layout of older versions (venv/ straight in the folder, a stamp without "folder") still runs
     legacy = tmp_path / "legacy"
     old_py = pathlib.Path(runtime.venv_python(str(legacy / "venv")))
@@ -359,7 +359,7 @@ class _Layout:
 
 def test_preferences_show_the_whole_pip_line_the_error_and_the_log(ctx, tmp_path, monkeypatch):
     from echomask.echomask_blender import runtime_ops
-    from echomask.echomask_blender.job import JobState
+    from echomask.core.jobs.client import JobState
 
     monkeypatch.setenv("ECHOMASK_RUNTIME_DIR", str(tmp_path / "rt"))
     log = tmp_path / "rt" / "install.log"
@@ -395,7 +395,7 @@ def test_preferences_show_the_whole_pip_line_the_error_and_the_log(ctx, tmp_path
 
 
 def test_check_after_a_cancelled_reinstall_shows_the_runtime_really_installed(ctx, tmp_path, monkeypatch):
-    """Check runs the real `core.worker --probe` in the installed runtime (a fake torch module): after a
+    """Check runs the real `core.jobs.worker --probe` in the installed runtime (a fake torch module): after a
     Reinstall is cancelled, the old runtime is still there and Check (and the preferences) describe it."""
     import bpy
 
@@ -483,7 +483,7 @@ def test_probe_reports_devices_and_is_cached_per_python(tmp_path, monkeypatch):
 
 
 def test_probe_of_the_real_worker_without_torch_says_so(tmp_path):
-    """core.worker --probe run by a Python without torch (the Blender-only test envs) reports it plainly."""
+    """core.jobs.worker --probe run by a Python without torch (the Blender-only test envs) reports it plainly."""
     runtime = _rt()
     try:
         import torch  # noqa: F401

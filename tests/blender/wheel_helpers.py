@@ -2,7 +2,7 @@
 installer's real code paths (venv, pip, swap, cancel) run in seconds without the internet.
 
 The fake `torch` wheel holds a module with `__version__`, `cuda` and `backends.mps`: enough for the real
-`python -m core.worker --probe` to describe the runtime it is in.
+`python -m core.jobs.worker --probe` to describe the runtime it is in.
 """
 from __future__ import annotations
 

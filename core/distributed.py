@@ -10,6 +10,11 @@ global counts, so DDP's gradient average equals the single-process gradient of t
 choices (mask ratios, the random share of SQA masks) are drawn for the global batch on every rank from the
 same generator, after the teacher's scores have been gathered. Hence N processes train as one would, up to
 float summation order, and a run may resume with a different N.
+
+The tokenizers (core.train_tokenizers) follow the same design without the DDP wrapper: their losses are
+already each rank's share of the global loss, so `sum_gradients` adds the ranks' gradients in one
+all-reduce; their RVQ codebooks (EMA updates, dead-code resets) take global statistics and rank 0's random
+choices (core.model.tokenizer), and `max_difference_from_main` checks that the ranks stayed identical.
 """
 from __future__ import annotations
 

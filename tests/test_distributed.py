@@ -180,3 +180,54 @@ def test_generator_precision_on_cpu(setup):
     fail = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, timeout=300,
                           env={**os.environ, "ECHOMASK_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1"})
     assert fail.returncode != 0 and "fp16 needs a CUDA device" in fail.stderr and "Traceback" not in fail.stderr
+
+
+def _codebook_worker(rank, world, init_file, rows_per_rank, out_dir):
+    """One rank of test_codebooks_from_ranks_with_unequal_rows: its rows of a fixed latent batch through a
+    few RVQ training passes; saves its codebooks and EMA statistics."""
+    import torch
+    import torch.distributed as tdist
+
+    from echomask.core.distributed import DistContext
+    from echomask.core.model.config import TokenizerConfig
+    from echomask.core.model.tokenizer import ResidualVQ
+
+    torch.set_num_threads(1)
+    tdist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    ctx = DistContext(rank, world, 0, "gloo")
+    torch.manual_seed(0)
+    rvq = ResidualVQ(TokenizerConfig(nb_code=16, code_dim=4, num_quantizers=3, ema_decay=0.5, dead_code_threshold=0.9))
+    lo = sum(rows_per_rank[:rank])
+    for step in range(4):
+        z = torch.randn(sum(rows_per_rank), 4, generator=torch.Generator().manual_seed(step))
+        rvq.forward_train(z[lo:lo + rows_per_rank[rank]], ctx)
+    torch.save({k: v.clone() for k, v in rvq.state_dict(keep_vars=False).items()}
+               | {f"ema_count{k}": layer.ema_count.clone() for k, layer in enumerate(rvq.layers)},
+               f"{out_dir}/rank{rank}.pt")
+    tdist.destroy_process_group()
+
+
+def test_codebooks_from_ranks_with_unequal_rows(tmp_path):
+    """RVQ codebook updates (initialisation, EMA, dead-code resets, quantiser dropout) on 3 ranks holding
+    unequal shares of the batch, one of them none (a part that none of its windows teach), equal those of
+    one process on the whole batch, and the ranks agree exactly."""
+    import torch
+    import torch.multiprocessing as mp
+
+    from echomask.core.model.config import TokenizerConfig
+    from echomask.core.model.tokenizer import ResidualVQ
+
+    rows = [10, 14, 0]
+    mp.spawn(_codebook_worker, args=(3, str(tmp_path / "init"), rows, str(tmp_path)), nprocs=3, join=True)
+    r0, *others = [torch.load(tmp_path / f"rank{r}.pt") for r in range(3)]
+    assert all(torch.equal(r0[k], other[k]) for other in others for k in r0)
+    torch.manual_seed(0)
+    single = ResidualVQ(TokenizerConfig(nb_code=16, code_dim=4, num_quantizers=3, ema_decay=0.5, dead_code_threshold=0.9))
+    resets = 0.0
+    for step in range(4):
+        z = torch.randn(sum(rows), 4, generator=torch.Generator().manual_seed(step))
+        resets += single.forward_train(z)[3]["reset_share"]
+    assert resets > 0   # dead codes were refilled on the way
+    expected = single.state_dict()
+    assert max(float((r0[k] - expected[k]).abs().max()) for k in expected) <= 1e-6
+    assert all(torch.allclose(r0[f"ema_count{k}"], layer.ema_count, atol=1e-6) for k, layer in enumerate(single.layers))

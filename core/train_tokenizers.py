@@ -261,12 +261,14 @@ def train_tokenizers(entries: list[TakeEntry], config: ModelConfig | str, out: s
         weight = torch.as_tensor(batch["weight"], device=device)
         record = {"step": step + 1, "lr": optim.param_groups[0]["lr"]}
         part_logs: dict[str, float] = {}
+        trained_parts = []   # parts some window of the global batch teaches (the same list on every rank)
         total = 0.0
         for p in PARTS:
             w = weight * torch.as_tensor(batch["part_mask"][p], dtype=weight.dtype, device=device)
             weight_total = dist.sum(w.sum()) if dist.active else None
             if float(w.sum() if weight_total is None else weight_total) == 0.0:
                 continue
+            trained_parts.append(p)
             keep = w > 0
             if not bool(keep.any()):  # none of this rank's windows teach the part: join the codebook update
                 tokset[p].quantizer.forward_train(torch.zeros(0, tokset[p].cfg.code_dim, device=device), ddp)
@@ -278,7 +280,9 @@ def train_tokenizers(entries: list[TakeEntry], config: ModelConfig | str, out: s
         optim.zero_grad(set_to_none=True)
         if torch.is_tensor(total):
             (scaler.scale(total) if scaler is not None else total).backward()
-        dist.sum_gradients(tokset.parameters())   # the ranks' shares add up to the global gradient
+        # The ranks' shares add up to the global gradient. Parts no window taught keep no gradient, so the
+        # optimiser leaves them alone as it does in one process.
+        dist.sum_gradients([prm for p in trained_parts for prm in tokset[p].parameters()])
         if scaler is not None:
             scaler.unscale_(optim)
         if opts.grad_clip:

@@ -10,6 +10,7 @@ import sys
 
 from .errors import EchoMaskError
 from .generation.options import add_generation_options
+from .precision import PRECISIONS
 
 
 def cmd_import_take(args) -> int:
@@ -142,6 +143,8 @@ def cmd_generate_batch(args) -> int:
     return run_cli(args)
 
 
+_PRECISION_HELP = ("training precision: auto (bf16 on CUDA where supported, else fp16 with loss scaling; fp32 on "
+                   "the CPU and MPS), fp32, bf16 (CUDA or CPU autocast) or fp16 (CUDA only)")
 _MANIFEST_HELP = ("'shared' (../shared/data), a BEAT2 folder (beat_english_v2.0.0/ with smplxflame_30/, wave16k/, "
                   "train_test_split.csv: its official train/val split, streamed from the data cache) or a folder of "
                   "BEAT2 .npz + .wav (split by time)")
@@ -240,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.add_argument("--val-every", type=int, default=250)
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help=_PRECISION_HELP)
     p.add_argument("--resume", action="store_true", help="continue from OUT.resume.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.set_defaults(func=cmd_train_tokenizers)
@@ -277,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of training over which SQA masking goes from soft (random) to hard; 0 = hard from the start")
     p.add_argument("--random-masking", action="store_true",
                    help="ablation: mask uniformly random frames instead of SQA-chosen ones (docs/RESULTS.md)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help=_PRECISION_HELP)
     p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.set_defaults(func=cmd_train)

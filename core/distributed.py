@@ -10,6 +10,11 @@ global counts, so DDP's gradient average equals the single-process gradient of t
 choices (mask ratios, the random share of SQA masks) are drawn for the global batch on every rank from the
 same generator, after the teacher's scores have been gathered. Hence N processes train as one would, up to
 float summation order, and a run may resume with a different N.
+
+The tokenizers (core.train_tokenizers) follow the same design without the DDP wrapper: their losses are
+already each rank's share of the global loss, so `sum_gradients` adds the ranks' gradients in one
+all-reduce; their RVQ codebooks (EMA updates, dead-code resets) take global statistics and rank 0's random
+choices (core.model.tokenizer), and `max_difference_from_main` checks that the ranks stayed identical.
 """
 from __future__ import annotations
 
@@ -111,3 +116,75 @@ class DistContext:
 
             if dist.is_initialized():
                 dist.destroy_process_group()
+
+    def gather_rows_varying(self, x):
+        """As gather_rows, for ranks holding different numbers of rows (padded to the largest for the
+        collective, then trimmed), in rank order."""
+        if not self.active:
+            return x
+        import torch
+        import torch.distributed as dist
+
+        counts = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(self.world)]
+        dist.all_gather(counts, torch.tensor([x.shape[0]], dtype=torch.long, device=x.device))
+        counts = [int(c) for c in counts]
+        padded = x.new_zeros((max(counts), *x.shape[1:]))
+        padded[:x.shape[0]] = x
+        parts = [torch.empty_like(padded) for _ in range(self.world)]
+        dist.all_gather(parts, padded.contiguous())
+        return torch.cat([part[:n] for part, n in zip(parts, counts)])
+
+    def gather_objects(self, obj) -> list:
+        """Every rank's picklable `obj` (small: log records), in rank order."""
+        if not self.active:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def sum_gradients(self, params) -> None:
+        """Sum the gradients of `params` over ranks in one collective (a missing gradient counts as zero).
+        Used where each rank's loss is already its share of the global loss, so the sum is the gradient of
+        one process on the whole batch."""
+        if not self.active:
+            return
+        import torch
+        import torch.distributed as dist
+
+        params = [p for p in params if p.requires_grad]
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        flat = torch.cat([p.grad.reshape(-1) for p in params])
+        dist.all_reduce(flat)
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
+            offset += n
+
+    def broadcast_tensors(self, tensors) -> None:
+        """Rank 0's values of these tensors (parameters, buffers), in place on every rank."""
+        if self.active:
+            import torch
+
+            for t in tensors:
+                if t.dtype == torch.bool:   # not every backend broadcasts bool tensors
+                    t.data.copy_(self.broadcast(t.data.to(torch.uint8)).bool())
+                else:
+                    self.broadcast(t.data)
+
+    def max_difference_from_main(self, tensors) -> float:
+        """The largest absolute difference between any rank's tensors and rank 0's (0.0: the ranks agree)."""
+        if not self.active:
+            return 0.0
+        import torch
+        import torch.distributed as dist
+
+        flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors])
+        reference = self.broadcast(flat.clone())
+        diff = (flat - reference).abs().max().reshape(1)
+        dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+        return float(diff)

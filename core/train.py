@@ -21,7 +21,6 @@ validation score so far, the early-stopping choice) and train_log.jsonl (losses,
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -60,6 +59,7 @@ class TrainConfig:
     score: tuple = ("vis4", "vis24")  # early-stopping score: validation level-0 CE of these probe conditions
     score_parts: tuple = ("upper", "hands", "lower")
     speech_aug: float = 0.0         # speech feature augmentation: noise (x std), time masks, mel-band masks
+    precision: str = "auto"         # core.precision: auto = bf16 (else fp16 + loss scaling) on CUDA, fp32 elsewhere
 
 
 def full_mask(b: int, t: int, seed_frames: int, device):
@@ -362,6 +362,7 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
     from .checkpoint import load_model, save_model
     from .devices import resolve_device
     from .diagnostics import format_table, token_baselines
+    from . import precision as amp
     from .distributed import DistContext
     from .model.config import get_config
     from .model.ema import EMATeacher
@@ -371,6 +372,7 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
     started = time.time()
     dist = DistContext.from_env(resolve_device(device))
     dev = dist.device(resolve_device(device))
+    precision = amp.resolve_precision(tcfg.precision, dev)
     main = dist.is_main
     if not main:
         log, progress_bar = (lambda *a, **k: None), False
@@ -443,12 +445,12 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
                                               device_ids=[dev] if str(dev).startswith("cuda") else None)
     log(f"generator '{config_name}': {count_parameters(model) / 1e6:.2f} M parameters on {dev}"
         + (f" x {dist.world} processes ({dist.backend})" if dist.active else "")
-        + f"; {len(train)} training windows, {len(val)} validation windows")
+        + f", precision {precision}; {len(train)} training windows, {len(val)} validation windows")
 
     info_base = {"baselines": baselines, "config": config_name, "tokenizers": os.path.basename(tokenizers_path),
                  "seed": tcfg.seed, "init": os.path.basename(init) if init else None,
                  "train_windows": len(train), "val_windows": len(val), "train_config": dataclasses.asdict(tcfg),
-                 "processes": dist.world,
+                 "processes": dist.world, "precision": precision,
                  "takes": [{"name": e.name, "kind": e.kind, "weight": e.weight, "note": e.note} for e in train.entries]}
     probes = {}
 
@@ -475,8 +477,9 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
     model.train()
     metrics, last_val = {}, -1
     train_started = time.time()
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if str(dev).startswith("cuda")
-                else contextlib.nullcontext())
+    # Parameters, the EMA teacher, optimiser state and checkpoints stay float32; only the forward is autocast.
+    autocast = amp.autocast(precision, dev)
+    scaler = amp.grad_scaler(precision, dev)
     logf = open(log_path, "a") if main else None
     try:
         if main:
@@ -529,10 +532,18 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
                 loss, logs = training_step(model, teacher.model, tokenizers, batch, tcfg, prog, mask_gen,
                                            dist if dist.active else None, loss_module)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if scaler is None:
+                loss.backward()
+            else:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
             if tcfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-            opt.step()
+            if scaler is None:
+                opt.step()
+            else:
+                scaler.step(opt)
+                scaler.update()
             teacher.update(model)
             step += 1
             if dist.active:  # every rank's share -> the global batch's values (accuracies: the mean)
@@ -583,6 +594,7 @@ def run_cli(args) -> int:
     tcfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, val_every=args.val_every,
                        ckpt_every=args.ckpt_every or args.val_every, max_minutes=args.max_minutes, ramp=args.ramp,
                        random_masking=args.random_masking, patience=args.patience, stop_after=args.stop_after,
+                       precision=getattr(args, "precision", "auto"),
                        **overrides)
     res = train_generator(args.manifest, args.config, args.tokenizers, args.out, tcfg, device=args.device,
                           resume=args.resume, progress_bar=not args.no_progress, init=args.init,

@@ -8,6 +8,14 @@ Repeatable (--seed fixes initialisation, batch order, augmentation choice and qu
 optimiser, step and random states), logs losses as JSON lines (`<out>.log.jsonl`) and shows a progress bar
 with ETA. Validation = reconstruction of the held-out ground-truth windows: joint position error (mm) of the
 reassembled body and expression MSE.
+
+Under `torchrun --nproc_per_node N -m core train-tokenizers ...` every process trains its contiguous share
+of each global batch (the same seeded draw on every rank; core.distributed): losses are this rank's share
+of the global loss (weights normalised by the global sum), gradients are summed over the ranks, and the
+RVQ codebooks are updated from the global batch's statistics with rank 0 making the random choices
+(quantiser dropout, initial and dead-code rows), so every rank holds the same tokenizers and N processes
+train as one would. Rank 0 validates, logs and writes the files; a run resumes with another N.
+--precision chooses fp32 or mixed precision (core.precision).
 """
 from __future__ import annotations
 
@@ -45,6 +53,7 @@ class TokenizerTrainOptions:
     device: str = "auto"
     mirror: bool = True
     stretch_factors: tuple[float, ...] = (0.9, 1.1)
+    precision: str = "auto"        # core.precision: auto = bf16/fp16 on CUDA, fp32 elsewhere
 
 
 def _lr_at(step: int, opts: TokenizerTrainOptions) -> float:
@@ -52,6 +61,10 @@ def _lr_at(step: int, opts: TokenizerTrainOptions) -> float:
         return opts.lr * (step + 1) / opts.warmup
     progress = (step - opts.warmup) / max(1, opts.steps - opts.warmup)
     return opts.lr * (opts.lr_min_ratio + (1 - opts.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+# Quantiser statistics that every rank computes from the global batch (logged once, not summed over ranks).
+_GLOBAL_STATS = ("levels", "reset_share", "perplexity0")
 
 
 def _to_tensor(x, device):
@@ -150,9 +163,19 @@ def train_tokenizers(entries: list[TakeEntry], config: ModelConfig | str, out: s
                      data_options=None, log=print) -> dict:
     """Train the four tokenizers; writes `out` (safetensors), `<out>.resume.pt` and the JSON-lines log.
     Returns the final validation metrics (and timing)."""
+    from .distributed import DistContext
+    from . import precision as amp
+
     opts = opts or TokenizerTrainOptions()
     config = get_config(config) if isinstance(config, str) else config
-    device = resolve_device(opts.device)
+    dist = DistContext.from_env(resolve_device(opts.device))
+    device = dist.device(resolve_device(opts.device))
+    precision = amp.resolve_precision(opts.precision, device)
+    main = dist.is_main
+    if not main:
+        log, progress = (lambda *a, **k: None), False
+    ddp = dist if dist.active else None   # passed to the model: global codebook statistics
+    local_rows = dist.shard(opts.batch_size)
     if opts.steps < 1:
         raise EchoMaskError("--steps must be at least 1.")
     out = os.fspath(out)
@@ -163,9 +186,14 @@ def train_tokenizers(entries: list[TakeEntry], config: ModelConfig | str, out: s
 
     from .streaming import tokenizer_windows
 
-    # In memory (MotionWindows), or streamed from the on-disk store for split data sets / --stream.
+    # In memory (MotionWindows), or streamed from the on-disk store for split data sets / --stream. Rank 0
+    # prepares first (it may fill the store); the others then read what it wrote.
+    if not main:
+        dist.barrier()
     train, val = tokenizer_windows(entries, config, opts.mirror, opts.stretch_factors, data_options, log=log,
                                    progress=progress)
+    if main:
+        dist.barrier()
     if len(train) == 0:
         raise EchoMaskError(f"The takes are too short for training: each needs at least {config.window} "
                             f"frames ({config.window / config.fps:.1f} s) outside its held-out tail.")
@@ -189,18 +217,31 @@ def train_tokenizers(entries: list[TakeEntry], config: ModelConfig | str, out: s
         rng.bit_generator.state = json.loads(ckpt["numpy_rng"])
         torch.set_rng_state(ckpt["torch_rng"])
         start_step, elapsed_before = int(ckpt["step"]), float(ckpt["elapsed"])
-    elif os.path.exists(log_path):
+    elif os.path.exists(log_path) and main:
         os.remove(log_path)  # a fresh run starts a fresh log
+    # Every rank starts from rank 0's weights and codebook state (identical by seeding; made certain).
+    dist.broadcast_tensors([*tokset.parameters(), *tokset.buffers()])
+    scaler = amp.grad_scaler(precision, device)
+    autocast = amp.autocast(precision, device)
+
+    def rank_difference() -> float:
+        """Largest difference of any rank's weights and codebook state from rank 0's (0: in step)."""
+        return dist.max_difference_from_main([*tokset.parameters(), *tokset.buffers()])
 
     def save_resume(step: int, elapsed: float) -> None:
+        if not main:
+            return
         tmp = _resume_path(out) + ".partial"
         torch.save({"model": _training_state(tokset), "optim": optim.state_dict(), "step": step,
                     "elapsed": elapsed, "numpy_rng": json.dumps(rng.bit_generator.state),
                     "torch_rng": torch.get_rng_state(), "config": json.dumps(config.to_dict())}, tmp)
         os.replace(tmp, _resume_path(out))
 
-    log = open(log_path, "a", encoding="utf-8")
+    log(f"tokenizers ({config.name}) on {device}"
+        + (f" x {dist.world} processes ({dist.backend})" if dist.active else "") + f", precision {precision}")
+    log = open(log_path, "a", encoding="utf-8") if main else open(os.devnull, "w")
     log.write(json.dumps({"event": "start", "step": start_step, "config": config.name, "device": str(device),
+                          "processes": dist.world, "precision": precision,
                           "train": train.summary(), "val": val.summary(), "options": dataclasses.asdict(opts),
                           "command": command}) + "\n")
     bar = None
@@ -215,30 +256,57 @@ def train_tokenizers(entries: list[TakeEntry], config: ModelConfig | str, out: s
     for step in range(start_step, opts.steps):
         for group in optim.param_groups:
             group["lr"] = _lr_at(step, opts)
-        idx = rng.integers(0, len(train), opts.batch_size)
-        batch = train.batch(idx)
+        idx = rng.integers(0, len(train), opts.batch_size)   # the global batch, drawn alike on every rank
+        batch = train.batch(idx[local_rows])
         weight = torch.as_tensor(batch["weight"], device=device)
         record = {"step": step + 1, "lr": optim.param_groups[0]["lr"]}
+        part_logs: dict[str, float] = {}
+        trained_parts = []   # parts some window of the global batch teaches (the same list on every rank)
         total = 0.0
         for p in PARTS:
             w = weight * torch.as_tensor(batch["part_mask"][p], dtype=weight.dtype, device=device)
-            if float(w.sum()) == 0.0:
+            weight_total = dist.sum(w.sum()) if dist.active else None
+            if float(w.sum() if weight_total is None else weight_total) == 0.0:
                 continue
+            trained_parts.append(p)
             keep = w > 0
+            if not bool(keep.any()):  # none of this rank's windows teach the part: join the codebook update
+                tokset[p].quantizer.forward_train(torch.zeros(0, tokset[p].cfg.code_dim, device=device), ddp)
+                continue
             x = tokset.normalize(p, _to_tensor(batch["parts"][p], device)[keep])
-            _, losses = tokset[p](x, w[keep])
+            _, losses = tokset[p](x, w[keep], dist=ddp, weight_total=weight_total, autocast=autocast)
             total = total + losses["total"]
-            record.update({f"{p}/{k}": round(float(v.detach()), 6) for k, v in losses.items()})
+            part_logs.update({f"{p}/{k}": float(v.detach()) for k, v in losses.items()})
         optim.zero_grad(set_to_none=True)
-        total.backward()
+        if torch.is_tensor(total):
+            (scaler.scale(total) if scaler is not None else total).backward()
+        # The ranks' shares add up to the global gradient. Parts no window taught keep no gradient, so the
+        # optimiser leaves them alone as it does in one process.
+        dist.sum_gradients([prm for p in trained_parts for prm in tokset[p].parameters()])
+        if scaler is not None:
+            scaler.unscale_(optim)
         if opts.grad_clip:
             torch.nn.utils.clip_grad_norm_(tokset.parameters(), opts.grad_clip)
-        optim.step()
-        record["loss"] = round(total.item(), 6)
+        if scaler is not None:
+            scaler.step(optim)
+            scaler.update()
+        else:
+            optim.step()
+        part_logs["loss"] = float(total.detach()) if torch.is_tensor(total) else 0.0
+        if dist.active:   # losses are shares of the global loss (add up); codebook stats are global already
+            merged: dict[str, float] = {}
+            for rank_logs in dist.gather_objects(part_logs):
+                for k, v in rank_logs.items():
+                    if k.split("/")[-1] in _GLOBAL_STATS:
+                        merged.setdefault(k, v)
+                    else:
+                        merged[k] = merged.get(k, 0.0) + v
+            part_logs = {k: merged[k] for k in sorted(merged, key=lambda k: k == "loss")}  # stable: first seen
+        record.update({k: round(v, 6) for k, v in part_logs.items()})
         done = step + 1
         elapsed = elapsed_before + time.time() - t0
         record["elapsed_s"] = round(elapsed, 1)
-        if done % opts.val_every == 0 or done == opts.steps:
+        if main and (done % opts.val_every == 0 or done == opts.steps):
             val_metrics = validate(tokset, val, device)
             tokset.train()
             record["val"] = {k: round(v, 5) for k, v in val_metrics.items()}
@@ -246,26 +314,37 @@ def train_tokenizers(entries: list[TakeEntry], config: ModelConfig | str, out: s
         log.flush()
         if bar is not None:
             bar.update(1)
-            post = {"loss": f"{total.item():.3f}"}
+            post = {"loss": f"{record['loss']:.3f}"}
             if val_metrics:
                 post["val_mm"] = f"{val_metrics.get('mpjpe', float('nan')):.1f}"
             bar.set_postfix(post)
         if done % opts.save_every == 0 or done == opts.steps:
+            if dist.active:
+                rank_diff = rank_difference()
+                if rank_diff > 0:
+                    log.write(json.dumps({"event": "ranks_differ", "step": done, "max_diff": rank_diff}) + "\n")
             save_resume(done, elapsed)
     if bar is not None:
         bar.close()
     elapsed = elapsed_before + time.time() - t0
-    if not val_metrics:  # resumed at the end: measure anyway
+    max_rank_diff = rank_difference()
+    if not val_metrics and main:  # resumed at the end: measure anyway
         val_metrics = validate(tokset, val, device)
     meta = {"steps": opts.steps, "seed": opts.seed, "train_seconds": round(elapsed, 1), "device": str(device),
-            "batch_size": opts.batch_size, "lr": opts.lr, "command": command,
+            "batch_size": opts.batch_size, "lr": opts.lr, "command": command, "precision": precision,
+            "processes": dist.world,
             "data": [{"take": e.name, "kind": e.kind, "weight": e.weight, "masked_parts": list(e.masked_parts),
                       "holdout": e.holdout, "note": e.note} for e in train.entries],
             "train_windows": len(train), "val_windows": len(val),
             "validation": {k: round(v, 5) for k, v in val_metrics.items()}}
-    tokset.save(out, meta)
-    log.write(json.dumps({"event": "done", "seconds": round(elapsed, 1), "val": meta["validation"]}) + "\n")
+    if main:
+        tokset.save(out, meta)
+    done_event = {"event": "done", "seconds": round(elapsed, 1), "val": meta["validation"]}
+    if dist.active:
+        done_event["rank_max_diff"] = max_rank_diff
+    log.write(json.dumps(done_event) + "\n")
     log.close()
+    dist.barrier()
     return {"seconds": elapsed, **val_metrics}
 
 
@@ -280,12 +359,14 @@ def run_cli(args) -> int:
     data_options = DataOptions.from_args(args)
     entries = data_options.manifest(args.manifest)
     opts = TokenizerTrainOptions(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                                 device=args.device, val_every=args.val_every,
+                                 device=args.device, val_every=args.val_every, precision=getattr(args, "precision", "auto"),
                                  save_every=min(args.val_every, 250))
     command = "python -m core " + " ".join(sys.argv[1:])
     result = train_tokenizers(entries, args.config, args.out, opts, resume=args.resume,
                               progress=not args.no_progress, command=command, data_options=data_options,
                               log=lambda msg: print(msg, file=sys.stderr))
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     print(f"Saved {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB) after {result['seconds'] / 60:.1f} min.")
     print("Validation (held-out ground truth): " + ", ".join(
         f"{k} {result[k]:.4g}" for k in ("mpjpe", "mpjpe_upper", "mpjpe_hands", "mpjpe_lower", "expr_mse",

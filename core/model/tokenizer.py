@@ -32,6 +32,7 @@ stats (non-persistent) only to compute losses in physical units (rotation angles
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -140,18 +141,28 @@ class EMACodebook(nn.Module):
         return x[pick]
 
     @torch.no_grad()
-    def init_from(self, x: torch.Tensor) -> None:
-        """First training batch: codes = random encoder outputs (so every code starts near the data)."""
+    def init_from(self, x: torch.Tensor, dist=None) -> None:
+        """First training batch: codes = random encoder outputs (so every code starts near the data).
+        With `dist` (several processes) the rows are drawn from the global batch by rank 0 and shared."""
+        if dist is not None:
+            x = dist.gather_rows_varying(x)
         self.codebook.copy_(self._random_rows(x, self.nb_code))
+        if dist is not None:
+            dist.broadcast(self.codebook)
         self.ema_sum.copy_(self.codebook)
         self.ema_count.fill_(1.0)
         self.initialized.fill_(True)
 
     @torch.no_grad()
-    def update(self, x: torch.Tensor, idx: torch.Tensor) -> float:
-        """EMA update with inputs x (M, C) assigned to idx (M,); returns the share of codes reset."""
+    def update(self, x: torch.Tensor, idx: torch.Tensor, dist=None) -> float:
+        """EMA update with inputs x (M, C) assigned to idx (M,); returns the share of codes reset.
+        With `dist` the counts and sums are those of the global batch (summed over ranks) and dead codes
+        are refilled with rows that rank 0 draws from the global batch, so every rank's codebook stays
+        the one a single process would have."""
         counts = torch.bincount(idx, minlength=self.nb_code).to(x.dtype)
         sums = torch.zeros_like(self.ema_sum).index_add_(0, idx, x)
+        if dist is not None:
+            counts, sums = dist.sum(counts), dist.sum(sums)
         self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
         total = self.ema_count.sum()
@@ -160,8 +171,10 @@ class EMACodebook(nn.Module):
         self.codebook.copy_(self.ema_sum / smoothed[:, None])
         dead = self.ema_count < self.dead_threshold
         n_dead = int(dead.sum())
-        if n_dead:
-            fresh = self._random_rows(x, n_dead)
+        if n_dead:  # the same on every rank: ema_count is
+            fresh = self._random_rows(x if dist is None else dist.gather_rows_varying(x), n_dead)
+            if dist is not None:
+                dist.broadcast(fresh)
             self.codebook[dead] = fresh
             self.ema_sum[dead] = fresh
             self.ema_count[dead] = 1.0
@@ -190,13 +203,20 @@ class ResidualVQ(nn.Module):
             residual = residual - q
         return codes, out
 
-    def forward_train(self, z: torch.Tensor):
+    def forward_train(self, z: torch.Tensor, dist=None):
         """Training pass over z (M, C): EMA updates, commitment loss averaged over the levels used,
         quantiser dropout (a random prefix of levels for a share of batches). Returns codes, quantised
-        (straight-through), commitment loss, stats dict."""
+        (straight-through), commitment loss, stats dict.
+
+        With `dist` (several processes, z = this rank's rows, possibly none) the codebook statistics are
+        those of the global batch, rank 0 makes the random choices, and the commitment loss is this rank's
+        share of the global mean (so the ranks' losses add up to one process's)."""
         levels = self.num_quantizers
         if self.quantizer_dropout > 0 and torch.rand(()) < self.quantizer_dropout:
             levels = int(torch.randint(1, self.num_quantizers + 1, ()))
+        if dist is not None:
+            levels = int(dist.broadcast(torch.tensor(levels, device=z.device)))
+            global_elements = float(dist.sum(torch.tensor(float(z.numel()), dtype=torch.float64, device=z.device)))
         residual = z.detach()
         quant_sum = torch.zeros_like(z)
         commit = z.new_zeros(())
@@ -206,17 +226,23 @@ class ResidualVQ(nn.Module):
         z_res = z  # with gradient, for the commitment loss of each level
         for k, layer in enumerate(self.layers[:levels]):
             if not bool(layer.initialized):
-                layer.init_from(residual)
+                layer.init_from(residual, dist)
             idx = layer.nearest(residual)
             q = layer.lookup(idx).detach()
-            commit = commit + F.mse_loss(z_res, q)
-            reset += layer.update(residual, idx)
+            if dist is None:
+                commit = commit + F.mse_loss(z_res, q)
+            else:
+                commit = commit + (z_res - q).pow(2).sum() / global_elements
+            reset += layer.update(residual, idx, dist)
             q = layer.lookup(idx).detach()  # after the update
             codes[:, k] = idx
             quant_sum = quant_sum + q
             residual = residual - q
             z_res = z_res - q
-            probs = torch.bincount(idx, minlength=layer.nb_code).float() / idx.numel()
+            used = torch.bincount(idx, minlength=layer.nb_code).float()
+            if dist is not None:
+                used = dist.sum(used)
+            probs = used / (idx.numel() if dist is None else used.sum())
             perplexity.append(float(torch.exp(-(probs * (probs + 1e-10).log()).sum())))
         quantized = z + (quant_sum - z).detach()
         stats = {"levels": levels, "reset_share": reset / levels, "perplexity0": perplexity[0]}
@@ -316,37 +342,49 @@ class RVQVAE(nn.Module):
         """codes (B, N, L) -> (B, 4N, D) normalised features (one pass over the whole sequence)."""
         return self.decode_latent(self.codes_to_latent(codes))
 
-    def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None, dist=None, weight_total=None,
+                autocast=None):
         """x (B, T, D) normalised -> (reconstruction (B, T, D), losses dict with 'total').
 
         weight (B,) per-window weights (e.g. ground truth 1.0, model outputs 0.3). In training mode the
         codebooks are updated (EMA) and some batches use fewer levels (quantiser dropout); in eval mode
         quantisation is a plain nearest-code lookup over all levels.
+
+        Distributed training: `dist` (core.distributed.DistContext) makes the codebook updates global and
+        `weight_total` (the global batch's summed weight) makes the losses this rank's share of the global
+        loss. `autocast` (a context, core.precision) wraps encoder and decoder; quantiser and losses run
+        in float32.
         """
-        latent = self.encode_latent(x)
+        amp = autocast if autocast is not None else contextlib.nullcontext()
+        with amp:
+            latent = self.encode_latent(x)
+        latent = latent.float()
         b, n, c = latent.shape
         if self.training:
-            codes, q, commit, qstats = self.quantizer.forward_train(latent.reshape(b * n, c))
+            codes, q, commit, qstats = self.quantizer.forward_train(latent.reshape(b * n, c), dist)
         else:
             codes, qsum = self.quantizer.quantize(latent.reshape(b * n, c))
             flat = latent.reshape(b * n, c)
             commit = F.mse_loss(flat, qsum)
             q = flat + (qsum - flat).detach()
             qstats = {}
-        recon = self.decode_latent(q.reshape(b, n, c))
-        losses = self.losses(recon, x, weight)
+        with amp:
+            recon = self.decode_latent(q.reshape(b, n, c))
+        losses = self.losses(recon.float(), x, weight, weight_total)
         losses["commit"] = commit
         losses["total"] = losses["total"] + self.cfg.commit_weight * commit
         losses.update({k: torch.tensor(float(v)) for k, v in qstats.items()})
         return recon, losses
 
     # --- losses ---------------------------------------------------------------------------------------
-    def losses(self, recon: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> dict:
-        """Reconstruction losses between normalised recon and target (B, T, D)."""
+    def losses(self, recon: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+               weight_total: torch.Tensor | None = None) -> dict:
+        """Reconstruction losses between normalised recon and target (B, T, D). `weight_total`: the
+        normaliser of the weights when this batch is one rank's share of a global batch (else its own sum)."""
         cfg = self.cfg
         b = recon.shape[0]
         w = torch.ones(b, device=recon.device) if weight is None else weight.to(recon.device, recon.dtype)
-        w = w / w.sum().clamp(min=1e-8)
+        w = w / (w.sum() if weight_total is None else weight_total).clamp(min=1e-8)
 
         def wmean(per_elem):  # mean over all but the batch axis, then weighted over the batch
             return (per_elem.reshape(b, -1).mean(-1) * w).sum()

@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     real_ok = (ROOT / "core" / "inference.py").exists() and os.path.isfile(weights)
     worker = args.worker if args.worker != "auto" else ("real" if real_ok else "fake")
     if worker == "real" and not real_ok:
-        print(f"error: the real worker needs core/inference.py and {weights}", file=sys.stderr)
+        print(f"error: the real worker needs core/generation/inference.py and {weights}", file=sys.stderr)
         return 2
     tmp = tempfile.mkdtemp(prefix="echomask_bench_")
     os.environ["ECHOMASK_RUNTIME_DIR"] = os.path.join(tmp, "runtime")

@@ -85,7 +85,7 @@ def run_one(seconds: float, weights: str | None, device: str, threads: int, lips
     spec.loader.exec_module(mod)
     import torch
 
-    from echomask.core.inference import generate, resolve_model
+    from echomask.core.generation.inference import generate, resolve_model
 
     if threads > 0:
         torch.set_num_threads(threads)

@@ -52,14 +52,14 @@ def paper_model(device):
     from core.speech.hubert import regenerate_projection
 
     if BUNDLE.is_file():
-        from core.checkpoint import load_model
+        from core.model.checkpoint import load_model
 
         m = load_model(BUNDLE, expected_config="paper", device=device)
         gm, proj = load_official_extras(BUNDLE, device=device)
         return m.generator, m.tokenizers, gm, proj, "converted official release"
     from core.model.generator import EchoMaskGenerator
     from core.model.tokenizer import TokenizerSet
-    from core.skeleton import PARTS
+    from core.motion.skeleton import PARTS
 
     torch.manual_seed(0)
     cfg = paper_config()

@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import bpy
 
-    from echomask.core.take import load_take
+    from echomask.core.motion.take import load_take
 
     take = load_take(args.take)
     seconds = min(take.num_frames, 1800)

@@ -96,7 +96,7 @@ def simplify(path: str, source: str, args) -> int:
     import bpy
 
     echomask = import_repo_as_package()
-    from echomask.core.take import load_take, resample_take
+    from echomask.core.motion.take import load_take, resample_take
     from echomask.echomask_blender import rekey, rig, takes
 
     take = load_take(path)

@@ -27,7 +27,7 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from anywhere: `core` is the repository's package
 
-from core.audio import load_speech  # noqa: E402
+from core.speech.audio import load_speech  # noqa: E402
 from core.speech import compute_speech_features, num_frames  # noqa: E402
 from core.speech.builtin import SPEECH_FLAG, BuiltinBackend, normalise_low  # noqa: E402
 from core.speech.phone_eval import group_precision_recall, phone_agreement  # noqa: E402

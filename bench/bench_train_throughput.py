@@ -2,7 +2,7 @@
 torchrun (DDP; gloo on the CPU, NCCL on CUDA), for the generator (stage 2) and the tokenizers (stage 1).
 
 Data: a synthetic BEAT2-layout folder made here (smooth random motion, noise "speech", official-split
-CSV), so no data set is needed; it goes through the same streamed data path as BEAT2 (core.streaming).
+CSV), so no data set is needed; it goes through the same streamed data path as BEAT2 (core.training.streaming).
 Speech features are random arrays of the config's sizes (feature extraction is not part of a training
 step: it runs once, before training, and is cached). Weights are random (speed does not depend on them).
 Only the training steps are timed: each step is the time between consecutive calls of the step function
@@ -51,7 +51,7 @@ def make_data(folder: pathlib.Path, takes: int = 4, seconds: float = 24.0, seed:
     import numpy as np
     import soundfile as sf
 
-    from echomask.core.take import Take, save_take
+    from echomask.core.motion.take import Take, save_take
 
     base = folder / "beat_english_v2.0.0"
     (base / "smplxflame_30").mkdir(parents=True)
@@ -80,7 +80,7 @@ def make_tokenizers(path: pathlib.Path, config: str) -> None:
 
     from echomask.core.model.config import get_config
     from echomask.core.model.tokenizer import TokenizerSet
-    from echomask.core.skeleton import PARTS
+    from echomask.core.motion.skeleton import PARTS
 
     torch.manual_seed(0)
     tok = TokenizerSet(get_config(config))
@@ -127,10 +127,11 @@ def worker_generator(a) -> None:
     import torch
 
     _import_package()
-    from echomask.core import checkpoint, train as T
+    from echomask.core.model import checkpoint
+    from echomask.core.training import train as T
     from echomask.core.model.config import get_config
     from echomask.core.model.generator import speech_dims
-    from echomask.core.streaming import DataOptions
+    from echomask.core.training.streaming import DataOptions
 
     torch.set_num_threads(a.threads)
     stamps = []
@@ -158,8 +159,8 @@ def worker_tokenizers(a) -> None:
     import torch
 
     _import_package()
-    from echomask.core.streaming import DataOptions
-    from echomask.core.train_tokenizers import TokenizerTrainOptions, train_tokenizers
+    from echomask.core.training.streaming import DataOptions
+    from echomask.core.training.train_tokenizers import TokenizerTrainOptions, train_tokenizers
 
     torch.set_num_threads(a.threads)
     stamps = []

@@ -54,8 +54,8 @@ def main(argv=None) -> int:
     import bpy
 
     import_repo_as_package()
-    from echomask.core import skeleton
-    from echomask.core.take import Take
+    from echomask.core.motion import skeleton
+    from echomask.core.motion.take import Take
     from echomask.echomask_blender import keys, mesh, rig
 
     frames = int(round(args.seconds * 30))

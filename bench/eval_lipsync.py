@@ -10,7 +10,7 @@ Systems per scored take:
 - still face: the fitting take's mean face on every frame (the scale of the jaw/expression errors);
 - phones only: fitted mean face + phone track, phones from the recogniser (PocketSphinx on the take's
   speech: what the product has) and from the TextGrid (forced alignment: an oracle);
-- model only / combined: our model's face (core.inference.generate with weights/echomask_small.safetensors;
+- model only / combined: our model's face (core.generation.inference.generate with weights/echomask_small.safetensors;
   "pending" when either is absent) and a published model's face on the same speech (SemTalk fork on
   2_scott_0_1_1, MambaTalk on 2_scott_0_2_2; from ../shared/data/beat2_model_outputs), each alone and with
   apply_phone_mouth at the given strengths.
@@ -36,7 +36,7 @@ from core.face.fit import FitConfig, SHARED_DATA, beat2_take, fit_face, recognis
 from core.face.lipsync import DEFAULT_STRENGTH, apply_phone_mouth, phones_only_face  # noqa: E402
 from core.face.measure import closure_scores, timing_scores  # noqa: E402
 from core.face.signals import JAW, face_vector, with_face  # noqa: E402
-from core.take import Take, load_take  # noqa: E402
+from core.motion.take import Take, load_take  # noqa: E402
 
 TAKES = ("2_scott_0_1_1", "2_scott_0_2_2")
 PUBLISHED = {"2_scott_0_1_1": ("SemTalk fork", "beat2_model_outputs/semtalk_fork/2_scott_0_1_1.npz"),
@@ -66,10 +66,10 @@ def our_model_face(wav: str, n: int):
     if not os.path.isfile(OUR_WEIGHTS):
         return None, f"pending: {os.path.relpath(OUR_WEIGHTS, ROOT)} does not exist yet"
     try:
-        from core.inference import generate
-        from core.audio import load_speech
+        from core.generation.inference import generate
+        from core.speech.audio import load_speech
     except ImportError as exc:
-        return None, f"pending: core.inference.generate is not available ({exc})"
+        return None, f"pending: core.generation.inference.generate is not available ({exc})"
     take = generate(load_speech(wav), seed=0, lipsync=0.0)  # model-only: the phone mouth is added below
     if not isinstance(take, Take):
         return None, "pending: generate() did not return a Take"

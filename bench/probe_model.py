@@ -1,6 +1,6 @@
 """Does a model read its inputs? Level-0 cross-entropy per part on held-out and training windows, by how much
 of the motion it sees (0, 4 = the seed, 24, 60 of 64 frames) and with another window's speech, next to the
-unigram and bigram baselines of the training tokens (core.diagnostics). Needs ../shared/data.
+unigram and bigram baselines of the training tokens (core.training.diagnostics). Needs ../shared/data.
 
     python bench/probe_model.py [--weights weights/echomask_small.safetensors] [--json OUT.json]
 """
@@ -32,11 +32,11 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from echomask.core import train as T
-    from echomask.core.checkpoint import load_model
-    from echomask.core.data import shared_training_manifest
-    from echomask.core.diagnostics import format_table, run_probes, token_baselines
-    from echomask.core.skeleton import PARTS
+    from echomask.core.training import train as T
+    from echomask.core.model.checkpoint import load_model
+    from echomask.core.training.data import shared_training_manifest
+    from echomask.core.training.diagnostics import format_table, run_probes, token_baselines
+    from echomask.core.motion.skeleton import PARTS
 
     torch.manual_seed(0)
     torch.set_num_threads(1)

@@ -35,14 +35,14 @@ def main(argv=None) -> int:
     _import_root()
     import numpy as np
 
-    from echomask.core.audio import load_speech
-    from echomask.core.data import default_shared_data_dir, shared_training_manifest
-    from echomask.core.evaluate import load_fgd_evaluator
-    from echomask.core.inference import generate
+    from echomask.core.speech.audio import load_speech
+    from echomask.core.training.data import default_shared_data_dir, shared_training_manifest
+    from echomask.core.metrics.evaluate import load_fgd_evaluator
+    from echomask.core.generation.inference import generate
     from echomask.core.metrics.frechet import frechet_distance
     from echomask.core.metrics.fgd_evaluator import latents
     from echomask.core.metrics.kinematics import take_positions
-    from echomask.core.take import load_take
+    from echomask.core.motion.take import load_take
 
     data = default_shared_data_dir() / "beat2_samples"
     evaluator, source = load_fgd_evaluator(None)

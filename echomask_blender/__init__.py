@@ -2,7 +2,7 @@
 
 Modules: compat (every 4.2/4.5/5.0 difference), rig (SMPL-X armature), mesh (skinned mesh from the user's
 SMPL-X model), keys (bulk take writer), scene_io (import/export of takes), operators, preferences, and
-headless.py (the script core/blender_bridge.py runs). `register()` registers one list of classes.
+headless.py (the script core/jobs/blender_bridge.py runs). `register()` registers one list of classes.
 """
 import bpy
 

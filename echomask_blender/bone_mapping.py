@@ -20,8 +20,8 @@ from ..core.errors import EchoMaskError
 from ..core.retarget.bone_map import (PRESET_DIR, BoneMap, BoneRow, find_bone, list_presets, load_bone_map,
                                       save_bone_map)
 from ..core.retarget.solve import RetargetOptions
-from ..core.skeleton import JOINT_NAMES
-from ..core.take import Take, load_take, resample_take
+from ..core.motion.skeleton import JOINT_NAMES
+from ..core.motion.take import Take, load_take, resample_take
 from . import retarget
 
 AUTO = "__auto__"

@@ -10,7 +10,7 @@ Blender's importer at its defaults puts it on frame 1) with a preset's overrides
 Both presets were checked by re-importing into Blender (same joint positions); they were not tried in Unity
 or Unreal themselves.
 BVH uses Blender's BVH exporter over the take's frames (it samples the evaluated pose: the playing take),
-rewritten in Y-up axes (core.bvh), which BVH readers expect: Blender's own importer at its defaults brings
+rewritten in Y-up axes (core.motion.bvh), which BVH readers expect: Blender's own importer at its defaults brings
 the character in standing, facing as in Blender.
 NPZ reads the take back (the animator's edits included) and writes BEAT2's schema, at 30 fps by default.
 """
@@ -21,9 +21,9 @@ import os
 
 import bpy
 
-from ..core import bvh
+from ..core.motion import bvh
 from ..core.errors import EchoMaskError
-from ..core.take import resample_take, save_take
+from ..core.motion.take import resample_take, save_take
 from . import compat, scene_io
 from .rig import check_smplx_armature
 from .poll import DisabledReasonPoll

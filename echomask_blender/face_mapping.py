@@ -18,7 +18,7 @@ from bpy_extras.io_utils import ExportHelper
 from ..core.errors import EchoMaskError
 from ..core.face.mapping import (FaceChannels, FaceMapping, FaceMappingError, FaceTarget, list_presets,
                                  load_preset, match_shape_keys, no_match_message, save_preset)
-from ..core.take import Take, load_take, resample_take
+from ..core.motion.take import Take, load_take, resample_take
 from . import compat
 from .keys import shape_key_path
 
@@ -185,7 +185,7 @@ def read_phones(settings):
 
         return read_textgrid_phones(path)
     try:
-        from ..core.audio import load_speech
+        from ..core.speech.audio import load_speech
         from ..core.speech.phones import recognise_phones
 
         return recognise_phones(load_speech(path))

@@ -25,7 +25,7 @@ import bpy
 
 from ..core.errors import AudioError, EchoMaskError, RigError
 from ..core.jobs.client import JobState
-from ..core.take import Take, load_take, resample_take
+from ..core.motion.take import Take, load_take, resample_take
 from . import compat, runtime, runtime_ops, speech_source, worker_service
 from .modal_timer import TimerModal
 from .poll import DisabledReasonPoll

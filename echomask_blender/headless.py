@@ -1,6 +1,6 @@
 """Run EchoMask's Blender work without a Blender window: `python echomask_blender/headless.py REQUEST RESULT`.
 
-core/blender_bridge.py starts this script with a Python that has the `bpy` module. REQUEST is a JSON
+core/jobs/blender_bridge.py starts this script with a Python that has the `bpy` module. REQUEST is a JSON
 object {"task": name, ...keys}; RESULT receives the task's JSON result, or {"error": message} (a clear,
 user-facing message for bad input; the traceback goes to stderr for bugs).
 

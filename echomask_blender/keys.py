@@ -15,9 +15,9 @@ import dataclasses
 import bpy
 import numpy as np
 
-from ..core import rotations as R
-from ..core import skeleton
-from ..core.take import Take
+from ..core.motion import rotations as R
+from ..core.motion import skeleton
+from ..core.motion.take import Take
 from . import compat
 from .rig import BONE_NAMES, RigFrames, check_smplx_armature, rig_frames
 

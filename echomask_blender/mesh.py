@@ -14,7 +14,7 @@ import os
 import bpy
 import numpy as np
 
-from ..core import skeleton
+from ..core.motion import skeleton
 from ..core.errors import SmplxModelError
 from .keys import EXPRESSION_KEY, SHAPE_KEY_SLIDER_LIMIT
 from .rig import BONE_NAMES, C

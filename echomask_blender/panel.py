@@ -9,7 +9,7 @@ from __future__ import annotations
 import bpy
 
 from ..core.generation.options import MAX_INTENSITY, MAX_TEMPERATURE, GenerationOptions
-from ..core.take_parts import ANIM_PARTS, PART_LABELS
+from ..core.motion.take_parts import ANIM_PARTS, PART_LABELS
 from . import compat
 from .speech_source import SOURCES
 
@@ -105,7 +105,7 @@ class EchoMaskSettings(bpy.types.PropertyGroup):
 
 
 def selected_parts(settings) -> tuple[str, ...]:
-    """The ticked body parts, in core.take_parts.ANIM_PARTS order. (A module function, not a method: a
+    """The ticked body parts, in core.motion.take_parts.ANIM_PARTS order. (A module function, not a method: a
     Python method on this PropertyGroup made the 4.2 module crash at exit after unregistering.)"""
     return tuple(p for p in ANIM_PARTS if getattr(settings, f"part_{p}"))
 

@@ -59,7 +59,7 @@ def _box(verts, faces, a, b, r):
 def _stick_figure(armature) -> bpy.types.Object:
     """A temporary skeleton mesh (armatures do not render): a box from each joint to each child joint,
     moving rigidly with the parent bone, and a small block at each joint without children."""
-    from ..core import skeleton
+    from ..core.motion import skeleton
 
     bones = armature.data.bones
     heads = np.array([np.array(bones[name].head_local) for name in BONE_NAMES])

@@ -2,13 +2,13 @@
 
 Each tool makes a NEW take from the playing one (the original stays on its NLA track):
 - Re-key: the playing take (the animator's edits included) goes to the worker as known frames
-  (`known_take`/`known_mask`, see core/take_parts.py); the masked model fills in the chosen parts inside
+  (`known_take`/`known_mask`, see core/motion/take_parts.py); the masked model fills in the chosen parts inside
   the chosen range. The new take is an exact copy of the old one — every key outside the range, with all
   its attributes, bit for bit — with the regenerated channels' keys inside the range replaced (a few
   frames at each inside edge crossfade from old to new).
-- Simplify keys: dense per-frame keys -> key poses within a tolerance and a key budget (core/keyreduce.py),
+- Simplify keys: dense per-frame keys -> key poses within a tolerance and a key budget (core/motion/keyreduce.py),
   linear; the rotation error left is measured and reported.
-- Intensity: gestures bigger or smaller around the rest pose (core/intensity.py).
+- Intensity: gestures bigger or smaller around the rest pose (core/motion/intensity.py).
 """
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ import shutil
 import bpy
 import numpy as np
 
-from ..core import rotations as R
+from ..core.motion import rotations as R
 from ..core.errors import EchoMaskError, RigError
-from ..core.intensity import scale_take
-from ..core.keyreduce import interpolate_kept, quaternion_angle_deg, quaternion_tolerance, reduce_keys
-from ..core.take import Take, save_take
-from ..core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts, model_parts
+from ..core.motion.intensity import scale_take
+from ..core.motion.keyreduce import interpolate_kept, quaternion_angle_deg, quaternion_tolerance, reduce_keys
+from ..core.motion.take import Take, save_take
+from ..core.motion.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts, model_parts
 from . import compat, retarget, runtime_ops, speech_source
 from .generate_op import GenerationRun, _RunModal, build_request, current_run, launch_run, new_job_dir
 from .keys import (EXPRESSION_KEY, bone_quaternions, channels_to_quaternions, expression_meshes, pose_bone_path,

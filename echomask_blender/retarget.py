@@ -22,9 +22,9 @@ from ..core.errors import EchoMaskError, RigError
 from ..core.retarget import solve
 from ..core.retarget.bone_map import BoneMap, BoneMapError, auto_match, resolve_bone_map
 from ..core.retarget.solve import Copy, RetargetOptions, TargetBone, TargetRig
-from ..core.skeleton import JOINT_INDEX, JOINT_NAMES
-from ..core.take import Take
-from ..core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts
+from ..core.motion.skeleton import JOINT_INDEX, JOINT_NAMES
+from ..core.motion.take import Take
+from ..core.motion.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts
 from .keys import pose_bone_path
 
 MAP_PROP = "echomask_applied_bone_map"
@@ -250,7 +250,7 @@ def rekey_channels(obj, new_take: Take, parts, frames: np.ndarray, rows: np.ndar
                    body_curves: dict) -> dict:
     """Re-key on a mapped rig: {(owner, data_path, index): values on `frames`} for the new take's channels
     of `parts`, blended into the existing keys with `weights` (quaternions by slerp, the rest linearly)."""
-    from ..core import rotations as R
+    from ..core.motion import rotations as R
     from .takes import BODY, sample_fcurve
 
     channels, plan = take_channels(obj, new_take, parts)

@@ -1,4 +1,4 @@
-"""The command line's `retarget` task, run headless (core/blender_bridge.py -> headless.py):
+"""The command line's `retarget` task, run headless (core/jobs/blender_bridge.py -> headless.py):
 a take .npz onto a character's rig read from .fbx, .bvh or .blend, written to .fbx, .bvh or .blend.
 """
 from __future__ import annotations
@@ -51,7 +51,7 @@ def task_retarget(request: dict) -> dict:
     from ..core.errors import EchoMaskError
     from ..core.retarget.bone_map import load_bone_map, preset_path
     from ..core.retarget.solve import RetargetOptions
-    from ..core.take import load_take, resample_take
+    from ..core.motion.take import load_take, resample_take
     from . import bone_mapping, export, retarget, takes
 
     out = os.path.abspath(os.path.expanduser(request["out"]))

@@ -17,7 +17,7 @@ Because all rest frames are equal, Blender's pose chain reduces to SMPL-X forwar
     rotation_quaternion_j     = the SMPL-X local rotation R_j as it is
     pelvis pose `location`    = trans, in bone-local = SMPL-X model axes
 
-(tests/blender/test_rig_and_keys.py checks this to 1e-4 m against core.rotations.forward_kinematics).
+(tests/blender/test_rig_and_keys.py checks this to 1e-4 m against core.motion.rotations.forward_kinematics).
 
 Other rigs with the SMPL-X bone names are valid targets too. `RigFrames` measures how a rig differs:
 `model_frame` F (armature space <- SMPL-X axes, with the rig's scale) is fitted from the rest bone heads
@@ -32,7 +32,7 @@ import dataclasses
 import bpy
 import numpy as np
 
-from ..core import skeleton
+from ..core.motion import skeleton
 from ..core.errors import RigError
 
 # SMPL-X model axes -> Blender axes (Y up -> Z up).
@@ -59,7 +59,7 @@ def create_smplx_armature(context: bpy.types.Context, name: str = "SMPLX",
                           collection: bpy.types.Collection | None = None) -> bpy.types.Object:
     """Add a 55-bone SMPL-X armature (bones only, Z up, metres) to the scene and return its object.
 
-    `rest_joints_yup` (55, 3) defaults to the neutral skeleton (core.skeleton.REST_JOINTS_YUP); pass the
+    `rest_joints_yup` (55, 3) defaults to the neutral skeleton (core.motion.skeleton.REST_JOINTS_YUP); pass the
     joints of the user's own model file to match a mesh built from it. Leaves the object active in Object
     mode; the previous mode must be Object mode (the operators ensure it).
     """

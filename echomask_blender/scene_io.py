@@ -5,7 +5,7 @@ a missing or unreadable speech file, an armature without SMPL-X bones, a bad mod
 EchoMaskError and leaves the scene exactly as it was.
 
 Frame rate. An animator's scene rate is a project decision (24 for film, 25 PAL, 29.97 NTSC...), so by
-default the take is resampled to the scene's rate (core.take.resample_take: slerp for rotations; the
+default the take is resampled to the scene's rate (core.motion.take.resample_take: slerp for rotations; the
 duration and audio sync are kept). `fps_mode='TAKE'` instead sets the scene to the take's rate (what a
 fresh scene, e.g. the command line, wants), and an explicit `fps` sets the scene to that rate and
 resamples the take to it.
@@ -19,7 +19,7 @@ import os
 import bpy
 
 from ..core.errors import AudioError, EchoMaskError, RigError
-from ..core.take import Take, load_take, resample_take
+from ..core.motion.take import Take, load_take, resample_take
 from . import compat
 from .keys import expression_meshes, write_take_to_armature
 from .rig import check_smplx_armature, create_smplx_armature

@@ -4,7 +4,7 @@
 Generate is disabled. `materialize` then produces the audio file the worker reads: the file itself, the
 bytes of a packed sound written to the job folder, or a 16 kHz mono mixdown of the frame range
 (bpy.ops.sound.mixdown, which needs Audaspace: real Blender has it, the PyPI 4.2 wheel does not).
-The worker decodes the file (core.audio), so Blender itself needs no audio decoder.
+The worker decodes the file (core.speech.audio), so Blender itself needs no audio decoder.
 """
 from __future__ import annotations
 

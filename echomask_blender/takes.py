@@ -12,7 +12,7 @@ never modify a take: they make a new one from it.
 
 A take's Action carries ID properties (`echomask_*`: audio, seed, parts, first frame, face actions), so
 the list survives saving, and `read_take` turns a take (the animator's edits included) back into a
-core.take.Take for re-keying and .npz export.
+core.motion.take.Take for re-keying and .npz export.
 """
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ import dataclasses
 import bpy
 import numpy as np
 
-from ..core import rotations as R
-from ..core import skeleton
+from ..core.motion import rotations as R
+from ..core.motion import skeleton
 from ..core.errors import EchoMaskError, RigError
-from ..core.take import Take
-from ..core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts
+from ..core.motion.take import Take
+from ..core.motion.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts
 from . import compat, retarget
 from .keys import (EXPRESSION_KEY, SHAPE_KEY_SLIDER_LIMIT, bone_quaternions, bone_rotation_curves,
                    channels_to_quaternions, expression_key_count, expression_meshes, pose_bone_path, rest_channels,

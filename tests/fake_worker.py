@@ -7,8 +7,8 @@
 The take it writes is plausible, not learned: smooth per-joint sways whose size follows `intensity`, a
 jaw and a few expressions that follow the speech loudness (so lip sync can be eyeballed), root sway when
 `travel` is set. Same seed -> same take. Parts not in `parts` stay at rest; `known_take`/`known_mask` are
-honoured the way the masked model does (known frames are copied, see core/take_parts.py), with the real
-worker's rule for their length (core.take_parts.fit_known_to_speech).
+honoured the way the masked model does (known frames are copied, see core/motion/take_parts.py), with the real
+worker's rule for their length (core.motion.take_parts.fit_known_to_speech).
 
 Behaviour for tests, from the environment:
     ECHOMASK_FAKE_MODE   ok (default) | fail | hang | die | stubborn | notorch | garbage
@@ -45,13 +45,13 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from core import skeleton  # noqa: E402
-from core.audio import check_has_speech  # noqa: E402
+from core.motion import skeleton  # noqa: E402
+from core.speech.audio import check_has_speech  # noqa: E402
 from core.errors import AudioError, EchoMaskError  # noqa: E402
 from core.jobs.protocol import emit  # noqa: E402
 from core.jobs.worker import JobCancelled, serve  # noqa: E402
-from core.take import Take, load_take, save_take  # noqa: E402
-from core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, fit_known_to_speech, merge_known  # noqa: E402
+from core.motion.take import Take, load_take, save_take  # noqa: E402
+from core.motion.take_parts import ANIM_PARTS, PART_JOINT_INDICES, fit_known_to_speech, merge_known  # noqa: E402
 
 
 def read_wav_mono(path: str) -> tuple[np.ndarray, int]:
@@ -166,7 +166,7 @@ def serve_fake(mode: str, steps: int, delay: float, idle_timeout: float) -> int:
     def note_model(weights, device):
         key = f"{weights or 'fake'} @ {device or 'auto'}"
         if key not in loaded:
-            loaded[:] = [key]           # as core.inference: one model cached at a time
+            loaded[:] = [key]           # as core.generation.inference: one model cached at a time
 
     def run_job(request: dict, cancelled) -> dict:
         record_request(request)
@@ -226,7 +226,7 @@ def main(argv=None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     if mode == "notorch":
-        sys.stderr.write("Traceback (most recent call last):\n  File \"core/inference.py\", line 1\n"
+        sys.stderr.write("Traceback (most recent call last):\n  File \"core/generation/inference.py\", line 1\n"
                          "ModuleNotFoundError: No module named 'torch'\n")
         return 1
     if mode == "garbage":

@@ -32,11 +32,11 @@ def tiny_bundle(path, seed=0):
     """Write a tiny-config model bundle with random weights (codebooks filled) to `path`; returns path."""
     import torch
 
-    from echomask.core.checkpoint import save_model
+    from echomask.core.model.checkpoint import save_model
     from echomask.core.model.config import get_config
     from echomask.core.model.generator import EchoMaskGenerator
     from echomask.core.model.tokenizer import TokenizerSet
-    from echomask.core.skeleton import PARTS
+    from echomask.core.motion.skeleton import PARTS
 
     torch.manual_seed(seed)
     cfg = get_config("tiny")
@@ -54,7 +54,7 @@ def synthetic_takes(folder, n_takes=2, frames=450, seed=0):
     """BEAT2-format takes with smooth random motion and matching noisy 'speech' wavs in `folder`."""
     import soundfile as sf
 
-    from echomask.core.take import Take, save_take
+    from echomask.core.motion.take import Take, save_take
 
     rng = np.random.default_rng(seed)
     t = np.arange(frames)[:, None] / 30.0
@@ -89,12 +89,12 @@ def data_fitted_tiny_bundle(path, folder, seed=0, updates=20):
     motion as real tokens do, which the learning tests need (random codebooks put every frame on one code)."""
     import torch
 
-    from echomask.core.checkpoint import save_model
-    from echomask.core.data import MotionWindows, folder_manifest
+    from echomask.core.model.checkpoint import save_model
+    from echomask.core.training.data import MotionWindows, folder_manifest
     from echomask.core.model.config import get_config
     from echomask.core.model.generator import EchoMaskGenerator
     from echomask.core.model.tokenizer import TokenizerSet
-    from echomask.core.skeleton import PARTS
+    from echomask.core.motion.skeleton import PARTS
 
     torch.manual_seed(seed)
     cfg = get_config("tiny")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from echomask.core import rotations as R
-from echomask.core import skeleton as S
+from echomask.core.motion import rotations as R
+from echomask.core.motion import skeleton as S
 from echomask.core.retarget.solve import TargetBone, TargetRig, channels_to_rotation
 
 C = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])   # SMPL-X (Y up) -> Blender (Z up)

@@ -1,4 +1,4 @@
-"""Batch generation (core.batch_generate): shards equal one run byte for byte, per-file seeds from the
+"""Batch generation (core.jobs.batch_generate): shards equal one run byte for byte, per-file seeds from the
 file's content, a killed batch resumes without redoing finished files, one bad file never stops the
 batch, the cancel hook, Blender outputs only when asked. Tiny random-weight bundle + fake features."""
 import json
@@ -44,7 +44,7 @@ def speech(tmp_path_factory):
 
 
 def _run(inputs, out, bundle, **kw):
-    from echomask.core.batch_generate import generate_batch
+    from echomask.core.jobs.batch_generate import generate_batch
 
     kw.setdefault("temperature", 0.8)   # sampling: the per-file seeds matter
     return generate_batch(inputs, out, model=bundle, device="cpu", feature_fn=fake_features, progress=False,
@@ -57,9 +57,10 @@ def _outputs(folder):
 
 
 def test_two_shards_equal_one_run_byte_for_byte(speech, bundle, tmp_path, monkeypatch):
-    from echomask.core import checkpoint, inference
-    from echomask.core.batch_generate import file_hash, file_seed
-    from echomask.core.take import load_take
+    from echomask.core.generation import inference
+    from echomask.core.model import checkpoint
+    from echomask.core.jobs.batch_generate import file_hash, file_seed
+    from echomask.core.motion.take import load_take
 
     loads = []
     real_load = checkpoint.load_model
@@ -97,7 +98,7 @@ import sys, time
 sys.path.insert(0, {tests!r})
 import conftest
 from model_helpers import fake_features
-from echomask.core.batch_generate import generate_batch
+from echomask.core.jobs.batch_generate import generate_batch
 
 def slow(audio, fps):
     time.sleep(0.4)
@@ -125,7 +126,7 @@ def test_killed_batch_resumes_without_redoing_finished_files(speech, bundle, tmp
     assert 4 <= len(done) < 20
     # Only complete files under final names: every finished clip has its take, no take lacks its record
     # except possibly the one being moved into place; nothing partial under a final name.
-    from echomask.core.take import load_take
+    from echomask.core.motion.take import load_take
 
     for clip in done:
         assert load_take(out / f"{clip}.npz").num_frames > 0
@@ -185,7 +186,7 @@ def test_cancel_stops_cleanly_and_the_next_run_resumes(speech, bundle, tmp_path)
 
 
 def test_blend_and_fbx_only_when_asked(speech, bundle, tmp_path, monkeypatch):
-    from echomask.core import blender_bridge
+    from echomask.core.jobs import blender_bridge
 
     asked = []
 
@@ -226,7 +227,7 @@ def test_command_line(speech, bundle, tmp_path):
 def test_builtin_speech_features_depend_on_the_clip_alone(speech):
     """Shards see different clips before a given one: the built-in features (phone recogniser included)
     of a clip must not depend on what the process computed earlier."""
-    from echomask.core.audio import load_speech
+    from echomask.core.speech.audio import load_speech
     from echomask.core.speech import compute_speech_features
 
     a, b = load_speech(speech / "clip_08.wav"), load_speech(speech / "clip_09.wav")

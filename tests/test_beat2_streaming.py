@@ -18,7 +18,7 @@ _threads = pytest.fixture(scope="module", autouse=True)(one_thread)
 
 
 def _take(frames, seed, fps=30):
-    from echomask.core.take import Take
+    from echomask.core.motion.take import Take
 
     rng = np.random.default_rng(seed)
     t = np.arange(frames)[:, None] / 30.0
@@ -42,7 +42,7 @@ def _wav(path, seconds, seed):
 def beat2_folder(root, takes, split_rows, wav=True):
     """root/beat_english_v2.0.0 with smplxflame_30/, wave16k/ and train_test_split.csv.
     takes: {id: frames}; split_rows: [(id, type)]."""
-    from echomask.core.take import save_take
+    from echomask.core.motion.take import save_take
 
     base = pathlib.Path(root) / "beat_english_v2.0.0"
     (base / "smplxflame_30").mkdir(parents=True)
@@ -57,7 +57,7 @@ def beat2_folder(root, takes, split_rows, wav=True):
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
-    from echomask.core.checkpoint import load_model
+    from echomask.core.model.checkpoint import load_model
 
     root = tmp_path_factory.mktemp("tok")
     path = root / "tok.safetensors"
@@ -70,8 +70,8 @@ def _no_partials(folder):
 
 
 def test_split_manifest_speakers_types_and_absent_takes(tmp_path):
-    from echomask.core.beat2 import parse_speakers
-    from echomask.core.beat2 import resolve_manifest
+    from echomask.core.training.beat2 import parse_speakers
+    from echomask.core.training.beat2 import resolve_manifest
     from echomask.core.errors import EchoMaskError
 
     base = beat2_folder(tmp_path, {"2_scott_0_1_1": 100, "2_scott_0_2_2": 100, "2_scott_0_3_3": 100,
@@ -109,14 +109,14 @@ def test_split_manifest_speakers_types_and_absent_takes(tmp_path):
 
 
 def test_streamed_windows_equal_memory_and_are_built_once(tmp_path, monkeypatch):
-    from echomask.core import datastore
-    from echomask.core.data import MotionWindows, folder_manifest
+    from echomask.core.training import datastore
+    from echomask.core.training.data import MotionWindows, folder_manifest
     from echomask.core.model.config import get_config
-    from echomask.core.streaming import DataOptions, tokenizer_windows
+    from echomask.core.training.streaming import DataOptions, tokenizer_windows
 
     data = tmp_path / "data"
     data.mkdir()
-    from echomask.core.take import save_take
+    from echomask.core.motion.take import save_take
 
     for k, n in enumerate((450, 520)):
         save_take(_take(n, k), data / f"take{k}.npz")
@@ -141,7 +141,7 @@ def test_streamed_windows_equal_memory_and_are_built_once(tmp_path, monkeypatch)
     for p in sa.mean:
         assert np.allclose(sa.mean[p], sb.mean[p], atol=1e-5) and np.allclose(sa.std[p], sb.std[p], atol=1e-5)
     # a second run reads the store: nothing is recomputed
-    monkeypatch.setattr("echomask.core.motion_repr.take_to_parts", lambda *a: pytest.fail("recomputed"))
+    monkeypatch.setattr("echomask.core.motion.motion_repr.take_to_parts", lambda *a: pytest.fail("recomputed"))
     again, _ = tokenizer_windows(entries, cfg, options=opts, log=lambda *a: None)
     assert np.array_equal(again.batch(idx)["parts"]["hands"], b["parts"]["hands"])
     assert isinstance(datastore.FeatureStore(opts.cache_dir).motion(train.keys[0]), np.memmap)
@@ -152,7 +152,7 @@ def test_streamed_windows_equal_memory_and_are_built_once(tmp_path, monkeypatch)
 
 
 def _manifest(entries, source):
-    from echomask.core.beat2 import Manifest
+    from echomask.core.training.beat2 import Manifest
 
     return Manifest(entries, source=source, stream=True)
 
@@ -160,10 +160,10 @@ def _manifest(entries, source):
 def test_generator_data_streams_like_memory(tmp_path, tok):
     import torch
 
-    from echomask.core.data import folder_manifest
+    from echomask.core.training.data import folder_manifest
     from echomask.core.model.config import get_config
     from echomask.core.model.tokenizer import TokenizerSet
-    from echomask.core.streaming import DataOptions, StreamingGeneratorData, generator_data
+    from echomask.core.training.streaming import DataOptions, StreamingGeneratorData, generator_data
     from model_helpers import synthetic_takes
 
     data = tmp_path / "data"
@@ -201,7 +201,7 @@ def _bad_folder(root):
                         [("2_a_0_1_1", "train"), ("2_a_0_2_2", "train"), ("2_a_0_3_3", "val"), ("2_a_0_4_4", "train"),
                          ("2_a_0_5_5", "train"), ("2_a_0_6_6", "train"), ("2_a_0_7_7", "train"),
                          ("2_a_0_8_8", "train"), ("2_a_0_9_9", "train"), ("2_a_0_10_10", "train")])
-    from echomask.core.take import save_take
+    from echomask.core.motion.take import save_take
 
     m, w = base / "smplxflame_30", base / "wave16k"
     (m / "2_a_0_5_5.npz").write_bytes(b"PK\x03\x04 this is not a zip file")           # corrupt npz
@@ -217,17 +217,17 @@ def _bad_folder(root):
 
 
 def test_bad_inputs_named_one_by_one_and_training_goes_on(tmp_path):
-    from echomask.core.beat2 import resolve_manifest
-    from echomask.core.datastore import FeatureStore
+    from echomask.core.training.beat2 import resolve_manifest
+    from echomask.core.training.datastore import FeatureStore
     from echomask.core.errors import EchoMaskError
-    from echomask.core.streaming import prepare, report
+    from echomask.core.training.streaming import prepare, report
 
     base = _bad_folder(tmp_path)
     man = resolve_manifest(str(base))
     store = FeatureStore(tmp_path / "cache")
 
     def speech_fn(wav, fps):
-        from echomask.core.audio import load_speech
+        from echomask.core.speech.audio import load_speech
         from model_helpers import fake_features
 
         return fake_features(load_speech(wav), fps)
@@ -251,7 +251,7 @@ def test_bad_inputs_named_one_by_one_and_training_goes_on(tmp_path):
     assert sorted(pathlib.Path(e.npz).stem for e in prep_t.entries) == ["2_a_0_10_10", "2_a_0_1_1", "2_a_0_2_2",
                                                                         "2_a_0_3_3", "2_a_0_8_8"]
     # Nothing usable: one error listing every file.
-    from echomask.core.beat2 import Manifest
+    from echomask.core.training.beat2 import Manifest
 
     bad = Manifest([e for e in man if pathlib.Path(e.npz).stem in ("2_a_0_5_5", "2_a_0_6_6", "2_a_0_4_4")],
                    man.problems, stream=True)
@@ -263,9 +263,9 @@ def test_bad_inputs_named_one_by_one_and_training_goes_on(tmp_path):
 
 def test_ranks_share_the_preparation(tmp_path):
     """Two 'ranks' (threads) prepare one store together: each builds its share, both see the same result."""
-    from echomask.core.beat2 import resolve_manifest
-    from echomask.core.datastore import FeatureStore
-    from echomask.core.streaming import prepare
+    from echomask.core.training.beat2 import resolve_manifest
+    from echomask.core.training.datastore import FeatureStore
+    from echomask.core.training.streaming import prepare
 
     base = beat2_folder(tmp_path, {f"2_a_0_{k}_{k}": 100 + 10 * k for k in range(1, 6)},
                         [(f"2_a_0_{k}_{k}", "val" if k == 5 else "train") for k in range(1, 6)])
@@ -301,9 +301,9 @@ def test_train_both_stages_on_a_beat2_folder(tmp_path, tok):
     """train-tokenizers and train on a BEAT2 folder: official split used, bad file skipped, run completes."""
     import json
 
-    from echomask.core.streaming import DataOptions
-    from echomask.core.train import TrainConfig, train_generator
-    from echomask.core.train_tokenizers import TokenizerTrainOptions, train_tokenizers
+    from echomask.core.training.streaming import DataOptions
+    from echomask.core.training.train import TrainConfig, train_generator
+    from echomask.core.training.train_tokenizers import TokenizerTrainOptions, train_tokenizers
 
     base = beat2_folder(tmp_path, {"2_a_0_1_1": 260, "2_a_0_2_2": 200, "2_a_0_3_3": 150, "3_b_0_1_1": 200},
                         [("2_a_0_1_1", "train"), ("2_a_0_2_2", "train"), ("2_a_0_3_3", "val"),
@@ -332,9 +332,9 @@ def test_torchrun_two_ranks_prepare_and_train_like_one(tmp_path):
     import sys
 
     from conftest import ROOT
-    from echomask.core.checkpoint import load_model
-    from echomask.core.streaming import DataOptions
-    from echomask.core.train import TrainConfig, train_generator
+    from echomask.core.model.checkpoint import load_model
+    from echomask.core.training.streaming import DataOptions
+    from echomask.core.training.train import TrainConfig, train_generator
     from model_helpers import data_fitted_tiny_bundle, synthetic_takes
 
     base = beat2_folder(tmp_path, {"2_a_0_1_1": 300, "2_a_0_2_2": 260, "2_a_0_3_3": 150},
@@ -367,8 +367,8 @@ def test_command_line_options_and_prepare_data(tmp_path):
     import sys
 
     from conftest import ROOT
-    from echomask.core.cli import build_parser
-    from echomask.core.streaming import DataOptions
+    from echomask.core.jobs.cli import build_parser
+    from echomask.core.training.streaming import DataOptions
 
     for cmd in ("train-tokenizers", "train"):
         argv = [cmd, "--manifest", "/d", "--out", "o", "--speakers", "2", "--split-file", "s.csv", "--additional",
@@ -396,9 +396,9 @@ def test_shared_data_streams_like_memory(tmp_path):
     from conftest import shared_path
 
     shared_path("beat2_samples", "smplxflame_30")
-    from echomask.core.data import MotionWindows
+    from echomask.core.training.data import MotionWindows
     from echomask.core.model.config import get_config
-    from echomask.core.streaming import DataOptions, tokenizer_windows
+    from echomask.core.training.streaming import DataOptions, tokenizer_windows
 
     opts = DataOptions(stream=True, cache_dir=str(tmp_path / "cache"))
     entries = opts.manifest("shared")

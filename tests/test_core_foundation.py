@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 
-from echomask.core import rotations as R
-from echomask.core import skeleton as S
-from echomask.core.audio import SAMPLE_RATE, is_silent, load_speech
+from echomask.core.motion import rotations as R
+from echomask.core.motion import skeleton as S
+from echomask.core.speech.audio import SAMPLE_RATE, is_silent, load_speech
 from echomask.core.errors import AudioError, TakeFormatError
-from echomask.core.take import Take, load_take, neutral_take, resample_take, save_take
+from echomask.core.motion.take import Take, load_take, neutral_take, resample_take, save_take
 
 from conftest import requires_torch, shared_path
 
@@ -221,7 +221,7 @@ def test_silence_detection():
 
 
 def test_silence_is_refused_with_the_sounds_name():
-    from echomask.core.audio import check_has_speech
+    from echomask.core.speech.audio import check_has_speech
 
     with pytest.raises(AudioError, match="No speech found in the sound strip 'line_04': it is completely silent"):
         check_has_speech(np.zeros(48000, np.float32), "the sound strip 'line_04'")
@@ -276,7 +276,7 @@ def test_continuous_euler_angles_have_no_jumps():
 
 
 def test_bvh_from_blenders_z_up_axes_to_y_up():
-    from echomask.core.bvh import Z_UP_TO_Y_UP, z_up_to_y_up
+    from echomask.core.motion.bvh import Z_UP_TO_Y_UP, z_up_to_y_up
 
     text = """HIERARCHY
 ROOT pelvis

@@ -16,8 +16,8 @@ _threads = pytest.fixture(scope="module", autouse=True)(one_thread)
 def window(tmp_path_factory):
     import torch
 
-    from echomask.core.inference import resolve_model, neutral_seed_codes
-    from echomask.core.motion_repr import parts_to_motion337, take_to_parts
+    from echomask.core.generation.inference import resolve_model, neutral_seed_codes
+    from echomask.core.motion.motion_repr import parts_to_motion337, take_to_parts
     from echomask.core.generation.post import neutral_standing
 
     model = resolve_model(str(tiny_bundle(tmp_path_factory.mktemp("w") / "tiny.safetensors")), "cpu")
@@ -102,7 +102,7 @@ def test_options_validate_with_clear_messages():
 
 
 def test_levels_and_smoothing_options(tmp_path):
-    from echomask.core.inference import generate
+    from echomask.core.generation.inference import generate
 
     bundle = str(tiny_bundle(tmp_path / "t.safetensors"))
     audio = (0.1 * np.random.default_rng(1).standard_normal(16000 * 4)).astype(np.float32)

@@ -16,7 +16,7 @@ pytestmark = requires_torch
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from echomask.core.checkpoint import load_model
+    from echomask.core.model.checkpoint import load_model
 
     root = tmp_path_factory.mktemp("ddp")
     data = root / "data"
@@ -40,7 +40,7 @@ def _train(root, out, nproc, steps, resume=False, stop_after=0, extra=()):
 
 
 def _params(path):
-    from echomask.core.checkpoint import load_model
+    from echomask.core.model.checkpoint import load_model
 
     return {k: v for k, v in load_model(path).generator.state_dict().items() if v.dtype.is_floating_point}
 
@@ -163,7 +163,7 @@ def test_generator_precision_on_cpu(setup):
     root = setup
     proc = _train(root, root / "bf16", 1, 2, extra=("--precision", "bf16"))
     assert "precision bf16" in proc.stdout + proc.stderr
-    from echomask.core.checkpoint import load_model
+    from echomask.core.model.checkpoint import load_model
 
     model = load_model(root / "bf16" / "model.safetensors")
     assert model.meta["precision"] == "bf16"
@@ -188,7 +188,7 @@ def _codebook_worker(rank, world, init_file, rows_per_rank, out_dir):
     import torch
     import torch.distributed as tdist
 
-    from echomask.core.distributed import DistContext
+    from echomask.core.training.distributed import DistContext
     from echomask.core.model.config import TokenizerConfig
     from echomask.core.model.tokenizer import ResidualVQ
 

@@ -8,7 +8,7 @@ from echomask.core.face import lipsync, measure
 from echomask.core.face.fitted import DEFAULT_PATH, FaceFit, default_fit
 from echomask.core.face.phone_classes import CLASS_INDEX, PHONE_TO_CLASS, PHONE_TO_SHAPE
 from echomask.core.face.signals import EXPR, JAW, face_vector
-from echomask.core.take import Take
+from echomask.core.motion.take import Take
 
 from conftest import shared_path
 
@@ -152,8 +152,8 @@ def test_shipped_fit_file_holds_numbers_only():
 
 
 def test_lipsync_command_writes_a_take_with_closed_lips(tmp_path, capsys):
-    from echomask.core.cli import main
-    from echomask.core.take import load_take, save_take
+    from echomask.core.jobs.cli import main
+    from echomask.core.motion.take import load_take, save_take
 
     save_take(model_like_take(n=48), tmp_path / "take.npz")
     rows = "".join(f'        intervals [{i + 1}]:\n            xmin = {a}\n            xmax = {b}\n            text = "{p}"\n'

@@ -26,7 +26,7 @@ def _speech(seconds, seed=0):
 
 
 def _gen(bundle, audio, **kw):
-    from echomask.core.inference import generate
+    from echomask.core.generation.inference import generate
 
     return generate(audio, model=bundle, device="cpu", feature_fn=fake_features, **kw)
 
@@ -51,9 +51,9 @@ def test_windows_are_seeded_by_previous_window_and_stitch(bundle, monkeypatch):
     16 + 15 + 15...; the chunked decode equals one decode of the whole token sequence."""
     import torch
 
-    from echomask.core import inference as inf
-    from echomask.core.motion_repr import parts_to_motion337
-    from echomask.core.skeleton import PARTS
+    from echomask.core.generation import inference as inf
+    from echomask.core.motion.motion_repr import parts_to_motion337
+    from echomask.core.motion.skeleton import PARTS
 
     model = inf.resolve_model(bundle, "cpu")
     calls = []
@@ -89,7 +89,7 @@ def test_windows_are_seeded_by_previous_window_and_stitch(bundle, monkeypatch):
                               chunk_tokens=8, context=32)])
     assert np.allclose(chunked, whole["upper"][0].numpy(), atol=1e-5)
     # And the take's poses come from that single decode (no seam at window boundaries).
-    from echomask.core.motion_repr import parts_to_take
+    from echomask.core.motion.motion_repr import parts_to_take
 
     ref = parts_to_take({p: whole[p][0].numpy()[:210] for p in PARTS})
     assert np.allclose(take.poses, ref.poses, atol=1e-4)
@@ -99,7 +99,7 @@ def test_windows_are_seeded_by_previous_window_and_stitch(bundle, monkeypatch):
 def test_long_audio_feature_stream_is_chunked(bundle):
     """Features are computed chunk by chunk (never the whole clip) and a chunked stream gives the same
     rows as one computation where the features are local."""
-    from echomask.core.inference import FeatureStream
+    from echomask.core.generation.inference import FeatureStream
 
     audio = _speech(20)
     n = 600
@@ -155,7 +155,7 @@ def test_corrupt_and_missing_files(bundle, tmp_path):
 
 
 def test_cancel_and_progress(bundle):
-    from echomask.core.inference import GenerationCancelled
+    from echomask.core.generation.inference import GenerationCancelled
 
     seen = []
     _gen(bundle, _speech(5), progress=lambda f, m: seen.append((f, m)))
@@ -168,7 +168,7 @@ def test_cancel_and_progress(bundle):
 def test_cuda_asked_but_absent():
     import torch
 
-    from echomask.core.devices import resolve_device
+    from echomask.core.jobs.devices import resolve_device
     from echomask.core.errors import DeviceError
 
     if torch.cuda.is_available():
@@ -182,7 +182,7 @@ def test_weights_checks(bundle, tmp_path):
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from echomask.core.checkpoint import load_model
+    from echomask.core.model.checkpoint import load_model
     from echomask.core.errors import WeightsError
 
     model = load_model(bundle)
@@ -220,9 +220,9 @@ def test_weights_checks(bundle, tmp_path):
 
 
 def test_root_motion_keeps_feet_planted_on_real_take():
-    from echomask.core.motion_repr import joint_positions, take_to_parts
-    from echomask.core.root_motion import root_translation
-    from echomask.core.take import load_take
+    from echomask.core.motion.motion_repr import joint_positions, take_to_parts
+    from echomask.core.motion.root_motion import root_translation
+    from echomask.core.motion.take import load_take
 
     take = load_take(shared_path("beat2_samples", "smplxflame_30", "2_scott_0_1_1.npz")).slice(0, 900)
     lower = take_to_parts(take)["lower"]
@@ -250,7 +250,7 @@ def test_intensity_scales_motion(bundle):
 
 def test_known_frames_and_parts_are_kept(bundle, tmp_path):
     """In-betweening: frames marked known come back unchanged; parts not asked for are copied."""
-    from echomask.core.take import Take, save_take
+    from echomask.core.motion.take import Take, save_take
 
     audio = _speech(4)
     n = 120
@@ -262,7 +262,7 @@ def test_known_frames_and_parts_are_kept(bundle, tmp_path):
     mask = np.zeros(n, bool)
     mask[30:50] = True
     take = _gen(bundle, audio, known_take=str(path), known_mask=mask.tolist())
-    from echomask.core import rotations as R
+    from echomask.core.motion import rotations as R
 
     def mats(p):
         return R.axis_angle_to_matrix(p.reshape(-1, 55, 3).astype(np.float64))
@@ -284,7 +284,7 @@ def test_phone_accurate_mouth_is_combined_with_the_model_face():
     from echomask.core.face.lipsync import apply_phone_mouth
     from echomask.core.generation.options import GenerationOptions
     from echomask.core.generation.post import apply_phone_mouth as _phone_accurate_mouth
-    from echomask.core.take import neutral_take
+    from echomask.core.motion.take import neutral_take
 
     take = neutral_take(90)
     phones = [(0.0, 0.5, "SIL"), (0.5, 0.9, "AA"), (0.9, 1.1, "B"), (1.1, 2.0, "AA"), (2.0, 3.0, "SIL")]

@@ -2,13 +2,13 @@
 import numpy as np
 import pytest
 
-from echomask.core import rotations as R
-from echomask.core import skeleton as S
-from echomask.core.intensity import mean_quaternion, quaternion_power, scale_take
-from echomask.core.keyreduce import max_interpolation_error, quaternion_tolerance, reduce_keys
-from echomask.core.take import Take
-from echomask.core.take import save_take
-from echomask.core.take_parts import ANIM_PARTS, PART_JOINT_INDICES, load_known, merge_known, model_parts
+from echomask.core.motion import rotations as R
+from echomask.core.motion import skeleton as S
+from echomask.core.motion.intensity import mean_quaternion, quaternion_power, scale_take
+from echomask.core.motion.keyreduce import max_interpolation_error, quaternion_tolerance, reduce_keys
+from echomask.core.motion.take import Take
+from echomask.core.motion.take import save_take
+from echomask.core.motion.take_parts import ANIM_PARTS, PART_JOINT_INDICES, load_known, merge_known, model_parts
 
 
 def _take(n=120, seed=0):
@@ -107,7 +107,7 @@ def test_model_parts_put_root_motion_in_the_lower_body():
 
 
 def test_load_known_gives_generate_a_30fps_take_and_a_per_frame_mask(tmp_path):
-    from echomask.core.take import resample_take
+    from echomask.core.motion.take import resample_take
 
     take = resample_take(_take(n=120), 24.0)               # a 24 fps scene's take
     save_take(take, tmp_path / "known.npz")
@@ -125,7 +125,7 @@ def test_load_known_gives_generate_a_30fps_take_and_a_per_frame_mask(tmp_path):
 
 def test_fit_known_to_speech_pads_a_frame_or_two_and_refuses_other_speech():
     from echomask.core.errors import EchoMaskError
-    from echomask.core.take_parts import fit_known_to_speech
+    from echomask.core.motion.take_parts import fit_known_to_speech
 
     take = _take(n=60)
     mask = np.ones(60, bool)
@@ -146,7 +146,7 @@ def test_fit_known_to_speech_pads_a_frame_or_two_and_refuses_other_speech():
 
 
 def test_a_key_budget_keeps_the_worst_errors_out_first():
-    from echomask.core.keyreduce import interpolate_kept, quaternion_angle_deg
+    from echomask.core.motion.keyreduce import interpolate_kept, quaternion_angle_deg
 
     rng = np.random.default_rng(4)
     times = np.arange(400, dtype=float)

@@ -9,8 +9,8 @@ from echomask.core.errors import EchoMaskError, WeightsError
 from echomask.core.metrics import beat, diversity, face, plausibility
 from echomask.core.metrics.frechet import frechet_distance
 from echomask.core.metrics.kinematics import take_positions
-from echomask.core.skeleton import JOINT_INDEX, REST_JOINTS_YUP
-from echomask.core.take import Take, neutral_take, save_take
+from echomask.core.motion.skeleton import JOINT_INDEX, REST_JOINTS_YUP
+from echomask.core.motion.take import Take, neutral_take, save_take
 
 from conftest import ROOT, requires_torch, shared_path
 
@@ -78,8 +78,8 @@ def test_bc_pooling_weights_clips_by_scored_frames():
 
 
 def test_bc_on_real_ground_truth_is_in_the_published_range():
-    from echomask.core.audio import load_speech
-    from echomask.core.take import load_take
+    from echomask.core.speech.audio import load_speech
+    from echomask.core.motion.take import load_take
 
     take = load_take(shared_path("beat2_samples", "smplxflame_30", "2_scott_0_1_1.npz"))
     audio = load_speech(shared_path("beat2_samples", "wave16k", "2_scott_0_1_1.wav"))
@@ -298,7 +298,7 @@ def write_clip_set(folder, seconds=12.0):
 def test_eval_table_has_every_row_and_says_fgd_is_not_the_papers(tmp_path):
     import torch
 
-    from echomask.core.evaluate import ROW_MODEL, ROW_OTHER, ROW_RANDOM, ROW_STILL, run_eval
+    from echomask.core.metrics.evaluate import ROW_MODEL, ROW_OTHER, ROW_RANDOM, ROW_STILL, run_eval
     from echomask.core.metrics.fgd_evaluator import FGDEvaluator, FGDEvaluatorConfig, save_evaluator
 
     data = tmp_path / "clips"
@@ -322,7 +322,7 @@ def test_eval_table_has_every_row_and_says_fgd_is_not_the_papers(tmp_path):
 
 
 def test_eval_rejects_unpaired_takes(tmp_path):
-    from echomask.core.evaluate import run_eval
+    from echomask.core.metrics.evaluate import run_eval
 
     data = tmp_path / "clips"
     write_clip_set(data, seconds=3.0)
@@ -334,11 +334,11 @@ def test_eval_rejects_unpaired_takes(tmp_path):
 
 
 def test_eval_generates_the_models_takes_from_speech_and_scores_their_tail(tmp_path, monkeypatch):
-    """--model: each clip's whole speech goes to core.inference.generate; the take is cut to the tail."""
+    """--model: each clip's whole speech goes to core.generation.inference.generate; the take is cut to the tail."""
     import soundfile
 
-    from echomask.core import inference
-    from echomask.core.evaluate import ROW_MODEL, run_eval
+    from echomask.core.generation import inference
+    from echomask.core.metrics.evaluate import ROW_MODEL, run_eval
 
     data = tmp_path / "clips"
     write_clip_set(data)

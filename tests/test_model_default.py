@@ -17,8 +17,8 @@ DEFAULT = ROOT / "weights" / "echomask_small.safetensors"
 def test_default_weights_load_and_generate():
     if not DEFAULT.is_file():
         pytest.skip("weights/echomask_small.safetensors is not in this checkout")
-    from echomask.core.checkpoint import load_model
-    from echomask.core.inference import generate
+    from echomask.core.model.checkpoint import load_model
+    from echomask.core.generation.inference import generate
 
     model = load_model(DEFAULT)
     assert model.config.name == "small"
@@ -37,9 +37,9 @@ def test_default_weights_load_and_generate():
 def test_generate_job_writes_all_or_nothing(tmp_path, monkeypatch):
     import soundfile as sf
 
-    from echomask.core import inference
+    from echomask.core.generation import inference
     from echomask.core.errors import EchoMaskError, WeightsError
-    from echomask.core.generate_job import generate_files
+    from echomask.core.jobs.generate_job import generate_files
     from model_helpers import fake_features
 
     bundle = tiny_bundle(tmp_path / "tiny.safetensors")
@@ -60,7 +60,7 @@ def test_generate_job_writes_all_or_nothing(tmp_path, monkeypatch):
     def failing_blender(*a, **k):
         raise EchoMaskError("Blender crashed")
 
-    monkeypatch.setattr("echomask.core.blender_bridge.run_blender_task", failing_blender)
+    monkeypatch.setattr("echomask.core.jobs.blender_bridge.run_blender_task", failing_blender)
     half = tmp_path / "half"
     with pytest.raises(EchoMaskError, match="crashed"):
         generate_files(str(wav), str(half), weights=str(bundle), blend=True, device="cpu")

@@ -35,7 +35,7 @@ def _inputs(g, b=B):
 def test_generator_shapes_and_gradients():
     import torch
 
-    from echomask.core.skeleton import PARTS
+    from echomask.core.motion.skeleton import PARTS
 
     cfg, g = _tiny()
     motion, low, high = _inputs(g)
@@ -100,7 +100,7 @@ def test_injection_switch_changes_body_only_through_sqa():
 def test_mam_losses_and_gradients_reach_shared_encoders():
     import torch
 
-    from echomask.core.skeleton import PARTS
+    from echomask.core.motion.skeleton import PARTS
 
     cfg, g = _tiny()
     _, low, high = _inputs(g)
@@ -217,7 +217,7 @@ def test_paper_config_matches_official_manifest():
 def test_mam_losses_skip_windows_whose_part_is_missing():
     import torch
 
-    from echomask.core.skeleton import PARTS
+    from echomask.core.motion.skeleton import PARTS
 
     cfg, g = _tiny()
     g.eval()

@@ -3,7 +3,7 @@
 * The project's own training step overfits a handful of windows (losses, targets and gradients work).
 * The bundled model, on held-out BEAT2 windows, reads its inputs: showing it more of the motion lowers the
   cross-entropy of the hidden tokens, it beats the token-frequency baseline, and another window's speech
-  makes its face prediction worse (core.diagnostics; the numbers are in weights/MODEL_CARD.md).
+  makes its face prediction worse (core.training.diagnostics; the numbers are in weights/MODEL_CARD.md).
 """
 import math
 
@@ -22,10 +22,10 @@ BODY = ("upper", "hands", "lower")
 def test_training_step_overfits_eight_windows(tmp_path):
     import torch
 
-    from echomask.core import train as T
-    from echomask.core.checkpoint import load_model
-    from echomask.core.data import folder_manifest
-    from echomask.core.diagnostics import run_probes
+    from echomask.core.training import train as T
+    from echomask.core.model.checkpoint import load_model
+    from echomask.core.training.data import folder_manifest
+    from echomask.core.training.diagnostics import run_probes
     from echomask.core.model.ema import EMATeacher
     from echomask.core.model.generator import EchoMaskGenerator
 
@@ -67,10 +67,10 @@ def bundled_probes():
     shared_path("beat2_samples", "smplxflame_30")
     import torch
 
-    from echomask.core import train as T
-    from echomask.core.checkpoint import load_model
-    from echomask.core.data import shared_training_manifest
-    from echomask.core.diagnostics import run_probes, token_baselines
+    from echomask.core.training import train as T
+    from echomask.core.model.checkpoint import load_model
+    from echomask.core.training.data import shared_training_manifest
+    from echomask.core.training.diagnostics import run_probes, token_baselines
 
     torch.manual_seed(0)
     m = load_model(ROOT / "weights" / "echomask_small.safetensors")

@@ -21,7 +21,7 @@ def setup(tmp_path_factory):
     synthetic_takes(data, n_takes=2, frames=450)
     bundle = tiny_bundle(root / "bundle.safetensors")
     # A tokenizer file = the bundle's tokenizers (the tokenizer loader reads its own kind of file).
-    from echomask.core.checkpoint import load_model
+    from echomask.core.model.checkpoint import load_model
 
     m = load_model(bundle)
     m.tokenizers.save(root / "tok.safetensors")
@@ -29,7 +29,7 @@ def setup(tmp_path_factory):
 
 
 def _run(root, data, out, steps, seed=0, resume=False, stop_after=0, random_masking=False):
-    from echomask.core.train import TrainConfig, train_generator
+    from echomask.core.training.train import TrainConfig, train_generator
 
     tcfg = TrainConfig(steps=steps, batch_size=3, val_every=2, ckpt_every=2, log_every=1, seed=seed, warmup=1,
                        stop_after=stop_after, random_masking=random_masking)
@@ -41,7 +41,7 @@ def _run(root, data, out, steps, seed=0, resume=False, stop_after=0, random_mask
 def test_two_steps_resume_and_repeatable(setup):
     import torch
 
-    from echomask.core.checkpoint import load_model
+    from echomask.core.model.checkpoint import load_model
 
     root, data = setup
     out = root / "run"
@@ -80,7 +80,7 @@ def test_two_steps_resume_and_repeatable(setup):
 
 def test_random_masking_ablation_trains_and_is_recorded(setup):
     """The paper's key ablation (random instead of SQA-chosen masks) is one flag away."""
-    from echomask.core.checkpoint import load_model
+    from echomask.core.model.checkpoint import load_model
     from echomask.core.model.sqa import mask_counts
 
     assert mask_counts(64, 0.375, 0.0) == (24, 0)  # 24 masked, none chosen by attention: all random
@@ -92,7 +92,7 @@ def test_random_masking_ablation_trains_and_is_recorded(setup):
 
 
 def test_speech_sampling_follows_time_stretch():
-    from echomask.core.train import sample_rows
+    from echomask.core.training.train import sample_rows
 
     feats = np.arange(20, dtype=np.float32)[:, None].repeat(3, 1)
     rows = sample_rows(feats, np.arange(5) / 1.1 + 2)   # a window stretched by 1.1 starting at frame 2

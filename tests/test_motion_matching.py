@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from echomask.core.errors import EchoMaskError
-from echomask.core.motion_matching import MatchingConfig, MotionDatabase
-from echomask.core.take import Take
+from echomask.core.metrics.motion_matching import MatchingConfig, MotionDatabase
+from echomask.core.motion.take import Take
 
 
 def _take(n, seed):

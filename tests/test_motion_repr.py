@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 
 from conftest import requires_torch, shared_path
-from echomask.core import motion_repr as M
-from echomask.core import rotations as R
-from echomask.core.data import MotionWindows, TakeEntry, folder_manifest, shared_training_manifest
+from echomask.core.motion import motion_repr as M
+from echomask.core.motion import rotations as R
+from echomask.core.training.data import MotionWindows, TakeEntry, folder_manifest, shared_training_manifest
 from echomask.core.errors import EchoMaskError
-from echomask.core.skeleton import MIRROR_INDEX, PARENTS, PART_DIMS, PARTS, REST_JOINTS_YUP
-from echomask.core.take import Take, save_take
+from echomask.core.motion.skeleton import MIRROR_INDEX, PARENTS, PART_DIMS, PARTS, REST_JOINTS_YUP
+from echomask.core.motion.take import Take, save_take
 
 
 def synthetic_take(n=120, seed=0, fps=30.0) -> Take:

@@ -64,7 +64,7 @@ def release(parity, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def converted(release, tmp_path_factory):
-    from echomask.core.checkpoint import load_model
+    from echomask.core.model.checkpoint import load_model
     from echomask.core.official.convert import BUNDLE_NAME, convert_release, load_official_extras
 
     out = tmp_path_factory.mktemp("echomask_paper")
@@ -171,7 +171,7 @@ def test_converter_explains_missing_extra_and_misshaped_by_name(release, tmp_pat
 
 
 def test_cli_convert_official_reports_bad_folder(tmp_path, capsys):
-    from echomask.core.cli import main
+    from echomask.core.jobs.cli import main
 
     assert main(["convert-official", str(tmp_path / "nowhere"), "-o", str(tmp_path / "o")]) == 2
     assert "not a folder" in capsys.readouterr().err
@@ -292,7 +292,7 @@ def test_e2e_windows_seeds_logits_tokens(e2e):
 
 
 def test_e2e_stitching_decodes_and_outputs(e2e):
-    from echomask.core import rotations as R
+    from echomask.core.motion import rotations as R
 
     f, run = e2e
     for p in PARTS4:
@@ -411,7 +411,7 @@ def test_hubert_missing_pieces_say_what_to_do(tmp_path, monkeypatch):
 
 @requires_transformers
 def test_generate_with_converted_release(converted, tiny_hubert, parity, monkeypatch):
-    from echomask.core.inference import generate
+    from echomask.core.generation.inference import generate
     from echomask.core.official.pipeline import neutral_seed
     from echomask.core.speech import compute_speech_features, get_backend
 
@@ -440,8 +440,8 @@ def test_generate_with_converted_release(converted, tiny_hubert, parity, monkeyp
 @requires_transformers
 def test_generate_with_converted_release_keeps_parts(converted, tiny_hubert, parity, monkeypatch):
     """Re-keying only the face keeps the existing take's body, hands and root."""
-    from echomask.core.inference import generate
-    from echomask.core.take import neutral_take
+    from echomask.core.generation.inference import generate
+    from echomask.core.motion.take import neutral_take
 
     monkeypatch.setenv("ECHOMASK_HUBERT_DIR", str(tiny_hubert[0]))
     audio = np.load(parity / "hubert_feature_parity.npz")["wav_int16"][:24000].astype(np.float32) / 32768.0
@@ -460,7 +460,7 @@ def test_model_folder_resolves_to_its_bundle(tmp_path):
     """`--weights weights/echomask_paper/` (the converter's output folder) means its model.safetensors."""
     from model_helpers import tiny_bundle
 
-    from echomask.core.inference import resolve_model
+    from echomask.core.generation.inference import resolve_model
 
     tiny_bundle(tmp_path / "model.safetensors")
     assert resolve_model(str(tmp_path), "cpu").path == str(tmp_path / "model.safetensors")

@@ -5,12 +5,12 @@ import time
 import numpy as np
 import pytest
 
-from echomask.core import rotations as R
-from echomask.core import skeleton as S
+from echomask.core.motion import rotations as R
+from echomask.core.motion import skeleton as S
 from echomask.core.retarget import bone_map as BM
 from echomask.core.retarget import solve
 from echomask.core.retarget.quality import measure
-from echomask.core.take import Take
+from echomask.core.motion.take import Take
 
 from retarget_helpers import evaluate_pose, locals_from_channels, make_rig, posed_rest
 

@@ -214,7 +214,7 @@ def test_bad_input_is_explained():
 def test_stereo_48k_file_goes_through_load_speech(tmp_path):
     import soundfile as sf
 
-    from echomask.core.audio import load_speech
+    from echomask.core.speech.audio import load_speech
 
     mono = voice(1.5)
     stereo_48k = np.repeat(np.stack([mono, mono * 0.5], axis=1), 3, axis=0)  # crude 3x upsampling is fine here

@@ -92,7 +92,7 @@ def test_phone_set_is_the_models():
 
 def test_recogniser_on_real_speech_agrees_with_the_alignment():
     pytest.importorskip("pocketsphinx")
-    from echomask.core.audio import load_speech
+    from echomask.core.speech.audio import load_speech
 
     wav = shared_path("beat2_samples", "wave16k", "2_scott_0_1_1.wav")
     grid = shared_path("beat2_samples", "textgrid", "2_scott_0_1_1.TextGrid")

@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 from echomask.core.errors import WeightsError  # noqa: E402
 from echomask.core.model.config import FORMAT_VERSION, ModelConfig, get_config  # noqa: E402
 from echomask.core.model.tokenizer import RVQVAE, TokenizerSet  # noqa: E402
-from echomask.core.skeleton import PART_DIMS, PARTS  # noqa: E402
+from echomask.core.motion.skeleton import PART_DIMS, PARTS  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -170,7 +170,7 @@ def test_paper_config_reproduces_official_numbers(part):
 # TokenizerSet persistence
 
 def _trained_tiny_set():
-    from echomask.core.motion_repr import NormStats
+    from echomask.core.motion.motion_repr import NormStats
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -239,7 +239,7 @@ def test_load_checks(tmp_path):
 
 def _take_folder(tmp_path, n_takes=2, frames=500):
     from test_motion_repr import synthetic_take
-    from echomask.core.take import save_take
+    from echomask.core.motion.take import save_take
 
     for i in range(n_takes):
         save_take(synthetic_take(n=frames, seed=i), tmp_path / f"t{i}.npz")
@@ -247,8 +247,8 @@ def _take_folder(tmp_path, n_takes=2, frames=500):
 
 
 def test_two_step_training_run_resume_and_seed(tmp_path):
-    from echomask.core.data import folder_manifest
-    from echomask.core.train_tokenizers import TokenizerTrainOptions, train_tokenizers
+    from echomask.core.training.data import folder_manifest
+    from echomask.core.training.train_tokenizers import TokenizerTrainOptions, train_tokenizers
 
     (tmp_path / "data").mkdir()
     entries = folder_manifest(_take_folder(tmp_path / "data"))
@@ -280,7 +280,7 @@ def test_two_step_training_run_resume_and_seed(tmp_path):
 
 
 def test_cli_bad_input(tmp_path):
-    from echomask.core.cli import main
+    from echomask.core.jobs.cli import main
 
     assert main(["train-tokenizers", "--manifest", str(tmp_path), "--config", "tiny",
                  "--out", str(tmp_path / "x.safetensors"), "--steps", "1"]) == 2  # no takes in the folder
@@ -294,8 +294,8 @@ def test_bundled_small_tokenizers_reconstruct_held_out_motion():
     """The committed weights load as 'small' and reconstruct held-out ground truth far better than the mean pose."""
     import pathlib
 
-    from echomask.core.data import MotionWindows, shared_training_manifest
-    from echomask.core.train_tokenizers import validate
+    from echomask.core.training.data import MotionWindows, shared_training_manifest
+    from echomask.core.training.train_tokenizers import validate
 
     path = pathlib.Path(__file__).resolve().parent.parent / "weights" / "tokenizers_small.safetensors"
     if not path.is_file():

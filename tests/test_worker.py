@@ -42,7 +42,7 @@ def test_rekey_accepts_speech_a_frame_longer_than_the_take(tmp_path, bundle, qui
     """Scene Sound mixdowns and frame-rate conversion round: the known take is padded, not refused."""
     from echomask.core.jobs import worker
     from echomask.core.errors import EchoMaskError
-    from echomask.core.take import Take, load_take, save_take
+    from echomask.core.motion.take import Take, load_take, save_take
 
     audio = _speech_wav(tmp_path / "speech.wav", seconds=61 / 30)    # 61 frames of speech
     rng = np.random.default_rng(1)
@@ -57,7 +57,7 @@ def test_rekey_accepts_speech_a_frame_longer_than_the_take(tmp_path, bundle, qui
     done = worker.run_request(request)
     assert done["frames"] == 61
     take = load_take(done["result"])
-    from echomask.core import rotations as R
+    from echomask.core.motion import rotations as R
 
     def body(poses):   # rotation matrices of the 22 body joints (the axis-angle itself may differ)
         return R.axis_angle_to_matrix(poses.reshape(-1, 55, 3)[:, :22].astype(np.float64))
@@ -92,7 +92,7 @@ def _events(text):
 
 
 def test_music_is_a_warning_event_and_the_take_is_still_made(tmp_path, bundle, quick_features, capsys):
-    """core.inference warns (warnings.warn) on music-like audio; Blender only hears events on stdout."""
+    """core.generation.inference warns (warnings.warn) on music-like audio; Blender only hears events on stdout."""
     import soundfile as sf
 
     from echomask.core.jobs import worker

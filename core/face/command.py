@@ -7,7 +7,7 @@ from ..errors import EchoMaskError
 
 
 def run_cli(args) -> int:
-    from ..take import load_take, save_take
+    from ..motion.take import load_take, save_take
     from .lipsync import apply_phone_mouth
 
     if not 0.0 <= args.strength <= 1.0:
@@ -22,7 +22,7 @@ def run_cli(args) -> int:
 
         phones, source = read_textgrid_phones(args.textgrid), "alignment"
     else:
-        from ..audio import load_speech
+        from ..speech.audio import load_speech
         from ..speech.phones import recognise_phones
 
         phones, source = recognise_phones(load_speech(args.audio)), "recogniser"

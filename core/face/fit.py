@@ -32,7 +32,7 @@ import numpy as np
 from ..errors import EchoMaskError
 from ..paths import EXTENSION_ROOT, SHARED_DATA_DIR
 from ..speech.phones import frame_labels
-from ..take import load_take
+from ..motion.take import load_take
 from .fitted import DEFAULT_PATH, FaceFit
 from .measure import closure_scores
 from .phone_classes import (CLASS_INDEX, CLASS_NAMES, PHONE_TO_CLASS, PHONE_TO_SHAPE, SHAPE_NAMES, class_shares,
@@ -239,7 +239,7 @@ def load_arkit_capture(json_path: str) -> tuple[list[str], np.ndarray, float]:
 
 def recognised_phones(wav_path: str, cache_dir: str | None = None) -> list:
     """PocketSphinx phones of a speech file (cached by the file's content hash: ~10 s a minute to compute)."""
-    from ..audio import load_speech
+    from ..speech.audio import load_speech
     from ..speech.phones import recognise_phones
 
     from ..speech import phones as phones_module

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..take import Take
+from ..motion.take import Take
 from .fitted import FaceFit, default_fit
 from .measure import frame_range
 from .phone_classes import BILABIALS, class_shares, segments_of, shift_phones

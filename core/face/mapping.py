@@ -24,7 +24,7 @@ import re
 import numpy as np
 
 from ..errors import EchoMaskError
-from ..take import Take
+from ..motion.take import Take
 from .fitted import FaceFit, default_fit
 from .phone_classes import SHAPE_NAMES, shape_shares, shift_phones
 from .signals import EXPR, JAW, face_vector, smooth

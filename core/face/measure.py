@@ -11,7 +11,7 @@ aperture is below the fitted `closed_below` level.
   in a pause), the share that overlaps a widened bilabial span.
 - Opening timing: for each vowel that follows a bilabial or a pause, the time of the fastest aperture rise
   within +-`window_s` of the vowel onset (sub-frame by parabola), minus the onset.
-Frame k is the face at time k / fps (as in core.take); a span holds the frames whose times lie in it.
+Frame k is the face at time k / fps (as in core.motion.take); a span holds the frames whose times lie in it.
 """
 from __future__ import annotations
 

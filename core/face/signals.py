@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..skeleton import NUM_EXPRESSIONS, POSE_JAW
-from ..take import Take
+from ..motion.skeleton import NUM_EXPRESSIONS, POSE_JAW
+from ..motion.take import Take
 
 FACE_DIMS = 3 + NUM_EXPRESSIONS
 JAW = slice(0, 3)

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from ..skeleton import PARTS
+from ..motion.skeleton import PARTS
 
 from .options import DEFAULT_STEPS  # noqa: E402,F401
 
@@ -68,13 +68,13 @@ def decode_window(generator, tokenizers, motion, known, cond, temperature: float
     motion (T, 337) float32 numpy with the known frames filled in; known (T,) bool; cond: the MAM
     conditions of this window ({part: (1, T, d)}); known_codes {part: (N, L) long}: the tokens of the
     positions whose frames are all known (e.g. the seed: the previous window's last token), -1 elsewhere;
-    to_motion(decoded {part: (1, T, D)}) -> (T, 337) numpy frames (default core.motion_repr.parts_to_motion337).
+    to_motion(decoded {part: (1, T, D)}) -> (T, 337) numpy frames (default core.motion.motion_repr.parts_to_motion337).
     Returns {part: codes (N, L)} (long tensors, L = the levels the generator predicts).
     """
     import torch
 
     from ..model.generator import known_token_vectors
-    from ..motion_repr import parts_to_motion337
+    from ..motion.motion_repr import parts_to_motion337
 
     to_motion = to_motion or (lambda dec: parts_to_motion337({p: v[0].float().cpu().numpy() for p, v in dec.items()}))
     dev = next(generator.parameters()).device
@@ -141,7 +141,7 @@ def refine_window(generator, tokenizers, motion, known, cond, temperature: float
     import torch
 
     from ..model.generator import known_token_vectors
-    from ..motion_repr import parts_to_motion337
+    from ..motion.motion_repr import parts_to_motion337
 
     to_motion = to_motion or (lambda dec: parts_to_motion337({p: v[0].float().cpu().numpy() for p, v in dec.items()}))
     dev = next(generator.parameters()).device

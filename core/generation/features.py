@@ -14,7 +14,7 @@ SAMPLE_RATE = 16000
 
 def check_audio(audio) -> np.ndarray:
     if isinstance(audio, (str, os.PathLike)):
-        from ..audio import load_speech
+        from ..speech.audio import load_speech
 
         return load_speech(audio)
     a = np.asarray(audio)
@@ -22,7 +22,7 @@ def check_audio(audio) -> np.ndarray:
         a = a.reshape(-1)
     if a.ndim != 1:
         raise AudioError(f"Speech must be one channel of 16 kHz samples; got an array of shape {a.shape}. "
-                         f"Load files with core.audio.load_speech, which converts them.")
+                         f"Load files with core.speech.audio.load_speech, which converts them.")
     if a.size == 0:
         raise AudioError("The speech is empty (no samples): choose a sound with speech in it.")
     a = a.astype(np.float32, copy=False)

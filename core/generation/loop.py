@@ -10,7 +10,7 @@ animator keeps (re-key) are given to the model as known frames and known tokens,
 
 Memory stays flat in the audio's length: speech features are computed chunk by chunk as the windows
 advance (`features.FeatureStream`), and decoding writes straight into the output arrays. Root motion:
-core.root_motion.
+core.motion.root_motion.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from ..skeleton import PARTS
+from ..motion.skeleton import PARTS
 from .decoding import decode_window, refine_window
 from .features import SAMPLE_RATE, FeatureStream, default_feature_fn
 from .options import GenerationOptions
@@ -48,7 +48,7 @@ def neutral_seed_codes(tokenizers, window: int = 64, seed_frames: int = 4) -> di
     """{part: (seed tokens, L) long}: the tokens of the neutral standing pose, window 0's seed."""
     import torch
 
-    from ..motion_repr import take_to_parts
+    from ..motion.motion_repr import take_to_parts
 
     parts = take_to_parts(neutral_standing(window))
     dev = next(iter(tokenizers.parameters())).device
@@ -63,14 +63,14 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
     """Speech (16 kHz mono float32) -> Take with one of this project's models (an EchoMaskModel).
 
     known: None or (known_parts {part: (n_frames, D)}, known_frames (n_frames,) bool, known_take) from
-    core.inference (the frames and parts the animator keeps). progress(fraction, message) between windows;
+    core.generation.inference (the frames and parts the animator keeps). progress(fraction, message) between windows;
     cancel() is called between windows and raises to stop.
     """
     import torch
 
-    from ..motion_repr import LOWER_CONTACTS, LOWER_TRANS, parts_to_motion337, parts_to_take, take_to_parts
-    from ..root_motion import root_translation
-    from ..take import Take
+    from ..motion.motion_repr import LOWER_CONTACTS, LOWER_TRANS, parts_to_motion337, parts_to_take, take_to_parts
+    from ..motion.root_motion import root_translation
+    from ..motion.take import Take
 
     def report(fraction, message):
         if progress is not None:

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from ..skeleton import PARTS
+from ..motion.skeleton import PARTS
 from .options import GenerationOptions
 from .post import apply_intensity, apply_phone_mouth, keep_known
 
@@ -28,11 +28,11 @@ def generate_take_official(audio: np.ndarray, model, options: GenerationOptions,
     [(start_s, end_s, phone)] the recogniser of the phone mouth (tests)."""
     import torch
 
-    from ..motion_repr import take_to_motion337
+    from ..motion.motion_repr import take_to_motion337
     from ..official.convert import load_official_extras
     from ..speech.hubert import release_feature_fn
     from ..official.pipeline import HOP, SEED, neutral_seed, release_extras, run_release
-    from ..take import Take
+    from ..motion.take import Take
     from .decoding import choose_motion_tokens
 
     def report(fraction, message):
@@ -76,7 +76,7 @@ def generate_take_official(audio: np.ndarray, model, options: GenerationOptions,
     report(0.92, "Building the animation")
     poses, expressions, trans = run.poses[:n_frames], run.expressions[:n_frames], run.trans[:n_frames]
     if not options.travel:  # stay where the seed stood: remove the slow x/z drift, keep steps and sways
-        from ..root_motion import moving_average
+        from ..motion.root_motion import moving_average
 
         xz = trans[:, [0, 2]].astype(np.float64)
         xz = xz - moving_average(xz, max(3, int(round(4.0 * FPS)) | 1)) + start[[0, 2]]

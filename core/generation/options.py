@@ -61,7 +61,7 @@ class GenerationOptions:
         if not (1 <= int(self.steps) <= MAX_STEPS):
             raise EchoMaskError(f"Decoding passes must be between 1 and {MAX_STEPS}; got {self.steps}.")
         if self.parts is not None:
-            from ..skeleton import PARTS
+            from ..motion.skeleton import PARTS
 
             parts = tuple(self.parts)
             bad = sorted(set(parts) - set(PARTS))

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..skeleton import PARTS
-from ..take import Take
+from ..motion.skeleton import PARTS
+from ..motion.take import Take
 
 MODEL_PARTS_FOR_INTENSITY = ("face", "upper", "hands", "lower")   # root translation is left as generated
 
 
 def neutral_standing(frames: int) -> Take:
     """Seed pose of the first window: neutral standing, arms relaxed down (not the SMPL-X T-pose), on the floor."""
-    from ..take import neutral_take
+    from ..motion.take import neutral_take
 
     take = neutral_take(frames)
     pose = take.poses.reshape(frames, 55, 3)
@@ -24,10 +24,10 @@ def neutral_standing(frames: int) -> Take:
 
 
 def apply_intensity(take: Take, intensity: float) -> Take:
-    """Gesture amplitude about the take's mean pose (core.intensity: the one meaning of intensity)."""
+    """Gesture amplitude about the take's mean pose (core.motion.intensity: the one meaning of intensity)."""
     if intensity == 1.0:
         return take
-    from ..intensity import scale_take
+    from ..motion.intensity import scale_take
 
     scaled = scale_take(take, intensity, MODEL_PARTS_FOR_INTENSITY)
     scaled.meta = dict(take.meta)
@@ -41,7 +41,7 @@ def smooth_body(take: Take, sigma_frames: float) -> Take:
     docs/RESULTS.md)."""
     if sigma_frames <= 0:
         return take
-    from .. import rotations as R
+    from ..motion import rotations as R
     from ..face.signals import smooth
 
     n = take.num_frames
@@ -83,7 +83,7 @@ def splice_known(feats: dict, known_parts: dict, keep: np.ndarray, parts_to_gene
 def keep_known(take: Take, known: Take, known_frames, parts_to_generate) -> Take:
     """`take` with the known take's frames (`known_frames`) and the parts not generated put back exactly
     (after intensity and root motion, which would otherwise touch them)."""
-    from ..take_parts import ANIM_PARTS, merge_known
+    from ..motion.take_parts import ANIM_PARTS, merge_known
 
     n = take.num_frames
     frames = np.zeros(n, bool) if known_frames is None else np.asarray(known_frames, bool)[:n]

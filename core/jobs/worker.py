@@ -10,7 +10,7 @@ and the one emitter are in protocol.py), e.g.
     {"event": "done", "result": "/path/take.npz", "frames": 1800, "seconds": 5.1}
 The request names the speech for messages (`audio_label`, e.g. "the sound strip 'line_04'"): silence is
 refused with that name before the model runs.
-Serve mode keeps torch imported and the loaded model cached (core.inference caches by weights path,
+Serve mode keeps torch imported and the loaded model cached (core.generation.inference caches by weights path,
 modification time and device), so the second Generate skips the ~2.4 s of start-up and loading. It reads
 requests on stdin (a reader thread, so a "cancel" arrives while a job runs), exits after `--idle-timeout`
 seconds without a request, and exits when stdin closes (Blender quit or crashed).
@@ -88,10 +88,10 @@ def probe() -> dict:
 
 def run_request(request: dict, cancelled=lambda: False) -> dict:
     """Generate the take a request asks for; returns the 'done' event's fields."""
-    from ..audio import check_has_speech, load_speech
+    from ..speech.audio import check_has_speech, load_speech
     from ..generation.options import GenerationOptions
-    from ..inference import generate
-    from ..take import resample_take, save_take
+    from ..generation.inference import generate
+    from ..motion.take import resample_take, save_take
 
     started = time.perf_counter()
     output = request["output"]
@@ -107,7 +107,7 @@ def run_request(request: dict, cancelled=lambda: False) -> dict:
     options = GenerationOptions.from_dict(request)
     known_take, known_mask = request.get("known_take"), request.get("known_mask")
     if isinstance(known_take, str):  # re-key: files from Blender -> Take at 30 fps + frame mask
-        from ..take_parts import load_known
+        from ..motion.take_parts import load_known
 
         known_take, known_mask = load_known(known_take, known_mask)
     with warnings_as_events():
@@ -148,14 +148,14 @@ def run_and_report(run, request: dict, cancelled) -> int:
 
 def load_model_now(weights: str | None, device: str) -> None:
     """Load (and cache) a model before the first request, so that Generate finds it warm."""
-    from ..inference import resolve_model
+    from ..generation.inference import resolve_model
 
     resolve_model(weights or None, device or "auto")
 
 
 def loaded_models() -> list[str]:
     """The models this process holds, as 'path @ device' (for the panel's worker state)."""
-    from .. import inference
+    from ..generation import inference
 
     return [f"{key[0]} @ {key[2]}" for key in getattr(inference, "_MODEL_CACHE", {})]
 
@@ -165,8 +165,9 @@ def preload() -> None:
     worker started ahead of the first Generate (the panel's Start Worker) has paid for them already."""
     import torch  # noqa: F401
 
-    from .. import checkpoint, inference  # noqa: F401
-    from ..audio import load_speech  # noqa: F401
+    from ..generation import inference  # noqa: F401
+    from ..model import checkpoint  # noqa: F401
+    from ..speech.audio import load_speech  # noqa: F401
     from ..generation import loop  # noqa: F401
     from ..speech import get_backend
 

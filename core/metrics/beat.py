@@ -27,7 +27,7 @@ import dataclasses
 
 import numpy as np
 
-from ..skeleton import UPPER_JOINTS
+from ..motion.skeleton import UPPER_JOINTS
 from .kinematics import joint_speeds
 
 

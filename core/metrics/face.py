@@ -19,10 +19,10 @@ import os
 
 import numpy as np
 
-from .. import rotations as R
+from ..motion import rotations as R
 from ..errors import EchoMaskError
-from ..skeleton import JAW, NUM_EXPRESSIONS, POSE_JAW
-from ..take import Take
+from ..motion.skeleton import JAW, NUM_EXPRESSIONS, POSE_JAW
+from ..motion.take import Take
 
 SHAPE_SPACE = 300          # SMPL-X stores 300 shape then the expression directions in `shapedirs`
 

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import rotations as R
+from ..motion import rotations as R
 from ..errors import WeightsError
-from ..skeleton import NUM_JOINTS, PARENTS, children
-from ..take import Take
+from ..motion.skeleton import NUM_JOINTS, PARENTS, children
+from ..motion.take import Take
 
 FORMAT = "echomask-fgd-evaluator"
 FORMAT_VERSION = 1
@@ -125,7 +125,7 @@ class FGDEvaluator(nn.Module):
 
 
 def take_rot6d(take: Take) -> np.ndarray:
-    """(N, 55, 6) float32 rot6d of a take (pytorch3d row convention, core.rotations)."""
+    """(N, 55, 6) float32 rot6d of a take (pytorch3d row convention, core.motion.rotations)."""
     mats = R.axis_angle_to_matrix(take.poses.astype(np.float64).reshape(-1, NUM_JOINTS, 3))
     return R.matrix_to_rot6d(mats).astype(np.float32)
 

@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from ..skeleton import MIRROR_INDEX, NUM_JOINTS
-from ..take import Take, load_take
+from ..motion.skeleton import MIRROR_INDEX, NUM_JOINTS
+from ..motion.take import Take, load_take
 from .takeset import TAKE_EXTENSIONS, collect, tail_start
 
 
@@ -35,7 +35,7 @@ class FGDTrainingConfig:
 
 def mirror_poses(poses: np.ndarray) -> np.ndarray:
     """Left/right mirror of (N, 165) axis-angle (x -> -x): swap joints, (x, y, z) -> (x, -y, -z).
-    Same convention as core.motion_repr.mirror_take."""
+    Same convention as core.motion.motion_repr.mirror_take."""
     aa = poses.reshape(-1, NUM_JOINTS, 3)[:, list(MIRROR_INDEX)].copy()
     aa[..., 1:] *= -1.0
     return aa.reshape(poses.shape)

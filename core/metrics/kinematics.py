@@ -1,6 +1,6 @@
 """Joint positions and speeds of a take, as the metrics need them.
 
-Positions come from core.rotations.forward_kinematics on the SMPL-X rest joints (neutral betas unless the
+Positions come from core.motion.rotations.forward_kinematics on the SMPL-X rest joints (neutral betas unless the
 caller passes rest joints from the user's own model). The EMAGE metrics (BC, diversity) use positions
 *without* root translation; plausibility checks (feet, floor, jerk) use world positions *with* it.
 """
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import rotations as R
-from ..skeleton import NUM_JOINTS, PARENTS, REST_JOINTS_YUP
-from ..take import Take
+from ..motion import rotations as R
+from ..motion.skeleton import NUM_JOINTS, PARENTS, REST_JOINTS_YUP
+from ..motion.take import Take
 
 
 def take_positions(take: Take, with_translation: bool, rest_joints: np.ndarray | None = None) -> np.ndarray:

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..skeleton import FOOT_CONTACT_JOINTS, JOINT_NAMES, NUM_JOINTS
-from ..take import Take
+from ..motion.skeleton import FOOT_CONTACT_JOINTS, JOINT_NAMES, NUM_JOINTS
+from ..motion.take import Take
 from .kinematics import joint_speeds, take_positions
 
 # Largest plausible rotation away from the SMPL-X rest pose (T-pose, hands flat), degrees, by joint name

@@ -14,7 +14,7 @@ import dataclasses
 from typing import Any
 
 from ..errors import WeightsError
-from ..skeleton import PART_DIMS, PARTS
+from ..motion.skeleton import PART_DIMS, PARTS
 from .generator_config import GeneratorConfig, paper_generator, small_generator, tiny_generator
 
 # Bump when the layout of saved weights or their metadata changes incompatibly. FORMAT_VERSION: tokenizer
@@ -29,7 +29,7 @@ class TokenizerConfig:
     """One residual VQ-VAE (per body part). Defaults = the official RVQVAE."""
 
     part: str = "any"
-    input_dim: int = 0              # per-frame features of the part (core.skeleton.PART_DIMS)
+    input_dim: int = 0              # per-frame features of the part (core.motion.skeleton.PART_DIMS)
     width: int = 256                # conv channels
     code_dim: int = 256             # latent / codebook vector size
     nb_code: int = 256              # codes per level

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..motion_repr import MOTION_DIM
-from ..skeleton import PARTS
+from ..motion.motion_repr import MOTION_DIM
+from ..motion.skeleton import PARTS
 from .gen_layers import MLP, ConvMotionEncoder, HalveTime, PeriodicPositionalEncoding, decoder, encoder
 from .mam import MAM, Standardize
 from .sqa import SQA_PARTS, SQABlock

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..skeleton import PARTS
+from ..motion.skeleton import PARTS
 from .gen_layers import MLP, PeriodicPositionalEncoding, decoder, encoder
 
 

@@ -27,7 +27,7 @@ names; the official file wraps them as {'model_state': {...}}, possibly with a '
 tests/test_tokenizer.py). The EMA statistics and the normalisation statistics are non-persistent buffers:
 they are not part of this state dict (the official file has no such tensors either).
 
-Inputs are *normalised* part features (core.motion_repr.NormStats); the RVQVAE keeps a copy of its part's
+Inputs are *normalised* part features (core.motion.motion_repr.NormStats); the RVQVAE keeps a copy of its part's
 stats (non-persistent) only to compute losses in physical units (rotation angles, metres, contacts).
 """
 from __future__ import annotations
@@ -42,10 +42,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import rotations as R
+from ..motion import rotations as R
 from ..errors import WeightsError
-from ..motion_repr import (FACE_EXPR, LOWER_CONTACTS, LOWER_TRANS, PART_ROT_DIMS, PART_ROT_JOINTS, NormStats)
-from ..skeleton import PARENTS, PARTS, REST_JOINTS_YUP
+from ..motion.motion_repr import (FACE_EXPR, LOWER_CONTACTS, LOWER_TRANS, PART_ROT_DIMS, PART_ROT_JOINTS, NormStats)
+from ..motion.skeleton import PARENTS, PARTS, REST_JOINTS_YUP
 from .config import FORMAT_VERSION, PRESETS, ModelConfig, TokenizerConfig, dataclass_from_dict, get_config
 
 FILE_KIND = "echomask-tokenizers"
@@ -350,7 +350,7 @@ class RVQVAE(nn.Module):
         codebooks are updated (EMA) and some batches use fewer levels (quantiser dropout); in eval mode
         quantisation is a plain nearest-code lookup over all levels.
 
-        Distributed training: `dist` (core.distributed.DistContext) makes the codebook updates global and
+        Distributed training: `dist` (core.training.distributed.DistContext) makes the codebook updates global and
         `weight_total` (the global batch's summed weight) makes the losses this rank's share of the global
         loss. `autocast` (a context, core.precision) wraps encoder and decoder; quantiser and losses run
         in float32.

@@ -2,8 +2,8 @@
 
 Reads the release's files (layout: docs/OFFICIAL_RELEASE_FORMAT.md §2; names and shapes: the manifests in
 ../shared/data/official_parity/), checks every tensor by name and shape against this project's `paper`
-model, and writes ONE safetensors bundle in this project's format (core/checkpoint.py) that
-`core.checkpoint.load_model` and `core.inference.generate` read like any other model:
+model, and writes ONE safetensors bundle in this project's format (core/model/checkpoint.py) that
+`core.model.checkpoint.load_model` and `core.generation.inference.generate` read like any other model:
 
     generator.<name>            the generator (official names mapped by core.model.generator.official_key)
     tokenizer.<part>.<name>     the four RVQ-VAEs (names identical to the release's)
@@ -11,7 +11,7 @@ model, and writes ONE safetensors bundle in this project's format (core/checkpoi
     official.global_motion.*    the translation predictor (core.official.global_motion)
     official.hubert_projection  the fixed 1024 -> 256 projection of HuBERT features (rop_1024_256.pt)
 
-The bundle's info records `pipeline: official-release`, which makes core.inference run the release's own
+The bundle's info records `pipeline: official-release`, which makes core.generation.inference run the release's own
 inference loop (core.official.pipeline) with HuBERT speech features (core.speech.hubert).
 
 Files are opened with torch.load(weights_only=True): only tensors and plain containers are accepted, no
@@ -29,7 +29,7 @@ import pathlib
 import time
 
 from ..errors import WeightsError
-from ..skeleton import PARTS
+from ..motion.skeleton import PARTS
 from ..speech.hubert import PROJECTION_KEY, load_projection
 
 PIPELINE = "official-release"
@@ -289,15 +289,15 @@ def convert_release(release_dir: str | os.PathLike, out_dir: str | os.PathLike, 
 
     Raises WeightsError (after writing the report when possible) if a tensor inference needs is missing or
     has the wrong shape. `hubert_dir`: the local HuBERT-large folder, recorded in the bundle (checked to
-    exist; its weights are not copied). verify: load the written bundle back with core.checkpoint.load_model.
+    exist; its weights are not copied). verify: load the written bundle back with core.model.checkpoint.load_model.
     """
     import torch
     from safetensors.torch import save_file
 
-    from ..checkpoint import MODEL_KIND
+    from ..model.checkpoint import MODEL_KIND
     from ..model.config import MODEL_FORMAT_VERSION
     from ..model.tokenizer import RVQVAE
-    from ..motion_repr import NormStats
+    from ..motion.motion_repr import NormStats
     from .global_motion import GlobalMotionNet
 
     started = time.perf_counter()
@@ -386,7 +386,7 @@ def convert_release(release_dir: str | os.PathLike, out_dir: str | os.PathLike, 
     del tensors, sd
     if verify:
         log("checking the written bundle loads")
-        from ..checkpoint import load_model
+        from ..model.checkpoint import load_model
 
         load_model(path, expected_config="paper")
         load_official_extras(path)

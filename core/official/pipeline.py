@@ -1,5 +1,5 @@
 """The official release's inference loop on this project's models (docs/OFFICIAL_RELEASE_FORMAT.md §6); the
-product runs it through core.generation.official (options, post-processing) from core.inference.generate.
+product runs it through core.generation.official (options, post-processing) from core.generation.inference.generate.
 
 Loop over windows i = 0..R-1 (window i reads feature rows [60 i, 60 i + 64)):
   * generator input: 64 frames in the release's 337-d layout (55 x rot6d, ABSOLUTE translation, 4
@@ -25,9 +25,9 @@ import math
 
 import numpy as np
 
-from .. import rotations as R
-from ..motion_repr import MOTION_CONTACTS, MOTION_TRANS, PART_ROT_DIMS, PART_ROT_JOINTS
-from ..skeleton import JAW, NUM_JOINTS, PARTS
+from ..motion import rotations as R
+from ..motion.motion_repr import MOTION_CONTACTS, MOTION_TRANS, PART_ROT_DIMS, PART_ROT_JOINTS
+from ..motion.skeleton import JAW, NUM_JOINTS, PARTS
 
 WINDOW, SEED, HOP = 64, 4, 60
 FPS = 30.0
@@ -193,7 +193,7 @@ def neutral_seed() -> tuple[np.ndarray, np.ndarray]:
     """This project's neutral standing pose as the release's 4 seed frames (absolute translation) and the
     start translation (the release would take both from the first BEAT2 test clip)."""
     from ..generation.post import neutral_standing
-    from ..motion_repr import parts_to_motion337, take_to_parts
+    from ..motion.motion_repr import parts_to_motion337, take_to_parts
 
     take = neutral_standing(SEED)
     seed = parts_to_motion337(take_to_parts(take), trans=take.trans, trans_mode="absolute")

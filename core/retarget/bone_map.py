@@ -19,7 +19,7 @@ import os
 import re
 
 from ..errors import EchoMaskError
-from ..skeleton import JOINT_INDEX, JOINT_NAMES, PARENTS
+from ..motion.skeleton import JOINT_INDEX, JOINT_NAMES, PARENTS
 
 BONE_MAP_FORMAT = "echomask-bone-map"
 BONE_MAP_VERSION = 1
@@ -34,7 +34,7 @@ class BoneMapError(EchoMaskError):
 
 @dataclasses.dataclass
 class BoneRow:
-    joint: str              # SMPL-X joint name (core.skeleton.JOINT_NAMES)
+    joint: str              # SMPL-X joint name (core.motion.skeleton.JOINT_NAMES)
     bone: str = ""          # the rig's bone; empty: unmapped
     enabled: bool = True
 

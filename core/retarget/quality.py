@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 
-from ..skeleton import FOOT_CONTACT_SPEED, JOINT_INDEX, REST_JOINTS_YUP
+from ..motion.skeleton import FOOT_CONTACT_SPEED, JOINT_INDEX, REST_JOINTS_YUP
 from .solve import FOOT_JOINTS, RetargetPlan
 
 # (label, joint, child joint): the segment from a joint to its child, compared as world directions.

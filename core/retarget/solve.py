@@ -34,11 +34,11 @@ import dataclasses
 
 import numpy as np
 
-from .. import rotations as R
+from ..motion import rotations as R
 from ..errors import EchoMaskError
-from ..root_motion import FOOT_CLEARANCE
-from ..skeleton import JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS, REST_JOINTS_YUP
-from ..take import Take
+from ..motion.root_motion import FOOT_CLEARANCE
+from ..motion.skeleton import JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS, REST_JOINTS_YUP
+from ..motion.take import Take
 
 ROTATION_MODES = ("QUATERNION", "AXIS_ANGLE", "XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX")
 FOOT_JOINTS = ("left_ankle", "left_foot", "right_ankle", "right_foot")

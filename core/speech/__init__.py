@@ -106,7 +106,7 @@ def _check_inputs(audio, fps) -> tuple[np.ndarray, float]:
     audio = np.asarray(audio)
     if audio.ndim != 1:
         raise AudioError(f"Speech features need mono audio (got an array of shape {audio.shape}); load it with "
-                         "core.audio.load_speech, which mixes down to 16 kHz mono.")
+                         "core.speech.audio.load_speech, which mixes down to 16 kHz mono.")
     if np.issubdtype(audio.dtype, np.integer):  # PCM samples: scale to [-1, 1] as load_speech would
         audio = audio.astype(np.float32) / float(np.iinfo(audio.dtype).max)
     audio = np.ascontiguousarray(audio, dtype=np.float32)

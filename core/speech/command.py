@@ -11,7 +11,7 @@ from ..errors import EchoMaskError
 
 
 def run_cli(args) -> int:
-    from ..audio import load_speech
+    from .audio import load_speech
     from . import compute_speech_features
     from .builtin import SPEECH_FLAG
 

@@ -7,7 +7,7 @@ import pytest
 
 from blender_helpers import ctx, fk_blender, registered, synthetic_take, world_heads  # noqa: F401
 from conftest import requires_bpy
-from echomask.core import skeleton as S
+from echomask.core.motion import skeleton as S
 from studio_helpers import data_snapshot, make_rig, settings_for
 
 pytestmark = requires_bpy
@@ -123,7 +123,7 @@ def test_bvh_has_every_joint_and_frame_and_reimports_to_the_same_motion(ctx, tmp
 
 @pytest.mark.parametrize("scene_fps", [30, 24])
 def test_npz_is_beat2_at_30_fps_and_matches_the_take(ctx, tmp_path, scene_fps):
-    from echomask.core.take import load_take, resample_take
+    from echomask.core.motion.take import load_take, resample_take
     from echomask.echomask_blender import export
 
     rig, take = _setup(ctx, n=48, fps=scene_fps)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from echomask.core.face.mapping import FaceChannels, FaceMapping, FaceMappingError, FaceTarget, load_preset
-from echomask.core.take import save_take
+from echomask.core.motion.take import save_take
 
 from blender_helpers import ctx, fcurve_values, registered, synthetic_take  # noqa: F401
 from conftest import ROOT, requires_bpy

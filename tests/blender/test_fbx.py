@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from echomask.core import skeleton as S
+from echomask.core.motion import skeleton as S
 from echomask.core.errors import EchoMaskError
 
 from blender_helpers import (ctx, evaluated_vertices, fk_blender, lbs_blender, make_synthetic_smplx_model,  # noqa: F401

@@ -9,7 +9,7 @@ import numpy as np
 
 from echomask.core.jobs.client import (JobState, JobTimeouts, WorkerJob, explain_exit, python_command,
                                        worker_environment, write_request)
-from echomask.core.take import load_take
+from echomask.core.motion.take import load_take
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FAKE_WORKER = str(ROOT / "tests" / "fake_worker.py")

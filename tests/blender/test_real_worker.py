@@ -28,7 +28,7 @@ def _real_python() -> str:
     if subprocess.run([python, "-c", "import torch"], capture_output=True).returncode != 0:
         pytest.skip(f"{python} has no torch: the real worker cannot run")
     if not (ROOT / "core" / "inference.py").exists():
-        pytest.skip("core/inference.py (the generator) is not in this checkout yet")
+        pytest.skip("core/generation/inference.py (the generator) is not in this checkout yet")
     return python
 
 

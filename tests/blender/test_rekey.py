@@ -83,7 +83,7 @@ def test_rekey_replaces_only_the_chosen_parts_inside_the_range(studio, tmp_path,
             np.testing.assert_array_equal(face_before[key][attr], face_after[key][attr])
     assert [t.name for t in takes.list_takes(rig)] == [source.name, new.name]   # the source take is kept
     # what the masked model was given: the take with the edit as known frames, and the mask
-    from echomask.core.take import load_take
+    from echomask.core.motion.take import load_take
 
     import json
 
@@ -128,7 +128,7 @@ def test_rekey_of_a_take_made_from_scene_sound(studio, tmp_path, monkeypatch, la
     assert run.drive(studio, timeout=300) == "FINISHED", run.error
     new = takes.playing_take(rig)
     assert new.name != source.name and (new.frame_start, new.frame_end) == (1, last_frame)
-    from echomask.core.take import load_take
+    from echomask.core.motion.take import load_take
 
     assert _wav_frames(record / "speech.wav")[0] == load_take(record / "known_take.npz").num_frames * 16000 // 30
 
@@ -159,7 +159,7 @@ def test_known_mask_marks_only_the_range_of_the_chosen_parts():
 
 def _smooth_take(n=120, seed=0):
     """Gesture-like motion (0.1-0.4 Hz sways), where key reduction pays off."""
-    from echomask.core.take import Take
+    from echomask.core.motion.take import Take
 
     rng = np.random.default_rng(seed)
     t = np.arange(n)[:, None] / 30.0
@@ -216,7 +216,7 @@ def test_simplify_keeps_every_frame_within_tolerance_with_far_fewer_keys(ctx, mo
 def _jittery_take(n=1860, seed=0, jitter_deg=1.5):
     """A generated-looking take: gesture sways plus frame-to-frame jitter on every joint (the model at
     Variation > 0), which key reduction at a tight tolerance cannot drop."""
-    from echomask.core.take import Take
+    from echomask.core.motion.take import Take
 
     take = _smooth_take(n, seed)
     rng = np.random.default_rng(seed + 1)
@@ -318,7 +318,7 @@ def test_rekey_keeps_each_bone_in_its_rotation_mode(studio, tmp_path):
 
 def test_scale_intensity_makes_a_scaled_copy(ctx):
     compat, generate_op, rekey, takes = _mods()
-    from echomask.core.intensity import scale_take
+    from echomask.core.motion.intensity import scale_take
 
     rig = make_rig(ctx)
     take = synthetic_take(n=30, scale=0.3)

@@ -12,7 +12,7 @@ from blender_helpers import ctx, registered  # noqa: F401  (fixtures)
 from echomask.core.retarget import solve
 from echomask.core.retarget.bone_map import BoneMap, BoneRow, load_bone_map, preset_path
 from echomask.core.retarget.quality import measure
-from echomask.core.take import Take, load_take, save_take
+from echomask.core.motion.take import Take, load_take, save_take
 
 import retarget_rigs as rigs
 
@@ -62,7 +62,7 @@ def test_euler_matches_mathutils(ctx):
 def test_mixamo_bvh_skeleton_in_its_rest_pose(ctx):
     import bpy
 
-    from echomask.core import rotations as R
+    from echomask.core.motion import rotations as R
     from echomask.echomask_blender import bone_mapping, compat, rekey, takes
 
     obj = rigs.import_bvh(shared_path(*rigs.MIXAMO_BVH))

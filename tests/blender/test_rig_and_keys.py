@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from echomask.core import skeleton as S
+from echomask.core.motion import skeleton as S
 from echomask.core.errors import RigError
-from echomask.core.take import load_take
+from echomask.core.motion.take import load_take
 
 from blender_helpers import (C, ctx, fcurve_values, fk_blender, registered, synthetic_take,  # noqa: F401
                              world_heads, world_rotation_deltas)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from echomask.core.errors import AudioError, RigError, SmplxModelError, TakeFormatError
-from echomask.core.take import Take, resample_take
+from echomask.core.motion.take import Take, resample_take
 
 from blender_helpers import (ctx, evaluated_vertices, fcurve_values, fk_blender, lbs_blender, make_synthetic_smplx_model,  # noqa: F401
                              registered, scene_snapshot, synthetic_take, world_heads, write_take)

@@ -10,7 +10,7 @@ with ETA. Validation = reconstruction of the held-out ground-truth windows: join
 reassembled body and expression MSE.
 
 Under `torchrun --nproc_per_node N -m core train-tokenizers ...` every process trains its contiguous share
-of each global batch (the same seeded draw on every rank; core.distributed): losses are this rank's share
+of each global batch (the same seeded draw on every rank; core.training.distributed): losses are this rank's share
 of the global loss (weights normalised by the global sum), gradients are summed over the ranks, and the
 RVQ codebooks are updated from the global batch's statistics with rank 0 making the random choices
 (quantiser dropout, initial and dead-code rows), so every rank holds the same tokenizers and N processes
@@ -29,13 +29,13 @@ import numpy as np
 import torch
 
 from .data import MotionWindows, TakeEntry
-from .devices import resolve_device
-from .errors import EchoMaskError
-from .model.config import ModelConfig, get_config
-from .model.tokenizer import TokenizerSet
-from .motion_repr import FACE_EXPR, LOWER_CONTACTS, LOWER_TRANS, PART_ROT_JOINTS, parts_to_motion337
-from .skeleton import PARENTS, PARTS, REST_JOINTS_YUP
-from . import rotations as R
+from ..jobs.devices import resolve_device
+from ..errors import EchoMaskError
+from ..model.config import ModelConfig, get_config
+from ..model.tokenizer import TokenizerSet
+from ..motion.motion_repr import FACE_EXPR, LOWER_CONTACTS, LOWER_TRANS, PART_ROT_JOINTS, parts_to_motion337
+from ..motion.skeleton import PARENTS, PARTS, REST_JOINTS_YUP
+from ..motion import rotations as R
 
 
 @dataclasses.dataclass
@@ -164,7 +164,7 @@ def train_tokenizers(entries: list[TakeEntry], config: ModelConfig | str, out: s
     """Train the four tokenizers; writes `out` (safetensors), `<out>.resume.pt` and the JSON-lines log.
     Returns the final validation metrics (and timing)."""
     from .distributed import DistContext
-    from . import precision as amp
+    from .. import precision as amp
 
     opts = opts or TokenizerTrainOptions()
     config = get_config(config) if isinstance(config, str) else config
@@ -349,7 +349,7 @@ def train_tokenizers(entries: list[TakeEntry], config: ModelConfig | str, out: s
 
 
 def run_cli(args) -> int:
-    """`python -m core train-tokenizers ...` (see core/cli.py for the options)."""
+    """`python -m core train-tokenizers ...` (see core/jobs/cli.py for the options)."""
     import sys
 
     from .streaming import DataOptions

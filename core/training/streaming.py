@@ -1,7 +1,7 @@
-"""Training data read from the on-disk store (core.datastore) instead of memory.
+"""Training data read from the on-disk store (core.training.datastore) instead of memory.
 
-`StreamingWindows` has the interface of core.data.MotionWindows and `StreamingGeneratorData` that of
-core.train.GeneratorData, with the same windows in the same order (so the same seed draws the same
+`StreamingWindows` has the interface of core.training.data.MotionWindows and `StreamingGeneratorData` that of
+core.training.train.GeneratorData, with the same windows in the same order (so the same seed draws the same
 batches), but every take's augmented features, speech features and tokens live in memory-mapped files
 of the store; a batch reads only its own 64-frame windows. Memory then holds the window index (8 bytes a
 window) and what the operating system caches, not the data set.
@@ -13,7 +13,7 @@ with nothing usable it stops with the list. Under torchrun every rank prepares i
 (round robin) and waits for the others' files; ranks never write the same file at once.
 
 The in-memory path stays the default for `--manifest shared` and plain folders; a folder with a split
-file (BEAT2's layout, core.beat2) streams, and `--stream` streams any manifest.
+file (BEAT2's layout, core.training.beat2) streams, and `--stream` streams any manifest.
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ import numpy as np
 from .beat2 import DataProblem
 from .data import TakeEntry, Variant, WindowRef, variant_plan
 from .datastore import PART_SLICES, FeatureStore, combine, mean_std, wait_for
-from .errors import EchoMaskError
-from .skeleton import PARTS
+from ..errors import EchoMaskError
+from ..motion.skeleton import PARTS
 
 SPEECH_SHORTFALL_S = 1.0   # speech may end at most this much before its motion
 
@@ -40,7 +40,7 @@ def default_store_dir() -> str:
 
 @dataclasses.dataclass
 class DataOptions:
-    """How the command line chose the training data (core.cli: --speakers, --split-file, --additional,
+    """How the command line chose the training data (core.jobs.cli: --speakers, --split-file, --additional,
     --stream, --data-cache)."""
     speakers: str | None = None
     split_file: str | None = None
@@ -163,7 +163,7 @@ def prepare(entries, store: FeatureStore, window: int = 64, fps: float = 30.0, m
             continue
         if abs(float(rec["fps"]) - fps) > 1e-6:
             problems.append(DataProblem(e.npz, f"the motion is at {rec['fps']:g} fps; the model works at {fps:g} fps: "
-                                        f"resample the take (core.take.resample_take) or leave it out"))
+                                        f"resample the take (core.motion.take.resample_take) or leave it out"))
             continue
         if not _variants_for(e, fps, window, mirror, stretch)(rec):
             problems.append(DataProblem(e.npz, f"only {rec['frames']} frames ({rec['frames'] / fps:.1f} s): shorter "
@@ -188,7 +188,7 @@ def prepare(entries, store: FeatureStore, window: int = 64, fps: float = 30.0, m
 
 
 def _strip_name(reason: str, path: str) -> str:
-    """core.take's messages start with the file name, which DataProblem already shows."""
+    """core.motion.take's messages start with the file name, which DataProblem already shows."""
     head = os.path.basename(path) + ": "
     return reason[len(head):] if reason.startswith(head) else reason
 
@@ -293,8 +293,8 @@ class StreamingWindows:
     def compute_stats(self):
         """Per-part mean/std over the frames the windows cover (as MotionWindows.compute_stats), combined
         from per-variant moments (cached in the store); masked parts of a take are left out."""
-        from .motion_repr import LOWER_CONTACTS, NormStats
-        from .skeleton import PART_DIMS
+        from ..motion.motion_repr import LOWER_CONTACTS, NormStats
+        from ..motion.skeleton import PART_DIMS
 
         acc = {p: (0, np.zeros(PART_DIMS[p]), np.zeros(PART_DIMS[p])) for p in PARTS}
         for v, (key, (lo, hi)) in enumerate(zip(self.keys, self.ranges)):
@@ -371,7 +371,7 @@ class StreamingGeneratorData:
     def batch(self, idx, device):
         import torch
 
-        from .motion_repr import parts_to_motion337
+        from ..motion.motion_repr import parts_to_motion337
         from .generator_data import sample_rows
 
         idx = np.asarray(idx, np.int64).reshape(-1)
@@ -426,13 +426,13 @@ def _check_outside_data(store: FeatureStore, entries) -> None:
 
 def builtin_store_feature_fn(backend: str):
     """The built-in speech features for the store (which is their cache: no second .npz cache)."""
-    from .speech import FEATURE_VERSION, get_backend
+    from ..speech import FEATURE_VERSION, get_backend
 
     engine = get_backend(backend)
 
     def compute(wav_path: str, fps: float):
-        from .audio import load_speech
-        from .speech import compute_speech_features
+        from ..speech.audio import load_speech
+        from ..speech import compute_speech_features
 
         f = compute_speech_features(load_speech(wav_path), fps=fps, backend=backend)
         return np.asarray(f.low, np.float32), np.asarray(f.high, np.float32)
@@ -465,7 +465,7 @@ def tokenizer_windows(entries, config, mirror: bool = True, stretch_factors=(0.9
 
 def generator_data(entries, tokenizers, tokenizers_path, config, feature_fn=None, options: DataOptions | None = None,
                    log=print, dist=None, cache_dir: str | None = None, progress: bool = False):
-    """(train, val) data for generator training: core.train.GeneratorData in memory, or
+    """(train, val) data for generator training: core.training.train.GeneratorData in memory, or
     StreamingGeneratorData for split data sets and --stream (every rank prepares its share)."""
     from .generator_data import GeneratorData, builtin_feature_fn, default_cache_dir
 
@@ -499,7 +499,7 @@ def run_prepare_cli(args) -> int:
     """`python -m core prepare-data DATA ...`: check a data set, build its cache, or list a split."""
     import sys
 
-    from .model.config import get_config
+    from ..model.config import get_config
 
     say = lambda msg: print(msg, file=sys.stderr)
     opts = DataOptions.from_args(args)
@@ -517,7 +517,7 @@ def run_prepare_cli(args) -> int:
         return 0
     rank, world = 0, 1
     if args.shard:
-        from .batch_generate import parse_shard
+        from ..jobs.batch_generate import parse_shard
 
         rank, world = parse_shard(args.shard)
     config = get_config(args.config)

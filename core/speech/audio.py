@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from .errors import AudioError
+from ..errors import AudioError
 
 SAMPLE_RATE = 16000
 SUPPORTED = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff")

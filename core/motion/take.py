@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from . import rotations as R
-from .errors import TakeFormatError
+from ..errors import TakeFormatError
 from .skeleton import NUM_BETAS, NUM_EXPRESSIONS, NUM_JOINTS
 
 

@@ -14,7 +14,7 @@ official loaders read it (`--speakers 2` = the paper's speaker-2 setting).
 
 Nothing here stops at the first bad file: every take the split names but the folder lacks, every take
 without its speech, every unreadable split row becomes a `DataProblem` naming the file, and training
-goes on with the rest (core.streaming adds the problems found when the files are read).
+goes on with the rest (core.training.streaming adds the problems found when the files are read).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import glob
 import os
 import pathlib
 
-from .errors import EchoMaskError
+from ..errors import EchoMaskError
 
 SPLIT_FILE = "train_test_split.csv"
 SPLIT_TYPES = ("train", "val", "test", "additional")
@@ -45,7 +45,7 @@ class DataProblem:
 
 
 class Manifest(list):
-    """A list of core.data.TakeEntry (what training reads) with what was found on the way:
+    """A list of core.training.data.TakeEntry (what training reads) with what was found on the way:
     `problems` (DataProblem per unusable file), `test` (entries of the test split, never trained on),
     `source` (the folder or file it was read from) and `stream` (read windows from the on-disk store)."""
 
@@ -230,9 +230,9 @@ def filter_speakers(entries, speakers) -> list:
 def resolve_manifest(spec: str, speakers=None, split_file: str | None = None, additional: bool = False,
                      stream: bool = False, model_output_weight: float | None = None):
     """'shared' -> the shared data manifest; a folder with a split file (BEAT2's train_test_split.csv, or
-    `split_file`) -> its official train/val split (core.beat2; read through the on-disk store, core.streaming);
+    `split_file`) -> its official train/val split (core.training.beat2; read through the on-disk store, core.training.streaming);
     any other folder -> folder_manifest(folder) (split by time). speakers: 'all'/None or BEAT2 speaker numbers
-    ('2', '2,4'). Returns a core.beat2.Manifest (a list of TakeEntry with the problems found)."""
+    ('2', '2,4'). Returns a core.training.beat2.Manifest (a list of TakeEntry with the problems found)."""
     from .data import folder_manifest, shared_training_manifest
 
     if split_file or (spec != "shared" and os.path.isdir(spec) and find_split_file(spec)):

@@ -13,9 +13,9 @@ Each step, on a batch of 64-frame windows (stride 20, mirrored and time-stretche
 
 Speech features are computed once per clip (core.speech, cached by content in a cache folder outside the
 data) and sampled at each window's source frames, so a time-stretched window hears its speech stretched
-the same way. Ground truth weighs more than published models' outputs (core.data manifests).
+the same way. Ground truth weighs more than published models' outputs (core.training.data manifests).
 
-Outputs in --out: model.safetensors (tokenizers + generator bundle, core.checkpoint), train_state.pt
+Outputs in --out: model.safetensors (tokenizers + generator bundle, core.model.checkpoint), train_state.pt
 (optimizer, EMA, step, sampler position, RNG; tensors only, read with weights_only=True), best.safetensors (the best
 validation score so far, the early-stopping choice) and train_log.jsonl (losses, validation, probes, baselines).
 """
@@ -30,9 +30,9 @@ import time
 
 import numpy as np
 
-from .errors import EchoMaskError
+from ..errors import EchoMaskError
 from .generator_data import GeneratorData, builtin_feature_fn, default_cache_dir, sample_rows  # noqa: F401
-from .skeleton import PARTS
+from ..motion.skeleton import PARTS
 
 
 @dataclasses.dataclass
@@ -77,7 +77,7 @@ def choose_sqa_masks(teacher, batch, tcfg: TrainConfig, progress: float, generat
     keeps its own rows (so masks do not depend on how the batch is split)."""
     import torch
 
-    from .model.sqa import hardness, select_sqa_mask
+    from ..model.sqa import hardness, select_sqa_mask
 
     g = teacher
     motion, low, high = batch["motion"], batch["low"], batch["high"]
@@ -135,7 +135,7 @@ def loss_norms(batch, dist=None) -> dict:
 def _three_pass_loss(g, batch, sqa_mask, norms, tcfg: TrainConfig):
     import torch
 
-    from .model.generator import generator_losses
+    from ..model.generator import generator_losses
 
     motion, low, high = batch["motion"], batch["low"], batch["high"]
     b, t, _ = motion.shape
@@ -247,9 +247,9 @@ def evaluate(model, tokenizers, data: GeneratorData, device, batch_size=32, max_
     joint-rotation error (degrees) of the decoded prediction against the ground truth on masked frames."""
     import torch
 
-    from . import rotations as R
-    from .model.generator import generator_losses
-    from .motion_repr import PART_ROT_DIMS
+    from ..motion import rotations as R
+    from ..model.generator import generator_losses
+    from ..motion.motion_repr import PART_ROT_DIMS
 
     n = min(len(data), max_windows)
     if n == 0:
@@ -290,7 +290,7 @@ def evaluate(model, tokenizers, data: GeneratorData, device, batch_size=32, max_
 
 
 def probe_sets(model, train: GeneratorData, val: GeneratorData, device, train_windows=None, tokenizers=None) -> dict:
-    """The context and speech probes (core.diagnostics) on validation and on a fixed set of training windows."""
+    """The context and speech probes (core.training.diagnostics) on validation and on a fixed set of training windows."""
     from .diagnostics import run_probes
 
     out = {"val": run_probes(model, val, device, max_windows=256, tokenizers=tokenizers)}
@@ -359,15 +359,15 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
     """
     import torch
 
-    from .checkpoint import load_model, save_model
-    from .devices import resolve_device
+    from ..model.checkpoint import load_model, save_model
+    from ..jobs.devices import resolve_device
     from .diagnostics import format_table, token_baselines
-    from . import precision as amp
+    from .. import precision as amp
     from .distributed import DistContext
-    from .model.config import get_config
-    from .model.ema import EMATeacher
-    from .model.generator import EchoMaskGenerator, count_parameters
-    from .model.tokenizer import TokenizerSet
+    from ..model.config import get_config
+    from ..model.ema import EMATeacher
+    from ..model.generator import EchoMaskGenerator, count_parameters
+    from ..model.tokenizer import TokenizerSet
 
     started = time.time()
     dist = DistContext.from_env(resolve_device(device))
@@ -383,7 +383,7 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
     log_path = out / "train_log.jsonl"
     from .streaming import DataOptions, generator_data
 
-    data_options = data_options or DataOptions()   # --speakers, --split-file, --stream, ... (core.streaming)
+    data_options = data_options or DataOptions()   # --speakers, --split-file, --stream, ... (core.training.streaming)
     entries = (data_options.manifest(manifest) if isinstance(manifest, str)
                else manifest if isinstance(manifest, list) else list(manifest))
     local_batch = dist.shard(tcfg.batch_size)

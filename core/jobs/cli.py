@@ -8,19 +8,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import EchoMaskError
-from .generation.options import add_generation_options
-from .precision import PRECISIONS
+from ..errors import EchoMaskError
+from ..generation.options import add_generation_options
+from ..precision import PRECISIONS
 
 
 def cmd_import_take(args) -> int:
     """BEAT2/SMPL-X take (+ speech) -> SMPL-X rig in a .blend, and/or FBX."""
     from .blender_bridge import run_blender_task
-    from .take import load_take
+    from ..motion.take import load_take
 
     take = load_take(args.take)  # validate here: a clear message before Blender starts
     if args.audio:
-        from .audio import load_speech
+        from ..speech.audio import load_speech
 
         load_speech(args.audio, max_seconds=1.0)  # readable?
     if not (args.blend or args.fbx):
@@ -40,8 +40,8 @@ def cmd_retarget(args) -> int:
     import time
 
     from .blender_bridge import run_blender_task
-    from .retarget.bone_map import load_bone_map
-    from .take import load_take
+    from ..retarget.bone_map import load_bone_map
+    from ..motion.take import load_take
 
     take = load_take(args.take)  # validate here: a clear message before Blender starts
     if args.map:
@@ -63,28 +63,28 @@ def cmd_retarget(args) -> int:
 
 def cmd_eval(args) -> int:
     """Metrics table (FGD, BC, diversity, face, plausibility) of generated takes against reference takes."""
-    from .evaluate import run_eval_command
+    from ..metrics.evaluate import run_eval_command
 
     return run_eval_command(args)
 
 
 def cmd_train_fgd_evaluator(args) -> int:
     """Train the project's own FGD evaluator (not the paper's) on BEAT2-format takes."""
-    from .evaluate import run_train_fgd_command
+    from ..metrics.evaluate import run_train_fgd_command
 
     return run_train_fgd_command(args)
 
 
 def cmd_train_tokenizers(args) -> int:
     """Stage 1: train the four motion tokenizers (RVQ-VAEs) on a folder of BEAT2 takes or the shared data."""
-    from .train_tokenizers import run_cli
+    from ..training.train_tokenizers import run_cli
 
     return run_cli(args)
 
 
 def cmd_train(args) -> int:
     """Stage 2: train the EchoMask generator (MAM + SQA masked model) on frozen tokenizers."""
-    from .train import run_cli
+    from ..training.train import run_cli
 
     return run_cli(args)
 
@@ -98,14 +98,14 @@ def cmd_generate(args) -> int:
 
 def cmd_speech_features(args) -> int:
     """Speech -> low/high-level features (+ phones), optionally scored against a TextGrid."""
-    from .speech.command import run_cli
+    from ..speech.command import run_cli
 
     return run_cli(args)
 
 
 def cmd_lipsync(args) -> int:
     """Phone-accurate mouth on a take's face: lips close on P/B/M, open on vowels, the rest of the face kept."""
-    from .face.command import run_cli
+    from ..face.command import run_cli
 
     return run_cli(args)
 
@@ -124,20 +124,20 @@ def cmd_render_preview(args) -> int:
 
 def cmd_convert_official(args) -> int:
     """The authors' official EchoMask release -> this project's model bundle (core/official/convert.py)."""
-    from .official.convert import run_cli
+    from ..official.convert import run_cli
 
     return run_cli(args)
 
 
 def cmd_prepare_data(args) -> int:
     """Build the training data cache (motion variants + speech features) of a data set ahead of training."""
-    from .streaming import run_prepare_cli
+    from ..training.streaming import run_prepare_cli
 
     return run_prepare_cli(args)
 
 
 def cmd_generate_batch(args) -> int:
-    """Many speech files -> one take each, resumable, shardable over machines (core.batch_generate)."""
+    """Many speech files -> one take each, resumable, shardable over machines (core.jobs.batch_generate)."""
     from .batch_generate import run_cli
 
     return run_cli(args)
@@ -151,7 +151,7 @@ _MANIFEST_HELP = ("'shared' (../shared/data), a BEAT2 folder (beat_english_v2.0.
 
 
 def _data_arguments(p) -> None:
-    """Which takes to train on and where their prepared features live (core.streaming.DataOptions)."""
+    """Which takes to train on and where their prepared features live (core.training.streaming.DataOptions)."""
     p.add_argument("--speakers", default=None, help="BEAT2 speakers: 'all' (default) or numbers such as 2 (the "
                    "paper's setting), 2,4 or 1-4 (the leading number of ids like 2_scott_0_1_1)")
     p.add_argument("--split-file", default=None, help="train/val/test split for a folder of takes (CSV with columns "
@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", action="append", default=[], metavar="NAME=PATH[,PATH]",
                    help="any further system to add as a row (repeatable)")
     p.add_argument("--audio", nargs="*", default=[], help="speech per clip (.wav etc., files or folders) for BC and generation")
-    p.add_argument("--model", help="generate the model's takes from --audio with these weights (core.inference)")
+    p.add_argument("--model", help="generate the model's takes from --audio with these weights (core.generation.inference)")
     p.add_argument("--random-masking-model", help="generate the ablation's takes from --audio with these weights")
     p.add_argument("--seed", type=int, default=0, help="seed for --model generation")
     p.add_argument("--steps", type=int, default=None, help="decoding passes per window for --model generation "

@@ -2,10 +2,10 @@
 
 Per-part features (docs/METHOD.md §1), one row per frame, float32:
   face  (106) = jaw rot6d (6) + 100 expression coefficients
-  upper  (78) = 13 joints x rot6d, in core.skeleton.UPPER_JOINTS order
+  upper  (78) = 13 joints x rot6d, in core.motion.skeleton.UPPER_JOINTS order
   hands (180) = 30 finger joints (25..54) x rot6d
   lower  (61) = 9 joints x rot6d (LOWER_JOINTS order) + translation (3) + 4 foot contacts
-rot6d = the first two rows of the rotation matrix (core.rotations). Eyes are not modelled (zero on output).
+rot6d = the first two rows of the rotation matrix (core.motion.rotations). Eyes are not modelled (zero on output).
 
 Translation features (lower dims 54..56) = (vx, y, vz): x/z *velocities* in metres per second
 (forward difference: v[t] = (p[t+1] - p[t]) * fps, the last frame repeats the one before) and the
@@ -340,7 +340,7 @@ def mirror_take(take: Take) -> Take:
 def time_stretch_take(take: Take, factor: float) -> Take:
     """Play the take `factor` times slower (factor > 1: longer and slower; < 1: faster), same frame rate.
 
-    Rotations are slerped, translation and expressions interpolated linearly (core.take.resample_take).
+    Rotations are slerped, translation and expressions interpolated linearly (core.motion.take.resample_take).
     New frame k shows the original at time k / (fps * factor).
     """
     if not (0.5 <= factor <= 2.0):

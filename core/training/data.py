@@ -19,11 +19,11 @@ import pathlib
 
 import numpy as np
 
-from .errors import EchoMaskError
-from .paths import SHARED_DATA_DIR
-from .motion_repr import NormStats, mirror_take, take_to_parts, time_stretch_take
-from .skeleton import PARTS
-from .take import Take, load_take
+from ..errors import EchoMaskError
+from ..paths import SHARED_DATA_DIR
+from ..motion.motion_repr import NormStats, mirror_take, take_to_parts, time_stretch_take
+from ..motion.skeleton import PARTS
+from ..motion.take import Take, load_take
 
 KINDS = ("gt", "model")
 SPLITS = ("", "train", "val")
@@ -118,7 +118,7 @@ def folder_manifest(folder: str | os.PathLike, weight: float = 1.0, kind: str = 
 # Windows
 
 def stretched_length(n_frames: int, factor: float) -> int:
-    """Frames of a take of `n_frames` after `time_stretch_take(take, factor)` (core.take.resample_take's
+    """Frames of a take of `n_frames` after `time_stretch_take(take, factor)` (core.motion.take.resample_take's
     formula), known without resampling."""
     if factor == 1.0:
         return n_frames

@@ -14,8 +14,8 @@ import subprocess
 import sys
 import tempfile
 
-from .errors import EchoMaskError
-from .paths import EXTENSION_ROOT
+from ..errors import EchoMaskError
+from ..paths import EXTENSION_ROOT
 
 HEADLESS_SCRIPT = EXTENSION_ROOT / "echomask_blender" / "headless.py"
 

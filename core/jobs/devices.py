@@ -1,7 +1,7 @@
 """Compute device choice: 'auto' | 'cpu' | 'cuda' | 'cuda:N' | 'mps' -> torch.device, with clear errors."""
 from __future__ import annotations
 
-from .errors import DeviceError
+from ..errors import DeviceError
 
 CHOICES = ("auto", "cpu", "cuda", "mps")
 

@@ -12,16 +12,16 @@ import sys
 import tempfile
 import time
 
-from .errors import EchoMaskError
+from ..errors import EchoMaskError
 
 
 def generate_files(speech: str, out_dir: str, options=None, weights: str | None = None, blend: bool = True,
                    progress=None, **overrides) -> dict:
     """speech -> OUT/take.npz (+ .blend, .fbx); options: core.generation.options.GenerationOptions (with
     keyword overrides of its fields)."""
-    from .audio import check_has_speech, load_speech
-    from .inference import generate
-    from .take import save_take
+    from ..speech.audio import check_has_speech, load_speech
+    from ..generation.inference import generate
+    from ..motion.take import save_take
 
     out = pathlib.Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -62,7 +62,7 @@ def run_cli(args) -> int:
             last[0] = fraction
             print(f"[{fraction * 100:3.0f}%] {message}", file=sys.stderr)
 
-    from .generation.options import generation_options
+    from ..generation.options import generation_options
 
     res = generate_files(args.speech, args.out, generation_options(args), weights=args.weights,
                          blend=not args.no_blend, progress=progress)

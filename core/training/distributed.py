@@ -4,14 +4,14 @@
 then joins the process group (gloo on CPU, NCCL on CUDA). Without torchrun every call is a no-op on one
 process, so the training code has a single path.
 
-How the training loop shares work (core.train): every rank draws the same global batch (the same seeded
+How the training loop shares work (core.training.train): every rank draws the same global batch (the same seeded
 epoch permutation) and takes its own contiguous slice of it; the per-window losses are sums divided by
 global counts, so DDP's gradient average equals the single-process gradient of the whole batch; random
 choices (mask ratios, the random share of SQA masks) are drawn for the global batch on every rank from the
 same generator, after the teacher's scores have been gathered. Hence N processes train as one would, up to
 float summation order, and a run may resume with a different N.
 
-The tokenizers (core.train_tokenizers) follow the same design without the DDP wrapper: their losses are
+The tokenizers (core.training.train_tokenizers) follow the same design without the DDP wrapper: their losses are
 already each rank's share of the global loss, so `sum_gradients` adds the ranks' gradients in one
 all-reduce; their RVQ codebooks (EMA updates, dead-code resets) take global statistics and rank 0's random
 choices (core.model.tokenizer), and `max_difference_from_main` checks that the ranks stayed identical.

@@ -13,7 +13,7 @@ with `load_known`):
     known_take  a BEAT2 .npz (any frame rate: its mocap_frame_rate says which), frame 0 at audio time 0
     known_mask  a .npy bool array (frames of known_take, 5); column order ANIM_PARTS; True = keep this part
                 at this frame (a known frame for the masked model), False = generate it.
-    parts       the model's parts to generate (core.skeleton.PARTS; `model_parts` maps the panel's parts:
+    parts       the model's parts to generate (core.motion.skeleton.PARTS; `model_parts` maps the panel's parts:
                 root motion lives in the model's lower-body part).
 generate() itself takes the known take at 30 fps and a per-frame mask (frames where every part is known).
 The speech may be a frame or two longer than the known take (Blender's mixdown rounds up to its buffer,
@@ -27,7 +27,7 @@ import dataclasses
 import numpy as np
 
 from . import skeleton
-from .errors import EchoMaskError
+from ..errors import EchoMaskError
 from .take import Take, load_take, resample_take
 
 ANIM_PARTS: tuple[str, ...] = ("face", "upper", "hands", "lower", "root")

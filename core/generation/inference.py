@@ -12,13 +12,13 @@ import warnings
 
 import numpy as np
 
-from .errors import AudioError, EchoMaskError
-from .generation.features import FeatureStream, check_audio  # noqa: F401  (FeatureStream: public)
-from .generation.loop import decode_chunked, neutral_seed_codes  # noqa: F401  (public helpers)
-from .generation.options import DEFAULT_LIPSYNC, GenerationOptions
-from .generation.post import music_like
-from .paths import DEFAULT_MODEL
-from .skeleton import PARTS
+from ..errors import AudioError, EchoMaskError
+from .features import FeatureStream, check_audio  # noqa: F401  (FeatureStream: public)
+from .loop import decode_chunked, neutral_seed_codes  # noqa: F401  (public helpers)
+from .options import DEFAULT_LIPSYNC, GenerationOptions
+from .post import music_like
+from ..paths import DEFAULT_MODEL
+from ..motion.skeleton import PARTS
 
 SAMPLE_RATE = 16000
 DEFAULT_WEIGHTS = DEFAULT_MODEL
@@ -34,8 +34,8 @@ class GenerationCancelled(EchoMaskError):
 def resolve_model(model=None, device="auto"):
     """None -> the bundled default weights; a path -> that bundle; an EchoMaskModel -> moved to `device`.
     Loaded models are cached by (path, modification time, device)."""
-    from .checkpoint import EchoMaskModel, load_model
-    from .devices import resolve_device
+    from ..model.checkpoint import EchoMaskModel, load_model
+    from ..jobs.devices import resolve_device
 
     dev = resolve_device(device)
     if isinstance(model, EchoMaskModel):
@@ -71,7 +71,7 @@ def generate(audio, options: GenerationOptions | None = None, *, model=None, kno
     options = (options or GenerationOptions()).replace(**overrides)
     if abs(fps - 30.0) > 1e-6:
         raise EchoMaskError("The model generates at 30 fps; resample the take afterwards "
-                            "(core.take.resample_take) for another frame rate.")
+                            "(core.motion.take.resample_take) for another frame rate.")
     audio = check_audio(audio)
     seconds = len(audio) / SAMPLE_RATE
     if seconds < MIN_SECONDS:
@@ -79,7 +79,7 @@ def generate(audio, options: GenerationOptions | None = None, *, model=None, kno
                          f"{MIN_SECONDS:.1f} s of speech.")
     if float(np.max(np.abs(audio))) > 50.0:
         raise AudioError("The speech samples are far outside [-1, 1]; pass float audio in [-1, 1] "
-                         "(core.audio.load_speech reads files correctly).")
+                         "(core.speech.audio.load_speech reads files correctly).")
     parts = options.parts or PARTS
     if (known_mask is not None or set(parts) != set(PARTS)) and known_take is None:
         raise EchoMaskError("Keeping frames or body parts needs the existing take (known_take).")
@@ -99,12 +99,12 @@ def generate(audio, options: GenerationOptions | None = None, *, model=None, kno
     try:
         mdl = resolve_model(model, options.device)
         if (mdl.meta or {}).get("pipeline") == "official-release":  # a converted official release
-            from .generation.official import generate_take_official
+            from .official import generate_take_official
 
             take = generate_take_official(audio, mdl, options, known, progress, check_cancel, timings,
                                           feature_fn=None if feature_fn is None else (lambda a, n: feature_fn(a, fps)))
         else:
-            from .generation.loop import generate_take
+            from .loop import generate_take
 
             take = generate_take(audio, mdl, options, known, progress, check_cancel, feature_fn, chunk_frames,
                                  timings, fps)
@@ -119,12 +119,12 @@ def _known_inputs(known_take, known_mask, n_frames: int, parts):
     """(known parts {part: (n, D)}, known frames (n,) bool, the known take) or None."""
     if known_take is None:
         return None
-    from .motion_repr import take_to_parts
-    from .take import load_take
+    from ..motion.motion_repr import take_to_parts
+    from ..motion.take import load_take
 
     if isinstance(known_take, (str, os.PathLike)):  # the worker passes file paths
         known_take = load_take(known_take)
-    from .take_parts import fit_known_to_speech
+    from ..motion.take_parts import fit_known_to_speech
 
     known_take, known_mask = fit_known_to_speech(known_take, known_mask, n_frames)  # a frame or two of rounding
     known_parts = {p: v[:n_frames] for p, v in take_to_parts(known_take.slice(0, n_frames)).items()}

@@ -27,8 +27,8 @@ import time
 
 import numpy as np
 
-from .errors import EchoMaskError
-from .skeleton import PART_DIMS, PARTS
+from ..errors import EchoMaskError
+from ..motion.skeleton import PART_DIMS, PARTS
 
 STORE_VERSION = 1          # bump when take_to_parts / the stored layout changes
 MOTION_DIM = sum(PART_DIMS[p] for p in PARTS)   # 425
@@ -167,7 +167,7 @@ class FeatureStore:
     """The store in one folder (see the module docstring). `max_open` bounds the memory maps kept open."""
 
     def __init__(self, root: str | os.PathLike, writer: str = "rank0", max_open: int = 256):
-        from .speech.cache import _SHARED
+        from ..speech.cache import _SHARED
 
         self.root = pathlib.Path(root).expanduser().resolve()
         if self.root == _SHARED or _SHARED in self.root.parents:
@@ -211,9 +211,9 @@ class FeatureStore:
     def ensure_motion(self, npz: str, variants_for) -> dict:
         """The take's record {"status", "frames", "fps" | "reason", "key"}, building what is missing:
         `variants_for(record)` -> [(mirrored, stretch)] the run needs, each stored as one feature file."""
-        from .errors import TakeFormatError
-        from .motion_repr import mirror_take, parts_to_motion337, take_to_parts, time_stretch_take
-        from .take import load_take
+        from ..errors import TakeFormatError
+        from ..motion.motion_repr import mirror_take, parts_to_motion337, take_to_parts, time_stretch_take
+        from ..motion.take import load_take
 
         tkey = self.take_key(npz)
         rec_path = self.root / "takes" / f"{tkey}.json"

@@ -13,7 +13,7 @@
   farm, under any scheduler, run the same command with their own I on the same list, without talking to
   each other, into one shared OUT or separate ones.
 * Seeds: a file's seed derives from --seed and the file's *content*, never from its position, so all
-  shards' outputs equal one unsharded run's, byte for byte (core.take writes reproducible .npz files).
+  shards' outputs equal one unsharded run's, byte for byte (core.motion.take writes reproducible .npz files).
 * Failures: a file that cannot be generated is reported with its reason and the batch goes on; the end
   prints a summary and writes OUT/batch_report[.shard-I-of-N].json. The model is loaded once per process.
 """
@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 
-from .errors import EchoMaskError
+from ..errors import EchoMaskError
 
 REPORT_VERSION = 1
 _TMP_PREFIX = ".batch-"
@@ -68,7 +68,7 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 
 def _audio_exts():
-    from .metrics.takeset import AUDIO_EXTENSIONS
+    from ..metrics.takeset import AUDIO_EXTENSIONS
 
     return AUDIO_EXTENSIONS
 
@@ -77,7 +77,7 @@ def collect_inputs(inputs) -> list[BatchItem]:
     """Speech files / folders / list files -> BatchItems sorted by clip id. Only a path given on the
     command line that does not exist stops here; files named inside lists that are missing become
     failed items, so one bad line never stops the batch."""
-    from .metrics.takeset import clip_id
+    from ..metrics.takeset import clip_id
 
     exts = _audio_exts()
     paths: list[tuple[str, str]] = []   # (path, problem)
@@ -126,7 +126,7 @@ def shard_items(items: list[BatchItem], shard: tuple[int, int]) -> list[BatchIte
 
 
 def file_hash(path: str) -> str:
-    from .datastore import content_hash
+    from ..training.datastore import content_hash
 
     return content_hash(path)
 
@@ -141,7 +141,7 @@ def _outputs(clip: str, blend: bool, fbx: bool) -> list[str]:
 
 
 def _is_done(out: pathlib.Path, clip: str, expected: dict) -> bool:
-    from .datastore import read_json
+    from ..training.datastore import read_json
 
     rec = read_json(out / f"{clip}.json")
     if not isinstance(rec, dict):
@@ -171,13 +171,13 @@ def generate_batch(inputs, out_dir, shard=(0, 1), options=None, model=None, blen
     """Generate one take per speech file (see the module docstring). options: GenerationOptions (+ keyword
     overrides of its fields); options.seed is the base seed each file's seed derives from. cancel() -> True
     stops between and inside files (nothing half-written; the next run resumes). feature_fn: as
-    core.inference.generate."""
-    from .audio import load_speech
-    from .checkpoint import EchoMaskModel
-    from .datastore import content_hash, save_json
-    from .generation.options import GenerationOptions
-    from .inference import GenerationCancelled, generate, resolve_model
-    from .take import save_take
+    core.generation.inference.generate."""
+    from ..speech.audio import load_speech
+    from ..model.checkpoint import EchoMaskModel
+    from ..training.datastore import content_hash, save_json
+    from ..generation.options import GenerationOptions
+    from ..generation.inference import GenerationCancelled, generate, resolve_model
+    from ..motion.take import save_take
 
     shard = parse_shard(shard) if isinstance(shard, str) or shard is None else tuple(shard)
     out = pathlib.Path(out_dir)
@@ -289,7 +289,7 @@ def run_cli(args) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        from .generation.options import generation_options
+        from ..generation.options import generation_options
 
         res = generate_batch(args.inputs, args.out, shard=parse_shard(args.shard),
                              options=generation_options(args).replace(threads=args.threads), model=args.weights,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .skeleton import PARTS
+from ..motion.skeleton import PARTS
 
 VISIBLE_FRAMES = (0, 4, 24, 60)   # context probe conditions (4 = the seed, i.e. generation's first pass)
 _SMOOTHING = (0.01, 0.05, 0.2, 1.0)
@@ -75,7 +75,7 @@ def hidden_token_ce(model, batch: dict, visible: "np.ndarray", speech_perm=None,
         low, high = low[speech_perm], high[speech_perm]
     known = None
     if getattr(model, "token_hints", False) and tokenizers is not None:
-        from .model.generator import known_token_vectors
+        from ..model.generator import known_token_vectors
 
         with torch.no_grad():
             known = known_token_vectors(tokenizers, batch["codes"], vis, model.levels)

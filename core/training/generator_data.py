@@ -1,6 +1,6 @@
-"""The generator's training data in memory: windows (core.data.MotionWindows), their tokens (encoded once by
+"""The generator's training data in memory: windows (core.training.data.MotionWindows), their tokens (encoded once by
 the frozen tokenizers) and the speech features of each take, sampled at each window's source frames so a
-time-stretched window hears its speech stretched the same way (the streamed equivalent: core.streaming)."""
+time-stretched window hears its speech stretched the same way (the streamed equivalent: core.training.streaming)."""
 from __future__ import annotations
 
 import os
@@ -8,8 +8,8 @@ import tempfile
 
 import numpy as np
 
-from .errors import EchoMaskError
-from .skeleton import PARTS
+from ..errors import EchoMaskError
+from ..motion.skeleton import PARTS
 
 
 def default_cache_dir() -> str:
@@ -32,8 +32,8 @@ def sample_rows(arr: np.ndarray, pos: np.ndarray, nearest: bool = False) -> np.n
 
 def builtin_feature_fn(backend: str, cache_dir: str | None):
     def compute(wav_path: str, fps: float):
-        from .audio import load_speech
-        from .speech import compute_speech_features
+        from ..speech.audio import load_speech
+        from ..speech import compute_speech_features
 
         feats = compute_speech_features(load_speech(wav_path), fps=fps, backend=backend, cache_dir=cache_dir)
         return np.asarray(feats.low, np.float32), np.asarray(feats.high, np.float32)
@@ -81,7 +81,7 @@ class GeneratorData:
     def batch(self, idx, device):
         import torch
 
-        from .motion_repr import parts_to_motion337
+        from ..motion.motion_repr import parts_to_motion337
 
         raw = self.ds.batch(idx)
         parts = raw["parts"]
@@ -103,7 +103,7 @@ class GeneratorData:
 
     def motion_stats(self):
         """Mean and std of the generator's 337-d input frames over every training frame."""
-        from .motion_repr import parts_to_motion337
+        from ..motion.motion_repr import parts_to_motion337
 
         frames = np.concatenate([parts_to_motion337(f) for f in self.ds.features])
         return frames.mean(0), frames.std(0)

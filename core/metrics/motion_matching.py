@@ -13,9 +13,9 @@ import dataclasses
 
 import numpy as np
 
-from . import rotations as R
-from .errors import EchoMaskError
-from .take import Take
+from ..motion import rotations as R
+from ..errors import EchoMaskError
+from ..motion.take import Take
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +29,7 @@ class MatchingConfig:
 def speech_descriptor(low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """(T, 13) per-frame speech description from the built-in features (core.speech.builtin): onset,
     loudness, pitch, voicing, speech flag and the log-mel spectrum pooled into 8 bands."""
-    from .speech.builtin import LOG_F0, MEL, ONSET, RMS, SPEECH_FLAG, VOICING
+    from ..speech.builtin import LOG_F0, MEL, ONSET, RMS, SPEECH_FLAG, VOICING
 
     mel = low[:, MEL]
     bands = mel.reshape(len(mel), 8, -1).mean(-1)
@@ -38,7 +38,7 @@ def speech_descriptor(low: np.ndarray, high: np.ndarray) -> np.ndarray:
 
 def _pose_descriptor(take: Take) -> np.ndarray:
     """(T, 2 x 3J) joint positions without translation, and their velocities (per frame)."""
-    from .metrics.kinematics import take_positions
+    from .kinematics import take_positions
 
     pos = take_positions(take, with_translation=False).reshape(take.num_frames, -1)
     vel = np.diff(pos, axis=0, prepend=pos[:1]) * 4.0  # ~ positions a few frames ahead

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import os
 
-from .errors import WeightsError
+from ..errors import WeightsError
 
 MODEL_KIND = "echomask-model"
 
@@ -50,8 +50,8 @@ def save_model(path: str | os.PathLike, config, tokenizers, generator, info: dic
     import torch
     from safetensors.torch import save_file
 
-    from .model.config import MODEL_FORMAT_VERSION
-    from .skeleton import PARTS
+    from .config import MODEL_FORMAT_VERSION
+    from ..motion.skeleton import PARTS
 
     path = os.fspath(path)
     tensors = {}
@@ -88,12 +88,12 @@ def load_model(path: str | os.PathLike, expected_config: str | None = None, devi
     """Load and check a bundle; raises WeightsError with what is wrong and what to do."""
     from safetensors import safe_open
 
-    from .model.config import MODEL_FORMAT_VERSION, ModelConfig
-    from .model.generator import EchoMaskGenerator
-    from .model.tokenizer import FILE_KIND as TOKENIZER_KIND
-    from .model.tokenizer import TokenizerSet
-    from .motion_repr import NormStats
-    from .skeleton import PARTS
+    from .config import MODEL_FORMAT_VERSION, ModelConfig
+    from .generator import EchoMaskGenerator
+    from .tokenizer import FILE_KIND as TOKENIZER_KIND
+    from .tokenizer import TokenizerSet
+    from ..motion.motion_repr import NormStats
+    from ..motion.skeleton import PARTS
 
     path = os.fspath(path)
     name = os.path.basename(path)

@@ -17,12 +17,12 @@ import platform
 
 import numpy as np
 
-from .errors import EchoMaskError
-from .paths import EXTENSION_ROOT, SHARED_DATA_DIR, WEIGHTS_DIR
-from .metrics import beat, diversity, face, plausibility
-from .metrics.kinematics import take_positions
-from .metrics.takeset import AUDIO_EXTENSIONS, TAKE_EXTENSIONS, collect, tail_start
-from .take import Take, load_take, resample_take
+from ..errors import EchoMaskError
+from ..paths import EXTENSION_ROOT, SHARED_DATA_DIR, WEIGHTS_DIR
+from . import beat, diversity, face, plausibility
+from .kinematics import take_positions
+from .takeset import AUDIO_EXTENSIONS, TAKE_EXTENSIONS, collect, tail_start
+from ..motion.take import Take, load_take, resample_take
 
 REPO_ROOT = str(EXTENSION_ROOT)
 SHARED_DATA = str(SHARED_DATA_DIR)
@@ -80,7 +80,7 @@ def load_clips(reference_paths: list[str], audio_paths: list[str], tail: float) 
         segment = take.slice(start, take.num_frames)
         speech = None
         if cid in audio:
-            from .audio import load_speech
+            from ..speech.audio import load_speech
 
             full = load_speech(audio[cid])
             speech = full[int(round(start / take.fps * 16000)):]
@@ -155,12 +155,12 @@ def other_clip_system(clips: list[Clip]) -> System:
 
 
 def motion_matching_system(clips: list[Clip]) -> System | None:
-    """Real motion re-sequenced by speech (core.motion_matching) from the frames of the reference clips
+    """Real motion re-sequenced by speech (core.metrics.motion_matching) from the frames of the reference clips
     *before* their scored parts (with --tail: the training capture), so no scored frame is in the database.
     None when no clip has speech or unscored frames."""
-    from .audio import load_speech
+    from ..speech.audio import load_speech
     from .motion_matching import MatchingConfig, MotionDatabase, speech_descriptor
-    from .speech import compute_speech_features
+    from ..speech import compute_speech_features
 
     usable = [c for c in clips if c.audio_path]
     descs = {}
@@ -188,10 +188,10 @@ def generated_system(name: str, weights: str, clips: list[Clip], seed: int, temp
     """Run the project's generator on each clip's whole speech, then cut to the scored segment.
     `temperature`/`steps` None = the product's defaults (GenerationOptions), as an animator gets them."""
     try:
-        from .generation.options import GenerationOptions
-        from .inference import generate
+        from ..generation.options import GenerationOptions
+        from ..generation.inference import generate
     except ImportError:
-        raise EchoMaskError("--model needs core.inference.generate, which this version of the project does "
+        raise EchoMaskError("--model needs core.generation.inference.generate, which this version of the project does "
                             "not have; generate takes another way and pass them with --generated.") from None
     defaults = GenerationOptions()
     temperature = defaults.temperature if temperature is None else temperature
@@ -249,8 +249,8 @@ def evaluate_system(system: System, clips: list[Clip], settings: Settings, refer
     if reference_speed:
         out["speed_ratio"] = out["mean_speed"] / reference_speed
     if settings.evaluator is not None and reference_latents is not None:
-        from .metrics.fgd_evaluator import latents
-        from .metrics.frechet import frechet_distance
+        from .fgd_evaluator import latents
+        from .frechet import frechet_distance
 
         out["fgd"] = frechet_distance(latents(settings.evaluator, list(system.takes.values())), reference_latents)
     out["per_clip"] = per_clip
@@ -319,7 +319,7 @@ def format_table(rows: list[tuple[System | None, str, dict | None]], settings: S
         + ", ".join(f"{c.cid} [{c.start}:{c.start + c.reference.num_frames}]" for c in clips) + ".",
     ]
     if settings.evaluator is not None:
-        from .metrics.fgd_evaluator import FGD_NOTE
+        from .fgd_evaluator import FGD_NOTE
 
         notes.append(f"† {FGD_NOTE} Weights: {settings.evaluator_source}.")
     else:
@@ -357,7 +357,7 @@ def load_mean_speed(path: str | None, clips: list[Clip], rest_joints=None) -> tu
 def load_fgd_evaluator(path: str | None) -> tuple[object | None, str]:
     path = path or DEFAULT_FGD_WEIGHTS
     try:
-        from .metrics.fgd_evaluator import load_evaluator
+        from .fgd_evaluator import load_evaluator
     except ImportError:
         return None, "torch is not installed"
     if not os.path.isfile(path) and path == DEFAULT_FGD_WEIGHTS:
@@ -406,7 +406,7 @@ def run_eval(args) -> tuple[str, dict]:
 
     ref_latents = None
     if evaluator is not None:
-        from .metrics.fgd_evaluator import latents
+        from .fgd_evaluator import latents
 
         ref_latents = latents(evaluator, [c.reference for c in clips])
     ref_metrics = evaluate_system(reference, clips, settings, ref_latents)
@@ -467,7 +467,7 @@ def run_train_fgd_command(args) -> int:
 
     import torch
 
-    from .metrics.fgd_training import FGDTrainingConfig, train_fgd_evaluator
+    from .fgd_training import FGDTrainingConfig, train_fgd_evaluator
 
     torch.set_num_threads(max(1, args.threads))
     gt = args.gt if args.gt is not None else [os.path.join(SHARED_DATA, "beat2_samples", "smplxflame_30")]
@@ -483,7 +483,7 @@ def run_train_fgd_command(args) -> int:
                                 f"needed, or give --gt/--extra).")
     cfg = FGDTrainingConfig(steps=args.steps, batch=args.batch, holdout_tail=args.holdout_tail, seed=args.seed)
     command = "python -m core " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("__main__.py") else ""
-    from .metrics.fgd_evaluator import FGD_NOTE
+    from .fgd_evaluator import FGD_NOTE
 
     print(FGD_NOTE)
     train_fgd_evaluator(gt, extra, args.out, cfg, command=command or "python -m core train-fgd-evaluator")

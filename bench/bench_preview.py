@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     import_repo_as_package()
     registered = __import__("echomask")
     registered.register()
-    from echomask.echomask_blender import compat, preview, rig, takes
+    from echomask.echomask_blender import compat, preview, preview_mp4, rig, takes
 
     frames = int(round(args.seconds * FPS))
     tmp = tempfile.mkdtemp(prefix="bench_preview_")
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     if status.state.name != "DONE":
         print(f"preview failed: {status.error}\n" + "\n".join(console[-10:]))
         return 1
-    report = preview.read_mp4_tracks(output)
+    report = preview_mp4.read_mp4_tracks(output)
     print(f"preview ({args.style}): {elapsed:.1f} s for {args.seconds:g} s of animation = "
           f"{elapsed / args.seconds:.2f} x real time; {os.path.getsize(output) / 1e6:.1f} MB")
     for track in report:

@@ -25,16 +25,19 @@ import numpy as np
 
 from ..core import skeleton
 from ..core.errors import EchoMaskError
-from . import compat, preview_draw
+from . import compat, preview_draw, preview_mp4
 from .rig import rig_frames
 
 ENGINE_ID = "ECHOMASK_PREVIEW_SKETCH"
 AUDIO_RATE = 48000
 
 
+HAS_FFMPEG = bool(getattr(bpy.app.build_options, "codec_ffmpeg", True))
+
+
 def ffmpeg_missing_reason() -> str | None:
     """Why this Blender cannot write the MP4, or None."""
-    if not getattr(bpy.app.build_options, "codec_ffmpeg", True):
+    if not HAS_FFMPEG:
         return ("This Blender build has no FFmpeg, so it cannot write MP4 videos. Use an official Blender "
                 "download (they all include FFmpeg).")
     return None
@@ -321,6 +324,9 @@ def render_skeleton_preview(scene, armature, output: str, first: int, last: int,
         timings["draw"] = sketch.seconds
         if "FINISHED" not in result or not os.path.isfile(video):
             raise EchoMaskError("Blender did not write the preview video (is this Blender built with FFmpeg?).")
+        if wav is not None and not any(t["kind"] == "audio" for t in preview_mp4.read_mp4_tracks(video)):
+            raise EchoMaskError("Blender wrote the preview without its sound (this build's FFmpeg has no AAC "
+                                "encoder?). The video is not saved; use an official Blender download.")
         shutil.move(video, output)
     finally:
         shutil.rmtree(work, ignore_errors=True)

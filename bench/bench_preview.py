@@ -1,6 +1,6 @@
 """Time Render Preview of a 62 s take, as the panel runs it (a background Blender on a saved copy).
 
-    python bench/bench_preview.py [--seconds 62] [--style skeleton|workbench] [--keep OUT.mp4]
+    python bench/bench_preview.py [--seconds 62] [--style skeleton|workbench] [--frame-step N] [--keep OUT.mp4]
 
 The scene is built here: an EchoMask SMPL-X rig (bones only) with a synthetic take (every joint turns
 smoothly, the jaw opens and closes, the root travels) of seconds x 30 frames and a sound strip of the same
@@ -64,6 +64,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=62.0)
     parser.add_argument("--style", default="skeleton", choices=("skeleton", "workbench"))
+    parser.add_argument("--frame-step", type=int, default=None,
+                        help="skeleton style: draw every n-th frame (default: the panel's default)")
     parser.add_argument("--keep", default=None, help="copy the MP4 here")
     args = parser.parse_args(argv)
 
@@ -93,7 +95,8 @@ def main(argv=None) -> int:
 
     output = os.path.join(tmp, "preview.mp4")
     t0 = time.perf_counter()
-    job = preview.start_preview(context, output, style=args.style)
+    step = args.frame_step or preview.DEFAULT_FRAME_STEP
+    job = preview.start_preview(context, output, style=args.style, frame_step=step)
     status = job.wait(3600)
     elapsed = time.perf_counter() - t0
     console = list(job.console_tail)
@@ -102,7 +105,7 @@ def main(argv=None) -> int:
         print(f"preview failed: {status.error}\n" + "\n".join(console[-10:]))
         return 1
     report = preview_mp4.read_mp4_tracks(output)
-    print(f"preview ({args.style}): {elapsed:.1f} s for {args.seconds:g} s of animation = "
+    print(f"preview ({args.style}, {status.result['fps']:g} fps): {elapsed:.1f} s for {args.seconds:g} s of animation = "
           f"{elapsed / args.seconds:.2f} x real time; {os.path.getsize(output) / 1e6:.1f} MB")
     for track in report:
         print(f"  {track['kind']} track: {track['duration']:.3f} s" +

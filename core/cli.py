@@ -116,7 +116,7 @@ def cmd_render_preview(args) -> int:
     from .blender_bridge import run_blender_task
 
     out = run_blender_task("render_preview", blend=os.path.abspath(args.blend), output=os.path.abspath(args.output),
-                           armature=args.armature, style=args.style.upper(), frame_step=1 if args.every_frame else None)
+                           armature=args.armature, style=args.style.upper(), frame_step=args.frame_step)
     print(f"Wrote {out['output']} ({out['frames']} frames at {out['fps']:g} fps"
           f"{', with the speech' if out['audio'] else ', no sound'}).")
     return 0
@@ -345,8 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style", default="skeleton", choices=("skeleton", "workbench"),
                    help="skeleton (default): the posed bones with a head/jaw close-up, faster than real time; "
                         "workbench: a shaded 3D render of every frame (slow without a GPU)")
-    p.add_argument("--every-frame", action="store_true",
-                   help="skeleton style: every frame (default: every 2nd, 15 fps for a 30 fps take)")
+    p.add_argument("--frame-step", type=int, default=None,
+                   help="skeleton style: draw every n-th frame, the sound stays whole (default 1; 2 = 15 fps for "
+                        "a 30 fps take, about twice as fast)")
     p.set_defaults(func=cmd_render_preview)
 
     p = sub.add_parser("convert-official", help="convert the official EchoMask release (non-commercial) into "

@@ -80,6 +80,7 @@ def test_render_preview_writes_a_small_mp4_with_the_speech(ctx, tmp_path, style,
     rig = _scene_with_take(ctx, tmp_path, frames=frames)
     result = preview.render_preview_in_scene(ctx.scene, rig, str(tmp_path / "preview"), style=style)
     out = result["output"]
+    assert result["fps"] == 30.0 and result["frames"] == frames           # the default: every frame
     assert out.endswith("preview.mp4") and os.path.getsize(out) > 1000
     data = open(out, "rb").read()
     assert b"ftyp" in data[:32] and b"avc1" in data            # an MP4 with H.264 video
@@ -94,12 +95,12 @@ def test_render_preview_writes_a_small_mp4_with_the_speech(ctx, tmp_path, style,
         assert "audio" not in tracks and b"mp4a" not in data      # no Audaspace: video only, said in the docs
 
 
-def test_default_preview_skips_frames_but_keeps_the_whole_speech(ctx, tmp_path):
+def test_half_rate_preview_skips_frames_but_keeps_the_whole_speech(ctx, tmp_path):
     """15 fps for a 30 fps take of an odd frame count: the picture ends with the sound, within a frame."""
     from echomask.echomask_blender import compat, preview
 
     rig = _scene_with_take(ctx, tmp_path, frames=61)
-    result = preview.render_preview_in_scene(ctx.scene, rig, str(tmp_path / "half.mp4"))
+    result = preview.render_preview_in_scene(ctx.scene, rig, str(tmp_path / "half.mp4"), frame_step=2)
     tracks = _tracks(result["output"])
     assert result["fps"] == 15.0 and result["frames"] == tracks["video"]["frames"] == 31
     assert abs(tracks["video"]["duration"] - 61 / 30.0) <= 1 / 30.0 + 1e-6
@@ -189,7 +190,7 @@ def test_background_preview_can_be_cancelled(ctx, tmp_path):
     from echomask.echomask_blender import preview
 
     _scene_with_take(ctx, tmp_path, frames=900)
-    job = preview.start_preview(ctx, str(tmp_path / "cancelled.mp4"), frame_step=1)
+    job = preview.start_preview(ctx, str(tmp_path / "cancelled.mp4"))
     folder = preview._PREVIEW["folder"]
     deadline = time.monotonic() + 120
     status = job.tick()
@@ -217,7 +218,7 @@ def test_background_preview_leaves_the_scene_untouched(ctx, tmp_path):
     preview.finish_preview()
     assert status.state.name == "DONE", status.error
     assert os.path.getsize(tmp_path / "bg.mp4") > 1000
-    assert status.result["fps"] == 15.0 and "poses" in status.result["timings"]
+    assert status.result["fps"] == 30.0 and status.result["frames"] == 6 and "poses" in status.result["timings"]
     assert (ctx.scene.render.engine, ctx.scene.render.filepath, ctx.scene.render.resolution_x) == render_before
     assert data_snapshot(ctx.scene) == snap
 

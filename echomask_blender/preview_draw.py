@@ -55,8 +55,9 @@ TIME_BAR = _linear((150, 200, 120))
 HEAD_CENTRE = (0.0, 0.045, 0.02)
 HEAD_RADIUS = 0.105
 NOSE = (0.0, 0.04, 0.125)
-UPPER_LIP = ((0.025, -0.005, 0.1), (-0.025, -0.005, 0.1))    # on the head bone
-LOWER_LIP = ((0.022, -0.015, 0.095), (-0.022, -0.015, 0.095))  # on the jaw bone
+# each lip: its corners (the front view's line) and its middle from back to front (the side view's line)
+UPPER_LIP = ((0.025, -0.005, 0.095), (-0.025, -0.005, 0.095), (0.0, -0.005, 0.08), (0.0, -0.005, 0.107))  # head
+LOWER_LIP = ((0.022, -0.015, 0.09), (-0.022, -0.015, 0.09), (0.0, -0.015, 0.075), (0.0, -0.015, 0.1))   # jaw
 CHIN = (0.0, -0.065, 0.085)                                   # on the jaw bone
 
 FINE_JOINTS = ("index", "middle", "ring", "pinky", "thumb")
@@ -69,8 +70,8 @@ class PosedFrame:
     joints: np.ndarray          # (55, 3) SMPL-X joint positions (bone heads)
     head_centre: np.ndarray     # (3,)
     nose: np.ndarray            # (3,)
-    upper_lip: np.ndarray       # (2, 3) left, right corner
-    lower_lip: np.ndarray       # (2, 3)
+    upper_lip: np.ndarray       # (4, 3) left corner, right corner, middle back, middle front
+    lower_lip: np.ndarray       # (4, 3)
     chin: np.ndarray            # (3,)
 
 
@@ -130,30 +131,43 @@ class Canvas:
         self.pixels = template.copy()
 
     def lines(self, panel, a: np.ndarray, b: np.ndarray, colours: np.ndarray, radii: np.ndarray) -> None:
-        """Segments a[i] -> b[i] (panel pixel coordinates, (n, 2)), drawn in order (later ones on top)."""
-        x0, y0, w, h = panel
+        """Segments a[i] -> b[i] (panel pixel coordinates, (n, 2)), drawn in order (later ones on top).
+
+        A line is stepped one pixel at a time along its longer axis and widened across it (2r + 1 pixels):
+        a quarter of the writes of stamping a disc at every step, which is most of a frame's cost.
+        """
         ok = np.isfinite(a).all(1) & np.isfinite(b).all(1)
         a, b, colours, radii = a[ok], b[ok], colours[ok], radii[ok]
         if not len(a):
             return
+        _, _, w, h = panel
         steps = np.ceil(np.abs(b - a).max(1)).astype(np.int64) + 1
         steps = np.minimum(steps, 4 * (w + h))     # a wild point must not cost a huge line
         seg = np.repeat(np.arange(len(a)), steps)
         start = np.cumsum(steps) - steps
         t = (np.arange(len(seg)) - start[seg]) / np.maximum(steps[seg] - 1, 1)
         points = a[seg] + t[:, None] * (b[seg] - a[seg])
-        for radius in np.unique(radii[seg]):
-            pick = radii[seg] == radius
-            dx, dy = _KERNELS[int(radius)]
-            xs = (np.rint(points[pick, 0])[:, None] + dx).ravel().astype(np.int64)
-            ys = (np.rint(points[pick, 1])[:, None] + dy).ravel().astype(np.int64)
-            rgb = np.repeat(colours[seg[pick]], len(dx), axis=0)
-            inside = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
-            self.pixels[ys[inside] + y0, xs[inside] + x0, :3] = rgb[inside]
+        across_y = (np.abs(b[:, 0] - a[:, 0]) >= np.abs(b[:, 1] - a[:, 1]))[seg]   # mostly horizontal
+        r = radii[seg]
+        width = int(r.max())
+        offsets = np.arange(-width, width + 1)
+        keep = np.abs(offsets)[None, :] <= r[:, None]                               # (points, 2w + 1)
+        xs = np.rint(points[:, 0])[:, None] + np.where(across_y[:, None], 0, offsets[None])
+        ys = np.rint(points[:, 1])[:, None] + np.where(across_y[:, None], offsets[None], 0)
+        self._put(panel, xs[keep], ys[keep], np.broadcast_to(colours[seg][:, None], keep.shape + (3,))[keep])
 
     def dots(self, panel, points: np.ndarray, colour, radius: int) -> None:
-        self.lines(panel, points, points, np.broadcast_to(colour, (len(points), 3)).copy(),
-                   np.full(len(points), radius, np.int32))
+        points = points[np.isfinite(points).all(1)]
+        dx, dy = _KERNELS[radius]
+        xs = (np.rint(points[:, 0])[:, None] + dx).ravel()
+        ys = (np.rint(points[:, 1])[:, None] + dy).ravel()
+        self._put(panel, xs, ys, np.broadcast_to(colour, (len(xs), 3)))
+
+    def _put(self, panel, xs, ys, rgb) -> None:
+        x0, y0, w, h = panel
+        xs, ys = xs.astype(np.int64), ys.astype(np.int64)
+        inside = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
+        self.pixels[ys[inside] + y0, xs[inside] + x0, :3] = rgb[inside]
 
 
 def background(views_with_time: bool = True) -> np.ndarray:
@@ -199,22 +213,28 @@ class Drawer:
         radii = np.minimum(SEGMENT_RADII[_DRAWN] + fine_radius_boost, 3)
         canvas.lines(panel, a[order], b[order], SEGMENT_COLOURS[_DRAWN][order], radii[order])
 
-    def _face(self, canvas, panel, to_xy, pose: PosedFrame, head_radius_px, ring=True):
-        jaw = pose.joints[skeleton.JOINT_INDEX["jaw"]]
-        head = pose.joints[skeleton.JOINT_INDEX["head"]]
-        centre, _ = to_xy(pose.head_centre[None])
-        if ring and np.isfinite(centre).all():
-            ring_xy = centre + head_radius_px * _CIRCLE
-            canvas.lines(panel, ring_xy[:-1], ring_xy[1:], np.broadcast_to(CENTRE, (32, 3)).copy(),
-                         np.ones(32, np.int32))
-        nose_from, _ = to_xy(np.stack([head, pose.nose]))
-        canvas.lines(panel, nose_from[:1], nose_from[1:], CENTRE[None], np.ones(1, np.int32))
-        mouth = np.stack([pose.upper_lip[0], pose.upper_lip[1], pose.lower_lip[0], pose.lower_lip[1], jaw, pose.chin])
-        m, _ = to_xy(mouth)
-        canvas.lines(panel, m[[0, 2, 4]], m[[1, 3, 5]], np.stack([MOUTH, MOUTH, MOUTH]),
-                     np.array([2, 2, 2], np.int32))
-        eyes, _ = to_xy(pose.joints[[skeleton.JOINT_INDEX["left_eye_smplhf"], skeleton.JOINT_INDEX["right_eye_smplhf"]]])
+    def _face(self, canvas, panel, to_xy, pose: PosedFrame, head_radius_px, view: str):
+        """Head ring, nose, lips and eyes; the jaw line from the side, the chin as a dot from the front."""
+        joint = skeleton.JOINT_INDEX
+        points = np.concatenate([pose.joints[[joint["head"], joint["jaw"]]], pose.nose[None], pose.upper_lip,
+                                 pose.lower_lip, pose.chin[None], pose.head_centre[None],
+                                 pose.joints[[joint["left_eye_smplhf"], joint["right_eye_smplhf"]]]])
+        xy, _ = to_xy(points)
+        head, jaw, nose, upper, lower, chin, centre, eyes = xy[0], xy[1], xy[2], xy[3:7], xy[7:11], xy[11], xy[12], xy[13:]
+        ring = centre + head_radius_px * _CIRCLE
+        a = [ring[:-1], head[None], upper[[0, 2]], lower[[0, 2]]]
+        b = [ring[1:], nose[None], upper[[1, 3]], lower[[1, 3]]]
+        colours = [np.broadcast_to(CENTRE, (33, 3)), np.broadcast_to(MOUTH, (4, 3))]
+        radii = [np.ones(33, np.int32), np.full(4, 2, np.int32)]
+        if view == "side":
+            a.append(jaw[None])
+            b.append(chin[None])
+            colours.append(MOUTH[None])
+            radii.append(np.full(1, 2, np.int32))
+        canvas.lines(panel, np.concatenate(a), np.concatenate(b), np.concatenate(colours), np.concatenate(radii))
         canvas.dots(panel, eyes, EYES, 2)
+        if view == "front":
+            canvas.dots(panel, chin[None], MOUTH, 2)
 
     def _floor(self, canvas, panel, view, centre_x):
         """The floor line, with ticks every half metre that slide as the character travels."""
@@ -242,14 +262,14 @@ class Drawer:
             self._skeleton(canvas, panel, xy, depth)
             head_px = HEAD_RADIUS * self.views.scale * self.body_scale
             self._face(canvas, panel, lambda p, v=view, c=centre_x, pn=panel: self._body_xy(pn, v, p, c), pose,
-                       head_px)
+                       head_px, view)
 
             panel = PANELS[f"face_{view}"]
             xy, depth = self._face_xy(panel, view, pose.joints, pose.head_centre)
             self._skeleton(canvas, panel, xy, depth, fine_radius_boost=1)
             head_px = HEAD_RADIUS * self.views.scale * self.face_scale
             self._face(canvas, panel, lambda p, v=view, pn=panel: self._face_xy(pn, v, p, pose.head_centre), pose,
-                       head_px)
+                       head_px, view)
         if time_fraction is not None:
             width = int(round(np.clip(time_fraction, 0.0, 1.0) * (SIZE[0] - 1)))
             canvas.pixels[0:3, :width + 1, :3] = TIME_BAR

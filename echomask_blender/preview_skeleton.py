@@ -107,14 +107,14 @@ class PoseReader:
             """Rest points carried by the joint's bone (its pose relative to rest), in world space."""
             bone = self.bone_of_joint[skeleton.JOINT_INDEX[joint]]
             if points is None or bone < 0:
-                return np.full((4, 3), np.nan)
+                return np.full((len(points) if points is not None else 5, 3), np.nan)
             moved = (posed[bone] @ self.rest_inverse[bone])[:3]
             local = points @ moved[:, :3].T + moved[:, 3]
             return local @ world[:3, :3].T + world[:3, 3]
 
         on_head, on_jaw = ride(self.head_points, "head"), ride(self.jaw_points, "jaw")
         return preview_draw.PosedFrame(joints=joints, head_centre=on_head[0], nose=on_head[1],
-                                       upper_lip=on_head[2:4], lower_lip=on_jaw[0:2], chin=on_jaw[2])
+                                       upper_lip=on_head[2:6], lower_lip=on_jaw[0:4], chin=on_jaw[4])
 
 
 @contextlib.contextmanager

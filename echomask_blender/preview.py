@@ -8,7 +8,7 @@
   - "skeleton" (default, faster than real time on 2 CPU cores, no GPU or GL needed): the posed bones drawn
     from the front and the side, with a close-up of the head, jaw and lips (preview_skeleton.py,
     preview_draw.py); every frame by default, or every 2nd (15 fps for a 30 fps take, the sound whole).
-  - "workbench" (slow: a 3D render of every frame, about 0.25 s each on a 2-core CPU with software GL):
+  - "workbench" (slow: a 3D render of every frame, about 0.27 s each on a 2-core CPU with software GL):
     shaded, and with the SMPL-X mesh when the rig has one; a bone-only rig renders as a stick figure (a
     temporary skinned mesh).
 """

@@ -236,3 +236,21 @@ def test_headless_render_preview_from_the_command_line(ctx, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "core", "render-preview", str(tmp_path / "none.blend"), "-o",
                           str(tmp_path / "x.mp4")], cwd=str(ROOT), capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and ".blend file not found" in bad.stderr
+
+
+def test_skeleton_preview_of_a_character_rig_through_its_bone_map(ctx, tmp_path):
+    """A character's own rig (UE5 bone names, an applied bone map) is drawn through its map."""
+    from echomask.core.retarget import solve
+    from echomask.core.retarget.bone_map import load_bone_map, preset_path
+    from echomask.echomask_blender import bone_mapping, preview, preview_skeleton
+
+    import retarget_rigs
+
+    obj = retarget_rigs.build_ue5_rig(ctx)
+    bone_mapping.apply_bone_map(ctx, obj, load_bone_map(preset_path("ue5")), solve.RetargetOptions(),
+                                synthetic_take(n=10, scale=0.3), name="ue", frame_start=1)
+    ctx.view_layer.update()
+    pose = preview_skeleton.PoseReader(obj).read()
+    assert np.isfinite(pose.joints[[0, 15, 20, 21]]).all() and np.isfinite(pose.head_centre).all()
+    result = preview.render_preview_in_scene(ctx.scene, obj, str(tmp_path / "ue5.mp4"), frame_start=1, frame_end=10)
+    assert result["frames"] == 10 and _figure_pixels(_first_picture(result["output"])) > 1000

@@ -346,8 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skeleton (default): the posed bones with a head/jaw close-up, faster than real time; "
                         "workbench: a shaded 3D render of every frame (slow without a GPU)")
     p.add_argument("--frame-step", type=int, default=None,
-                   help="skeleton style: draw every n-th frame, the sound stays whole (default 1; 2 = 15 fps for "
-                        "a 30 fps take, about twice as fast)")
+                   help="skeleton style: draw every n-th frame, the sound stays whole (default 2: 15 fps for a "
+                        "30 fps take; 1 = every frame, about twice as long)")
     p.set_defaults(func=cmd_render_preview)
 
     p = sub.add_parser("convert-official", help="convert the official EchoMask release (non-commercial) into "

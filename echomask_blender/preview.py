@@ -7,7 +7,8 @@
   stays usable; the same code renders headless (`python -m core render-preview`). Two styles:
   - "skeleton" (default, faster than real time on 2 CPU cores, no GPU or GL needed): the posed bones drawn
     from the front and the side, with a close-up of the head, jaw and lips (preview_skeleton.py,
-    preview_draw.py); every frame by default, or every 2nd (15 fps for a 30 fps take, the sound whole).
+    preview_draw.py); by default every 2nd frame (15 fps for a 30 fps take) with the whole sound, or every
+    frame.
   - "workbench" (slow: a 3D render of every frame, about 0.27 s each on a 2-core CPU with software GL):
     shaded, and with the SMPL-X mesh when the rig has one; a bone-only rig renders as a stick figure (a
     temporary skinned mesh).
@@ -38,9 +39,9 @@ STYLES = (("SKELETON", "Skeleton (fast)", "The posed bones from the front and th
                                           "close-up; faster than real time, no GPU needed"),
           ("WORKBENCH", "Workbench (slow)", "A shaded 3D render of every frame (the SMPL-X mesh when the rig "
                                             "has one); several times slower than real time without a GPU"))
-# Skeleton style: every frame takes about half the take's duration on 2 busy CPU cores (bench_preview.py);
-# 2 (15 fps for a 30 fps take) halves that again for slower machines.
-DEFAULT_FRAME_STEP = 1
+# Skeleton style, every 2nd frame: a 62 s take in about a quarter of its duration on 2 busy CPU cores
+# (bench_preview.py); every frame took 0.4x (5.x) to 0.9x (4.2) there, too close to real time for a default.
+DEFAULT_FRAME_STEP = 2
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "preview_job.py")
 
 
@@ -311,10 +312,10 @@ class ECHOMASK_OT_render_preview(DisabledReasonPoll, TimerModal, bpy.types.Opera
 
     filepath: bpy.props.StringProperty(subtype="FILE_PATH", options={"SKIP_SAVE"})
     style: bpy.props.EnumProperty(name="Style", items=STYLES, default="SKELETON")
-    half_rate: bpy.props.BoolProperty(
-        name="Half Frame Rate", default=False,
-        description="Skeleton style: draw every 2nd frame (15 fps for a 30 fps take; the sound stays whole), "
-                    "about twice as fast")
+    every_frame: bpy.props.BoolProperty(
+        name="Every Frame", default=False,
+        description="Skeleton style: draw every frame instead of every 2nd (30 fps for a 30 fps take: smoother, "
+                    "about twice as long)")
 
     @classmethod
     def disabled_reason(cls, context):
@@ -332,7 +333,7 @@ class ECHOMASK_OT_render_preview(DisabledReasonPoll, TimerModal, bpy.types.Opera
     def execute(self, context):
         try:
             start_preview(context, self.filepath, style=self.style,
-                          frame_step=2 if self.half_rate and self.style == "SKELETON" else 1)
+                          frame_step=1 if self.every_frame or self.style == "WORKBENCH" else DEFAULT_FRAME_STEP)
         except EchoMaskError as err:
             self.report({"ERROR"}, str(err))
             return {"CANCELLED"}

@@ -73,14 +73,15 @@ def _figure_pixels(picture):
     return int((np.abs(flat - background).max(1) > 0.1).sum())
 
 
-@pytest.mark.parametrize("style,frames", [("SKELETON", 45), ("WORKBENCH", 6)])
-def test_render_preview_writes_a_small_mp4_with_the_speech(ctx, tmp_path, style, frames):
+@pytest.mark.parametrize("style,frames,fps", [("SKELETON", 45, 15.0), ("WORKBENCH", 6, 30.0)])
+def test_render_preview_writes_a_small_mp4_with_the_speech(ctx, tmp_path, style, frames, fps):
+    """The skeleton style by default draws every 2nd frame (15 fps), the sound whole; Workbench every frame."""
     from echomask.echomask_blender import compat, preview
 
     rig = _scene_with_take(ctx, tmp_path, frames=frames)
     result = preview.render_preview_in_scene(ctx.scene, rig, str(tmp_path / "preview"), style=style)
     out = result["output"]
-    assert result["fps"] == 30.0 and result["frames"] == frames           # the default: every frame
+    assert result["fps"] == fps and result["frames"] == int(np.ceil(frames * fps / 30.0))
     assert out.endswith("preview.mp4") and os.path.getsize(out) > 1000
     data = open(out, "rb").read()
     assert b"ftyp" in data[:32] and b"avc1" in data            # an MP4 with H.264 video
@@ -95,14 +96,15 @@ def test_render_preview_writes_a_small_mp4_with_the_speech(ctx, tmp_path, style,
         assert "audio" not in tracks and b"mp4a" not in data      # no Audaspace: video only, said in the docs
 
 
-def test_half_rate_preview_skips_frames_but_keeps_the_whole_speech(ctx, tmp_path):
-    """15 fps for a 30 fps take of an odd frame count: the picture ends with the sound, within a frame."""
+@pytest.mark.parametrize("frame_step,fps,video_frames", [(2, 15.0, 31), (1, 30.0, 61)])
+def test_skipped_frames_keep_the_whole_speech(ctx, tmp_path, frame_step, fps, video_frames):
+    """An odd frame count at 15 fps, and every frame: the picture ends with the sound, within a frame."""
     from echomask.echomask_blender import compat, preview
 
     rig = _scene_with_take(ctx, tmp_path, frames=61)
-    result = preview.render_preview_in_scene(ctx.scene, rig, str(tmp_path / "half.mp4"), frame_step=2)
+    result = preview.render_preview_in_scene(ctx.scene, rig, str(tmp_path / "rate.mp4"), frame_step=frame_step)
     tracks = _tracks(result["output"])
-    assert result["fps"] == 15.0 and result["frames"] == tracks["video"]["frames"] == 31
+    assert result["fps"] == fps and result["frames"] == tracks["video"]["frames"] == video_frames
     assert abs(tracks["video"]["duration"] - 61 / 30.0) <= 1 / 30.0 + 1e-6
     if compat.HAS_AUDASPACE:
         assert abs(tracks["audio"]["duration"] - 61 / 30.0) <= 2 / 30.0
@@ -218,7 +220,7 @@ def test_background_preview_leaves_the_scene_untouched(ctx, tmp_path):
     preview.finish_preview()
     assert status.state.name == "DONE", status.error
     assert os.path.getsize(tmp_path / "bg.mp4") > 1000
-    assert status.result["fps"] == 30.0 and status.result["frames"] == 6 and "poses" in status.result["timings"]
+    assert status.result["fps"] == 15.0 and status.result["frames"] == 3 and "poses" in status.result["timings"]
     assert (ctx.scene.render.engine, ctx.scene.render.filepath, ctx.scene.render.resolution_x) == render_before
     assert data_snapshot(ctx.scene) == snap
 
@@ -253,4 +255,4 @@ def test_skeleton_preview_of_a_character_rig_through_its_bone_map(ctx, tmp_path)
     pose = preview_skeleton.PoseReader(obj).read()
     assert np.isfinite(pose.joints[[0, 15, 20, 21]]).all() and np.isfinite(pose.head_centre).all()
     result = preview.render_preview_in_scene(ctx.scene, obj, str(tmp_path / "ue5.mp4"), frame_start=1, frame_end=10)
-    assert result["frames"] == 10 and _figure_pixels(_first_picture(result["output"])) > 1000
+    assert result["frames"] == 5 and _figure_pixels(_first_picture(result["output"])) > 1000

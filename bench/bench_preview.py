@@ -15,6 +15,7 @@ import argparse
 import importlib.util
 import os
 import pathlib
+import shutil
 import sys
 import tempfile
 import time
@@ -69,11 +70,17 @@ def main(argv=None) -> int:
     parser.add_argument("--keep", default=None, help="copy the MP4 here")
     args = parser.parse_args(argv)
 
+    extension = import_repo_as_package()
+    extension.register()
+    try:
+        return run(args)
+    finally:
+        extension.unregister()   # the 4.5 module hung at exit with the add-on still registered
+
+
+def run(args) -> int:
     import bpy
 
-    import_repo_as_package()
-    registered = __import__("echomask")
-    registered.register()
     from echomask.echomask_blender import compat, preview, preview_mp4, rig, takes
 
     frames = int(round(args.seconds * FPS))
@@ -113,9 +120,8 @@ def main(argv=None) -> int:
     if status.result and status.result.get("timings"):
         print("  phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in status.result["timings"].items()))
     if args.keep:
-        import shutil
-
         shutil.copy(output, args.keep)
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -170,7 +170,7 @@ class Canvas:
         self.pixels[ys[inside] + y0, xs[inside] + x0, :3] = rgb[inside]
 
 
-def background(views_with_time: bool = True) -> np.ndarray:
+def background() -> np.ndarray:
     """The empty frame: panels with their edges."""
     width, height = SIZE
     image = np.empty((height, width, 4), np.float32)

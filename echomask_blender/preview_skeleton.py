@@ -159,10 +159,10 @@ def sample_poses(scene, armature, frames, progress=None) -> list[preview_draw.Po
 
 
 def views_for(armature, poses) -> preview_draw.Views:
-    reader_axes = PoseReader(armature)
-    left, up, forward = reader_axes.axes_world()
-    joints = np.stack([p.joints for p in poses])
-    return preview_draw.views_for_take(joints, left, up, forward, scale=reader_axes.scale)
+    """The take's projection axes (the rig's rest orientation) and height range (every sampled pose)."""
+    reader = PoseReader(armature)
+    left, up, forward = reader.axes_world()
+    return preview_draw.views_for_take(np.stack([p.joints for p in poses]), left, up, forward, scale=reader.scale)
 
 
 # ----------------------------------------------------------------------------------------------- sound

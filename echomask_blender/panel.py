@@ -300,6 +300,15 @@ class VIEW3D_PT_echomask_output(bpy.types.Panel):
         layout = self.layout
         layout.operator(ECHOMASK_OT_speech_sync.bl_idname, icon="SPEAKER")
         layout.operator(ECHOMASK_OT_render_preview.bl_idname, icon="RENDER_ANIMATION")
+        reason = ECHOMASK_OT_render_preview.disabled_reason(context)
+        if reason:
+            _wrap(layout, reason, icon="INFO")
+        else:   # the style and frame rate are chosen in the file dialog
+            from .preview import DEFAULT_FRAME_STEP
+
+            fps = context.scene.render.fps / context.scene.render.fps_base
+            _wrap(layout, f"Skeleton at {fps / DEFAULT_FRAME_STEP:.3g} fps with the speech (Workbench, every frame: "
+                          "in the file dialog)", icon="INFO")
         col = layout.column(align=True)
         for fmt, label, icon in (("FBX_UNITY", "FBX for Unity", "EXPORT"), ("FBX_UNREAL", "FBX for Unreal", "EXPORT"),
                                  ("BVH", "BVH", "EXPORT"), ("NPZ", "SMPL-X .npz (BEAT2)", "EXPORT")):

@@ -2,11 +2,16 @@
 
 - Speech sync: the speech is a sound strip on the timeline (Generate adds one for a file source) and the
   scene plays with "Sync to Audio", so viewport playback drops frames rather than drifting from the voice.
-- Render Preview: Workbench, 640x360, H.264 + AAC with the scene's sound, over the playing take. It runs in
-  a separate Blender process on a saved copy of the file, so the scene's render settings are never touched
-  and Blender stays usable; the same code renders headless (`python -m core render-preview`).
-  A bone-only rig renders as a stick figure (a temporary skinned mesh); a rig with its SMPL-X mesh renders
-  the mesh.
+- Render Preview: a 640x360 H.264 + AAC MP4 of the playing take with the scene's sound. It runs in a
+  separate Blender process on a saved copy of the file, so the animator's scene is never touched and Blender
+  stays usable; the same code renders headless (`python -m core render-preview`). Two styles:
+  - "skeleton" (default, faster than real time on 2 CPU cores, no GPU or GL needed): the posed bones drawn
+    from the front and the side, with a close-up of the head, jaw and lips (preview_skeleton.py,
+    preview_draw.py); by default every 2nd frame (15 fps for a 30 fps take) with the whole sound, or every
+    frame.
+  - "workbench" (slow: a 3D render of every frame, about 0.27 s each on a 2-core CPU with software GL):
+    shaded, and with the SMPL-X mesh when the rig has one; a bone-only rig renders as a stick figure (a
+    temporary skinned mesh).
 """
 from __future__ import annotations
 
@@ -24,12 +29,20 @@ from ..core.errors import EchoMaskError
 from . import compat
 from ..core.jobs.client import JobState, WorkerJob
 from ..core.jobs.protocol import emit
+from . import preview_skeleton
 from .modal_timer import TimerModal
 from .rig import BONE_NAMES, check_smplx_armature
 from .poll import DisabledReasonPoll
 from .takes import playing_take, playing_take_reason
 
 PREVIEW_SIZE = (640, 360)
+STYLES = (("SKELETON", "Skeleton (fast)", "The posed bones from the front and the side with a head and jaw "
+                                          "close-up; faster than real time, no GPU needed"),
+          ("WORKBENCH", "Workbench (slow)", "A shaded 3D render of every frame (the SMPL-X mesh when the rig "
+                                            "has one); several times slower than real time without a GPU"))
+# Skeleton style, every 2nd frame: a 62 s take in about a quarter of its duration on 2 busy CPU cores
+# (bench_preview.py); every frame took 0.4x (5.x) to 0.9x (4.2) there, too close to real time for a default.
+DEFAULT_FRAME_STEP = 2
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "preview_job.py")
 
 
@@ -122,8 +135,13 @@ def _framing_camera(scene, armature, first: int, last: int) -> bpy.types.Object:
 
 
 def render_preview_in_scene(scene, armature, output: str, frame_start: int | None = None,
-                            frame_end: int | None = None, progress=None) -> str:
-    """Render the preview MP4 in *this* process (it changes render settings: use it on a copy, headless)."""
+                            frame_end: int | None = None, progress=None, style: str = "SKELETON",
+                            frame_step: int = DEFAULT_FRAME_STEP) -> dict:
+    """Render the preview MP4 in *this* process; returns {"output", "frames", "fps", "audio", ...}.
+
+    SKELETON only reads the scene (its current frame is put back); WORKBENCH changes render settings and
+    adds objects: use it on a copy, headless, as the panel does.
+    """
     check_smplx_armature(armature)
     take = playing_take(armature)
     first = frame_start if frame_start is not None else (take.frame_start if take else scene.frame_start)
@@ -135,6 +153,20 @@ def render_preview_in_scene(scene, armature, output: str, frame_start: int | Non
         output += ".mp4"
     if not os.path.isdir(os.path.dirname(output)):
         raise EchoMaskError(f"Cannot write {output}: its folder does not exist.")
+    style = style.upper()
+    if style == "SKELETON":
+        return preview_skeleton.render_skeleton_preview(scene, armature, output, int(first), int(last),
+                                                        frame_step, progress)
+    if style != "WORKBENCH":
+        raise EchoMaskError(f"Unknown preview style '{style}' (known: skeleton, workbench).")
+    reason = preview_skeleton.ffmpeg_missing_reason()
+    if reason:
+        raise EchoMaskError(reason)
+    return _render_workbench(scene, armature, output, int(first), int(last), progress)
+
+
+def _render_workbench(scene, armature, output: str, first: int, last: int, progress=None) -> dict:
+    """The shaded 3D render of every frame (changes the scene's render settings: a copy only)."""
     has_mesh = any(child.type == "MESH" for child in armature.children)
     if not has_mesh:
         _stick_figure(armature)
@@ -181,7 +213,8 @@ def render_preview_in_scene(scene, armature, output: str, frame_start: int | Non
             bpy.app.handlers.render_post.remove(on_frame)
     if "FINISHED" not in result or not os.path.isfile(output):
         raise EchoMaskError("The preview render did not produce a video (is this Blender built with FFmpeg?).")
-    return output
+    return {"output": output, "frames": last - first + 1, "fps": scene.render.fps / scene.render.fps_base,
+            "audio": compat.HAS_AUDASPACE and bool(compat.all_sound_strips(scene))}
 
 
 def task_render_preview(request: dict) -> dict:
@@ -204,9 +237,9 @@ def task_render_preview(request: dict) -> dict:
         if request.get("events"):
             emit("progress", fraction=round(fraction, 4), message=message)
 
-    out = render_preview_in_scene(scene, armature, request["output"], request.get("frame_start"),
-                                  request.get("frame_end"), progress)
-    return {"output": out, "frames": scene.frame_end - scene.frame_start + 1}
+    return render_preview_in_scene(scene, armature, request["output"], request.get("frame_start"),
+                                   request.get("frame_end"), progress, style=request.get("style") or "SKELETON",
+                                   frame_step=request.get("frame_step") or DEFAULT_FRAME_STEP)
 
 
 # ------------------------------------------------------------------------------------------ operators
@@ -239,7 +272,10 @@ def preview_command(blend: str, request_path: str) -> list[str]:
 _PREVIEW: dict = {}
 
 
-def start_preview(context, output: str) -> WorkerJob:
+def start_preview(context, output: str, style: str = "SKELETON", frame_step: int = DEFAULT_FRAME_STEP) -> WorkerJob:
+    reason = preview_skeleton.ffmpeg_missing_reason()
+    if reason:
+        raise EchoMaskError(reason)
     settings = context.scene.echomask
     rig = settings.target
     check_smplx_armature(rig)
@@ -249,7 +285,7 @@ def start_preview(context, output: str) -> WorkerJob:
     blend = os.path.join(folder, "preview.blend")
     bpy.ops.wm.save_as_mainfile(filepath=blend, copy=True, check_existing=False)
     request = {"blend": blend, "output": os.path.abspath(bpy.path.abspath(output)), "armature": rig.name,
-               "events": True}
+               "events": True, "style": style.upper(), "frame_step": int(frame_step)}
     request_path = os.path.join(folder, "request.json")
     with open(request_path, "w") as f:
         json.dump(request, f)
@@ -269,13 +305,18 @@ def finish_preview() -> None:
 
 
 class ECHOMASK_OT_render_preview(DisabledReasonPoll, TimerModal, bpy.types.Operator):
-    """Render a small MP4 of the playing take with its speech (Workbench) in the background"""
+    """Render a small MP4 of the playing take with its speech in the background"""
 
     bl_idname = "echomask.render_preview"
     bl_label = "Render Preview"
     bl_options = {"REGISTER"}
 
     filepath: bpy.props.StringProperty(subtype="FILE_PATH", options={"SKIP_SAVE"})
+    style: bpy.props.EnumProperty(name="Style", items=STYLES, default="SKELETON")
+    every_frame: bpy.props.BoolProperty(
+        name="Every Frame", default=False,
+        description="Skeleton style: draw every frame instead of every 2nd (30 fps for a 30 fps take: smoother, "
+                    "about twice as long)")
 
     @classmethod
     def disabled_reason(cls, context):
@@ -292,7 +333,8 @@ class ECHOMASK_OT_render_preview(DisabledReasonPoll, TimerModal, bpy.types.Opera
 
     def execute(self, context):
         try:
-            start_preview(context, self.filepath)
+            start_preview(context, self.filepath, style=self.style,
+                          frame_step=1 if self.every_frame or self.style == "WORKBENCH" else DEFAULT_FRAME_STEP)
         except EchoMaskError as err:
             self.report({"ERROR"}, str(err))
             return {"CANCELLED"}

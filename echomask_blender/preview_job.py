@@ -2,7 +2,7 @@
 
     blender --background FILE.blend --python preview_job.py -- REQUEST.json     (from Blender's UI)
     python preview_job.py -- REQUEST.json                                       (a Python with the bpy module)
-REQUEST: {"blend", "output", "armature"?, "frame_start"?, "frame_end"?}. See preview.py.
+REQUEST: {"blend", "output", "armature"?, "frame_start"?, "frame_end"?, "style"?, "frame_step"?}. See preview.py.
 """
 import importlib.util
 import json
@@ -27,7 +27,8 @@ def main() -> int:
         request["events"] = True
         emit("started")
         result = preview.task_render_preview(request)
-        emit("done", result=result["output"], frames=result["frames"])
+        emit("done", result=result["output"], frames=result["frames"], fps=result["fps"], audio=result["audio"],
+             timings=result.get("timings", {}))
         return 0
     except EchoMaskError as err:
         emit("error", message=str(err), kind=type(err).__name__)

@@ -111,14 +111,15 @@ def cmd_lipsync(args) -> int:
 
 
 def cmd_render_preview(args) -> int:
-    """A small MP4 (Workbench, with the speech) of the playing EchoMask take in a .blend, headless."""
+    """A small MP4 (the posed skeleton, or a Workbench render, with the speech) of the playing take in a .blend."""
     import os
 
     from .blender_bridge import run_blender_task
 
     out = run_blender_task("render_preview", blend=os.path.abspath(args.blend), output=os.path.abspath(args.output),
-                           armature=args.armature)
-    print(f"Wrote {out['output']} ({out['frames']} frames).")
+                           armature=args.armature, style=args.style.upper(), frame_step=args.frame_step)
+    print(f"Wrote {out['output']} ({out['frames']} frames at {out['fps']:g} fps"
+          f"{', with the speech' if out['audio'] else ', no sound'}).")
     return 0
 
 
@@ -346,6 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("blend", help="the .blend file with an SMPL-X rig and a take")
     p.add_argument("-o", "--output", required=True, help="the video to write (.mp4)")
     p.add_argument("--armature", default=None, help="the rig's name (default: the first rig with a playing take)")
+    p.add_argument("--style", default="skeleton", choices=("skeleton", "workbench"),
+                   help="skeleton (default): the posed bones with a head/jaw close-up, faster than real time; "
+                        "workbench: a shaded 3D render of every frame (slow without a GPU)")
+    p.add_argument("--frame-step", type=int, default=None,
+                   help="skeleton style: draw every n-th frame, the sound stays whole (default 2: 15 fps for a "
+                        "30 fps take; 1 = every frame, about twice as long)")
     p.set_defaults(func=cmd_render_preview)
 
     p = sub.add_parser("convert-official", help="convert the official EchoMask release (non-commercial) into "

@@ -77,7 +77,10 @@ def main(argv=None) -> int:
 
     echomask = _import_package()
     echomask.register()
-    from echomask.echomask_blender import compat, generate_op, rig, takes
+    from echomask.echomask_blender import compat
+    from echomask.echomask_blender.rigs import rig
+    from echomask.echomask_blender.run import generate_op
+    from echomask.echomask_blender.takes import nla as takes
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     context = bpy.context

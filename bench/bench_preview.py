@@ -81,7 +81,10 @@ def main(argv=None) -> int:
 def run(args) -> int:
     import bpy
 
-    from echomask.echomask_blender import compat, preview, preview_mp4, rig, takes
+    from echomask.echomask_blender import compat
+    from echomask.echomask_blender.preview import render_preview as preview, mp4 as preview_mp4
+    from echomask.echomask_blender.rigs import rig
+    from echomask.echomask_blender.takes import nla as takes
 
     frames = int(round(args.seconds * FPS))
     tmp = tempfile.mkdtemp(prefix="bench_preview_")

@@ -34,7 +34,7 @@ def run_rig(kind: str, take, step: int, foot_correction: bool = True) -> dict:
     from echomask.core.retarget import solve
     from echomask.core.retarget.bone_map import load_bone_map, preset_path
     from echomask.core.retarget.quality import measure
-    from echomask.echomask_blender import bone_mapping, retarget
+    from echomask.echomask_blender.rigs import bone_mapping, retarget
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     context = bpy.context

@@ -97,7 +97,8 @@ def simplify(path: str, source: str, args) -> int:
 
     echomask = import_repo_as_package()
     from echomask.core.motion.take import load_take, resample_take
-    from echomask.echomask_blender import rekey, rig, takes
+    from echomask.echomask_blender.rigs import rig
+    from echomask.echomask_blender.takes import rekey, nla as takes
 
     take = load_take(path)
     if abs(take.fps - 30.0) > 1e-6:

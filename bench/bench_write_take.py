@@ -56,7 +56,8 @@ def main(argv=None) -> int:
     import_repo_as_package()
     from echomask.core.motion import skeleton
     from echomask.core.motion.take import Take
-    from echomask.echomask_blender import keys, mesh, rig
+    from echomask.echomask_blender.rigs import mesh, rig
+    from echomask.echomask_blender.takes import keys
 
     frames = int(round(args.seconds * 30))
     rng = np.random.default_rng(1)

@@ -1,12 +1,18 @@
 """EchoMask's Blender layer (bpy only here; all maths and file formats live in the sibling `core` package).
 
-Modules: compat (every 4.2/4.5/5.0 difference), rig (SMPL-X armature), mesh (skinned mesh from the user's
-SMPL-X model), keys (bulk take writer), scene_io (import/export of takes), operators, preferences, and
-headless.py (the script core/jobs/blender_bridge.py runs). `register()` registers one list of classes.
+Folders by role: ui/ (panel, preferences, disabled-reason poll), run/ (Generate, the warm worker, the speech
+source, the generator runtime), takes/ (the key writer, takes as NLA tracks, re-key tools), rigs/ (SMPL-X
+armature and mesh, the animator's own characters: bone and face mapping), exchange/ (import, FBX/BVH/npz
+export, menu operators), preview/ (Render Preview). compat.py holds every Blender-version difference;
+workflow.py lists the workflow's classes; headless.py, preview_job.py and retarget_job.py are the scripts a
+background Blender runs (core/jobs/blender_bridge.py, Render Preview). `register()` registers one list.
 """
 import bpy
 
-from . import bone_mapping, face_mapping, operators, preferences, workflow
+from . import workflow
+from .exchange import operators
+from .rigs import bone_mapping, face_mapping
+from .ui import preferences
 
 CLASSES = (*preferences.CLASSES, *operators.CLASSES, *face_mapping.CLASSES, *bone_mapping.CLASSES, *workflow.CLASSES)
 

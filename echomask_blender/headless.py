@@ -60,7 +60,7 @@ def _output_path(path: str | None, suffix: str) -> str | None:
 def _save_outputs(context, armature_name: str, blend: str | None, fbx: str | None) -> dict:
     import bpy
 
-    from echomask.echomask_blender import scene_io
+    from echomask.echomask_blender.exchange import scene_io
 
     out = {}
     if fbx:
@@ -78,7 +78,7 @@ def task_import_take(request: dict) -> dict:
     the take's), smplx_model (the user's SMPL-X .npz or null: also build the mesh).
     """
     from echomask.core.errors import EchoMaskError
-    from echomask.echomask_blender import scene_io
+    from echomask.echomask_blender.exchange import scene_io
 
     blend = _output_path(request.get("blend"), ".blend")
     fbx = _output_path(request.get("fbx"), ".fbx")
@@ -96,8 +96,8 @@ def task_import_take(request: dict) -> dict:
 
 
 def task_render_preview(request: dict) -> dict:
-    """A small MP4 of the playing EchoMask take of a .blend (echomask_blender/preview.py)."""
-    from echomask.echomask_blender import preview
+    """A small MP4 of the playing EchoMask take of a .blend (echomask_blender/preview/render_preview.py)."""
+    from echomask.echomask_blender.preview import render_preview as preview
 
     return preview.task_render_preview(request)
 

@@ -20,7 +20,7 @@ def main() -> int:
     headless.bootstrap_package()
     from echomask.core.errors import EchoMaskError
     from echomask.core.jobs.protocol import emit
-    from echomask.echomask_blender import preview
+    from echomask.echomask_blender.preview import render_preview as preview
 
     try:
         request = json.loads(pathlib.Path(argv[0]).read_text())

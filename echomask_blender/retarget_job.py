@@ -52,7 +52,9 @@ def task_retarget(request: dict) -> dict:
     from ..core.retarget.bone_map import load_bone_map, preset_path
     from ..core.retarget.solve import RetargetOptions
     from ..core.motion.take import load_take, resample_take
-    from . import bone_mapping, export, retarget, takes
+    from .exchange import export
+    from .rigs import bone_mapping, retarget
+    from .takes import nla as takes
 
     out = os.path.abspath(os.path.expanduser(request["out"]))
     ext = os.path.splitext(out)[1].lower()

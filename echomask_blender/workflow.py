@@ -1,6 +1,10 @@
 """Registration of the animator's workflow: the EchoMask sidebar panel, generation, takes, re-key,
 preview, export and the runtime tools (one list, added to the package's register list in __init__.py)."""
-from . import export, generate_op, panel, preview, rekey, runtime_ops, takes, worker_service
+from .exchange import export
+from .preview import render_preview as preview
+from .run import generate_op, runtime_ops, worker_service
+from .takes import rekey, nla as takes
+from .ui import panel
 
 # PropertyGroups first (the panel settings point at them), then operators, UI lists and panels.
 CLASSES = (*panel.PROPERTY_CLASSES, *runtime_ops.CLASSES, *generate_op.CLASSES, *takes.CLASSES, *rekey.CLASSES,

@@ -13,7 +13,7 @@ from echomask.core.motion import rotations as R
 from echomask.core.motion import skeleton as S
 from echomask.core.motion.take import Take, save_take
 
-# SMPL-X axes -> Blender axes, as in echomask_blender/rig.py (restated here so the tests check the rig).
+# SMPL-X axes -> Blender axes, as in echomask_blender/rigs/rig.py (restated here so the tests check the rig).
 C = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
 

@@ -44,7 +44,7 @@ def studio(ctx, tmp_path, monkeypatch):
     ctx.scene.render.fps = 30
     ctx.scene.render.fps_base = 1.0
     yield ctx
-    from echomask.echomask_blender import generate_op
+    from echomask.echomask_blender.run import generate_op
 
     run = generate_op.current_run()
     if run is not None:  # a failed test must not leave a worker behind
@@ -72,7 +72,7 @@ def make_rig(ctx, with_face=True, n_expressions=4):
     """An EchoMask SMPL-X rig; with a tiny child mesh carrying Exp000.. shape keys (a stand-in face)."""
     import bpy
 
-    from echomask.echomask_blender import rig
+    from echomask.echomask_blender.rigs import rig
 
     arm = rig.create_smplx_armature(ctx)
     if with_face:

@@ -14,7 +14,7 @@ pytestmark = requires_bpy
 
 
 def _setup(ctx, n=24, fps=30):
-    from echomask.echomask_blender import takes
+    from echomask.echomask_blender.takes import nla as takes
 
     ctx.scene.render.fps = fps
     rig = make_rig(ctx, with_face=False)
@@ -42,7 +42,7 @@ def _imported_armature(before):
 def test_fbx_presets_round_trip_the_playing_take(ctx, tmp_path, preset, unit_scale):
     import bpy
 
-    from echomask.echomask_blender import export
+    from echomask.echomask_blender.exchange import export
 
     rig, take = _setup(ctx)
     snap = data_snapshot(ctx.scene)
@@ -67,7 +67,8 @@ def test_fbx_starts_on_the_speech_and_is_named_after_the_take(ctx, tmp_path):
     from time 0, so Blender's importer at its DEFAULT settings puts take frame 0 on frame 1."""
     import bpy
 
-    from echomask.echomask_blender import export, takes
+    from echomask.echomask_blender.exchange import export
+    from echomask.echomask_blender.takes import nla as takes
 
     rig = make_rig(ctx, with_face=False)
     take = synthetic_take(n=30, scale=0.4)
@@ -94,7 +95,7 @@ def test_fbx_starts_on_the_speech_and_is_named_after_the_take(ctx, tmp_path):
 def test_bvh_has_every_joint_and_frame_and_reimports_to_the_same_motion(ctx, tmp_path):
     import bpy
 
-    from echomask.echomask_blender import export
+    from echomask.echomask_blender.exchange import export
 
     rig, take = _setup(ctx)
     snap = data_snapshot(ctx.scene)
@@ -124,7 +125,7 @@ def test_bvh_has_every_joint_and_frame_and_reimports_to_the_same_motion(ctx, tmp
 @pytest.mark.parametrize("scene_fps", [30, 24])
 def test_npz_is_beat2_at_30_fps_and_matches_the_take(ctx, tmp_path, scene_fps):
     from echomask.core.motion.take import load_take, resample_take
-    from echomask.echomask_blender import export
+    from echomask.echomask_blender.exchange import export
 
     rig, take = _setup(ctx, n=48, fps=scene_fps)
     path = export.export_npz(ctx, rig, str(tmp_path / "take"))

@@ -84,7 +84,7 @@ def extension_zip(tmp_path_factory):
 def test_zip_holds_the_add_on_and_no_dev_files(extension_zip):
     names = zipfile.ZipFile(extension_zip).namelist()
     assert "blender_manifest.toml" in names and "__init__.py" in names
-    assert "echomask_blender/operators.py" in names and "core/motion/take.py" in names
+    assert "echomask_blender/exchange/operators.py" in names and "core/motion/take.py" in names
     # Install Runtime needs the pins for the Python of every supported Blender (3.11: 4.2-5.0, 3.13: 5.1+)
     assert {"echomask_blender/runtime_requirements/python3.11.txt",
             "echomask_blender/runtime_requirements/python3.13.txt"} <= set(names)

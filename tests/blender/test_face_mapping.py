@@ -50,7 +50,8 @@ def character(name="Toon", keys=("jawOpen", "mouthClose", "Mouth_A", "Mouth_D", 
 
 
 def _fw():
-    from echomask.echomask_blender import compat, face_mapping
+    from echomask.echomask_blender import compat
+    from echomask.echomask_blender.rigs import face_mapping
 
     return compat, face_mapping
 
@@ -179,7 +180,8 @@ def test_apply_operator_reports_missing_inputs(ctx):
 def test_apply_from_the_take_playing_on_an_smplx_rig(ctx):
     import bpy
 
-    from echomask.echomask_blender import rig, takes
+    from echomask.echomask_blender.rigs import rig
+    from echomask.echomask_blender.takes import nla as takes
 
     ctx.scene.render.fps, ctx.scene.render.fps_base = 30, 1.0
     armature = rig.create_smplx_armature(ctx)

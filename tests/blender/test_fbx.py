@@ -25,7 +25,7 @@ def _reimport(path):
 
 
 def test_fbx_round_trip_keeps_bones_motion_and_face(ctx, tmp_path):
-    from echomask.echomask_blender import scene_io
+    from echomask.echomask_blender.exchange import scene_io
 
     take = synthetic_take(n=36, seed=11)
     model = make_synthetic_smplx_model(tmp_path / "SMPLX_TEST.npz")
@@ -55,7 +55,7 @@ def test_fbx_round_trip_keeps_bones_motion_and_face(ctx, tmp_path):
 
 
 def test_fbx_holds_only_the_active_take(ctx, tmp_path):
-    from echomask.echomask_blender import scene_io
+    from echomask.echomask_blender.exchange import scene_io
 
     first = scene_io.import_take(ctx, write_take(tmp_path / "long.npz", synthetic_take(n=50, seed=1)),
                                  scene_io.ImportOptions(fps_mode="TAKE"))
@@ -76,7 +76,8 @@ def test_fbx_holds_only_the_active_take(ctx, tmp_path):
 
 
 def test_fbx_export_needs_a_take_and_a_folder(ctx, tmp_path):
-    from echomask.echomask_blender import rig, scene_io
+    from echomask.echomask_blender.exchange import scene_io
+    from echomask.echomask_blender.rigs import rig
 
     armature = rig.create_smplx_armature(ctx)
     with pytest.raises(EchoMaskError, match="no active take"):

@@ -15,7 +15,8 @@ pytestmark = requires_bpy
 
 
 def _gen():
-    from echomask.echomask_blender import generate_op, takes
+    from echomask.echomask_blender.run import generate_op
+    from echomask.echomask_blender.takes import nla as takes
 
     return generate_op, takes
 
@@ -189,7 +190,7 @@ def test_a_worker_warning_is_shown_with_the_take(studio, tmp_path, monkeypatch):
     import types
 
     generate_op, takes = _gen()
-    from echomask.echomask_blender import panel
+    from echomask.echomask_blender.ui import panel
 
     monkeypatch.setenv("ECHOMASK_FAKE_WARNING", MUSIC)
     studio.scene.frame_end = 100
@@ -451,7 +452,7 @@ def test_no_runtime_installed_says_how_to_get_one(studio, tmp_path, monkeypatch)
 
 
 def test_cuda_asked_for_but_absent_is_explained_from_the_cached_probe(studio, tmp_path, monkeypatch):
-    from echomask.echomask_blender import runtime, runtime_ops
+    from echomask.echomask_blender.run import runtime, runtime_ops
 
     rig = make_rig(studio, with_face=False)
     settings_for(studio, rig, audio_source="FILE", audio_file=write_wav(tmp_path / "d.wav"), device="CUDA")
@@ -470,7 +471,7 @@ def test_cuda_asked_for_but_absent_is_explained_from_the_cached_probe(studio, tm
 
 def test_the_panel_draws_in_every_state(studio, tmp_path):
     """Panels cannot be drawn headless; this checks their draw code against a recording layout instead."""
-    from echomask.echomask_blender import panel
+    from echomask.echomask_blender.ui import panel
 
     calls = []
 
@@ -497,7 +498,7 @@ def test_the_panel_draws_in_every_state(studio, tmp_path):
     assert "progress" in calls
     studio.window_manager.echomask_job.running = False
     # the takes list: filter keeps only take tracks (newest first), rows draw their buttons
-    from echomask.echomask_blender import takes
+    from echomask.echomask_blender.takes import nla as takes
 
     takes.write_new_take(rig, synthetic_take(n=5), name="row", frame_start=1)
     anim = rig.animation_data
@@ -522,7 +523,7 @@ def test_the_worker_request_carries_the_panel_settings(studio):
 
 @requires_bpy
 def test_model_choice_bundled_or_a_model_file(studio, tmp_path, monkeypatch):
-    from echomask.echomask_blender import runtime_ops
+    from echomask.echomask_blender.run import runtime_ops
 
     gen, _ = _gen()
     monkeypatch.delenv("ECHOMASK_WEIGHTS", raising=False)

@@ -20,7 +20,8 @@ pytestmark = requires_bpy
 
 
 def _scene_with_take(ctx, tmp_path, frames=12):
-    from echomask.echomask_blender import compat, takes
+    from echomask.echomask_blender import compat
+    from echomask.echomask_blender.takes import nla as takes
 
     ctx.scene.render.fps = 30
     ctx.scene.frame_start, ctx.scene.frame_end = 1, frames
@@ -48,7 +49,7 @@ def test_speech_sync_sets_audio_sync_playback(ctx):
 
 
 def _tracks(path):
-    from echomask.echomask_blender import preview_mp4
+    from echomask.echomask_blender.preview import mp4 as preview_mp4
 
     return {t["kind"]: t for t in preview_mp4.read_mp4_tracks(str(path))}
 
@@ -76,7 +77,8 @@ def _figure_pixels(picture):
 @pytest.mark.parametrize("style,frames,fps", [("SKELETON", 45, 15.0), ("WORKBENCH", 6, 30.0)])
 def test_render_preview_writes_a_small_mp4_with_the_speech(ctx, tmp_path, style, frames, fps):
     """The skeleton style by default draws every 2nd frame (15 fps), the sound whole; Workbench every frame."""
-    from echomask.echomask_blender import compat, preview
+    from echomask.echomask_blender import compat
+    from echomask.echomask_blender.preview import render_preview as preview
 
     rig = _scene_with_take(ctx, tmp_path, frames=frames)
     result = preview.render_preview_in_scene(ctx.scene, rig, str(tmp_path / "preview"), style=style)
@@ -99,7 +101,8 @@ def test_render_preview_writes_a_small_mp4_with_the_speech(ctx, tmp_path, style,
 @pytest.mark.parametrize("frame_step,fps,video_frames", [(2, 15.0, 31), (1, 30.0, 61)])
 def test_skipped_frames_keep_the_whole_speech(ctx, tmp_path, frame_step, fps, video_frames):
     """An odd frame count at 15 fps, and every frame: the picture ends with the sound, within a frame."""
-    from echomask.echomask_blender import compat, preview
+    from echomask.echomask_blender import compat
+    from echomask.echomask_blender.preview import render_preview as preview
 
     rig = _scene_with_take(ctx, tmp_path, frames=61)
     result = preview.render_preview_in_scene(ctx.scene, rig, str(tmp_path / "rate.mp4"), frame_step=frame_step)
@@ -112,7 +115,7 @@ def test_skipped_frames_keep_the_whole_speech(ctx, tmp_path, frame_step, fps, vi
 
 def test_preview_pictures_show_the_rig_and_follow_its_pose(ctx, tmp_path):
     """The decoded first picture shows a figure; a preview starting at another pose pictures another one."""
-    from echomask.echomask_blender import preview
+    from echomask.echomask_blender.preview import render_preview as preview
 
     rig = _scene_with_take(ctx, tmp_path, frames=40)
     first = preview.render_preview_in_scene(ctx.scene, rig, str(tmp_path / "a.mp4"), frame_start=1, frame_end=4)
@@ -124,7 +127,7 @@ def test_preview_pictures_show_the_rig_and_follow_its_pose(ctx, tmp_path):
 
 def test_face_close_up_shows_the_jaw_opening(ctx):
     """The face views change when only the jaw turns: the mouth is readable, not just the body."""
-    from echomask.echomask_blender import preview_draw, preview_skeleton
+    from echomask.echomask_blender.preview import draw as preview_draw, poses as preview_skeleton
 
     rig = make_rig(ctx, with_face=False)
     ctx.view_layer.update()
@@ -149,7 +152,7 @@ def test_skeleton_preview_leaves_the_scene_as_it_was(ctx, tmp_path):
     """Rendered in this process: frame, render settings, scenes, selection, mesh visibility all kept."""
     import bpy
 
-    from echomask.echomask_blender import preview, preview_skeleton
+    from echomask.echomask_blender.preview import render_preview as preview, poses as preview_skeleton
 
     rig = _scene_with_take(ctx, tmp_path, frames=20)
     face = make_rig(ctx, with_face=True)   # a second rig with a mesh: meshes are left out while reading poses
@@ -175,7 +178,7 @@ def test_skeleton_preview_leaves_the_scene_as_it_was(ctx, tmp_path):
 
 def test_preview_without_ffmpeg_says_so(ctx, tmp_path, monkeypatch):
     from echomask.core.errors import EchoMaskError
-    from echomask.echomask_blender import preview, preview_skeleton
+    from echomask.echomask_blender.preview import render_preview as preview, poses as preview_skeleton
 
     rig = _scene_with_take(ctx, tmp_path, frames=4)
     monkeypatch.setattr(preview_skeleton, "HAS_FFMPEG", False)
@@ -189,7 +192,7 @@ def test_preview_without_ffmpeg_says_so(ctx, tmp_path, monkeypatch):
 
 def test_background_preview_can_be_cancelled(ctx, tmp_path):
     """Cancel stops the background Blender; no video (not even a partial one) is left at the destination."""
-    from echomask.echomask_blender import preview
+    from echomask.echomask_blender.preview import render_preview as preview
 
     _scene_with_take(ctx, tmp_path, frames=900)
     job = preview.start_preview(ctx, str(tmp_path / "cancelled.mp4"))
@@ -210,7 +213,7 @@ def test_background_preview_can_be_cancelled(ctx, tmp_path):
 
 def test_background_preview_leaves_the_scene_untouched(ctx, tmp_path):
     """The panel's Render Preview: a saved copy is rendered by another process speaking the job protocol."""
-    from echomask.echomask_blender import preview
+    from echomask.echomask_blender.preview import render_preview as preview
 
     _scene_with_take(ctx, tmp_path, frames=6)
     render_before = (ctx.scene.render.engine, ctx.scene.render.filepath, ctx.scene.render.resolution_x)
@@ -244,7 +247,8 @@ def test_skeleton_preview_of_a_character_rig_through_its_bone_map(ctx, tmp_path)
     """A character's own rig (UE5 bone names, an applied bone map) is drawn through its map."""
     from echomask.core.retarget import solve
     from echomask.core.retarget.bone_map import load_bone_map, preset_path
-    from echomask.echomask_blender import bone_mapping, preview, preview_skeleton
+    from echomask.echomask_blender.preview import render_preview as preview, poses as preview_skeleton
+    from echomask.echomask_blender.rigs import bone_mapping
 
     import retarget_rigs
 

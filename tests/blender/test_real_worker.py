@@ -58,14 +58,14 @@ def real(ctx, tmp_path, monkeypatch):
     ctx.scene.render.fps = 30
     ctx.scene.frame_start, ctx.scene.frame_end = 1, 120
     yield ctx
-    from echomask.echomask_blender import generate_op
+    from echomask.echomask_blender.run import generate_op
 
     if generate_op.current_run() is not None:
         generate_op.current_run().abort(ctx)
 
 
 def test_real_worker_probe_reports_torch_and_devices(real):
-    from echomask.echomask_blender import runtime, runtime_ops
+    from echomask.echomask_blender.run import runtime, runtime_ops
 
     info = runtime.run_probe(runtime_ops.choose_python(real), timeout=120)
     assert info.get("torch"), info
@@ -74,7 +74,8 @@ def test_real_worker_probe_reports_torch_and_devices(real):
 
 
 def test_default_weights_generate_or_their_absence_is_a_clear_message(real, tmp_path):
-    from echomask.echomask_blender import generate_op, takes
+    from echomask.echomask_blender.run import generate_op
+    from echomask.echomask_blender.takes import nla as takes
 
     rig = make_rig(real)
     settings_for(real, rig, audio_source="FILE", audio_file=write_wav(tmp_path / "speech.wav", seconds=2.0),
@@ -92,7 +93,9 @@ def test_default_weights_generate_or_their_absence_is_a_clear_message(real, tmp_
 
 def test_real_pipeline_generates_then_rekeys_with_known_frames(real, tmp_path, monkeypatch, tiny_weights):
     """Random weights, real code: the worker's features + masked generation + the re-key known-take path."""
-    from echomask.echomask_blender import compat, generate_op, rekey, takes
+    from echomask.echomask_blender import compat
+    from echomask.echomask_blender.run import generate_op
+    from echomask.echomask_blender.takes import rekey, nla as takes
 
     monkeypatch.setenv("ECHOMASK_WEIGHTS", tiny_weights)
     rig = make_rig(real)
@@ -127,7 +130,8 @@ def test_real_warm_worker_serves_the_second_generate_without_starting_again(real
     import time
 
     from echomask.core.jobs import client
-    from echomask.echomask_blender import generate_op, takes, worker_service
+    from echomask.echomask_blender.run import generate_op, worker_service
+    from echomask.echomask_blender.takes import nla as takes
 
     monkeypatch.setenv("ECHOMASK_WARM_WORKER", "1")
     monkeypatch.setenv("ECHOMASK_WEIGHTS", tiny_weights)

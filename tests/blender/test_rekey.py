@@ -10,7 +10,9 @@ pytestmark = requires_bpy
 
 
 def _mods():
-    from echomask.echomask_blender import compat, generate_op, rekey, takes
+    from echomask.echomask_blender import compat
+    from echomask.echomask_blender.run import generate_op
+    from echomask.echomask_blender.takes import rekey, nla as takes
 
     return compat, generate_op, rekey, takes
 

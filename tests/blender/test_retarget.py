@@ -29,7 +29,7 @@ def _take(n=40, seed=0):
 
 
 def _quality(context, obj, take, info, measure_bones=None, step=3):
-    from echomask.echomask_blender import retarget
+    from echomask.echomask_blender.rigs import retarget
 
     plan, _ = retarget.plan_for(obj)
     frames = np.arange(info.frame_start, info.frame_end + 1, step)
@@ -63,7 +63,9 @@ def test_mixamo_bvh_skeleton_in_its_rest_pose(ctx):
     import bpy
 
     from echomask.core.motion import rotations as R
-    from echomask.echomask_blender import bone_mapping, compat, rekey, takes
+    from echomask.echomask_blender import compat
+    from echomask.echomask_blender.rigs import bone_mapping
+    from echomask.echomask_blender.takes import rekey, nla as takes
 
     obj = rigs.import_bvh(shared_path(*rigs.MIXAMO_BVH))
     own = obj.animation_data.action.name       # the BVH's own motion stands for the animator's animation
@@ -101,7 +103,8 @@ def test_ue5_rig_exports_and_bad_input(ctx, tmp_path):
     import bpy
 
     from echomask.core.errors import EchoMaskError
-    from echomask.echomask_blender import bone_mapping, export, retarget
+    from echomask.echomask_blender.exchange import export
+    from echomask.echomask_blender.rigs import bone_mapping, retarget
 
     obj = rigs.build_ue5_rig(ctx)
     take = _take(30)
@@ -178,7 +181,8 @@ def test_bone_mapping_panel_operators(ctx, tmp_path):
     """The list (rows, missing bones, Check), presets loaded and saved as JSON, Apply: one new take."""
     import bpy
 
-    from echomask.echomask_blender import retarget, takes
+    from echomask.echomask_blender.rigs import retarget
+    from echomask.echomask_blender.takes import nla as takes
 
     obj = rigs.build_ue5_rig(ctx)
     ctx.view_layer.objects.active = obj
@@ -215,7 +219,9 @@ def test_generate_and_rekey_stage_onto_a_mapped_rig(ctx):
     range spliced into a copy of the source take, the source left as it was."""
     import bpy
 
-    from echomask.echomask_blender import bone_mapping, compat, rekey, takes
+    from echomask.echomask_blender import compat
+    from echomask.echomask_blender.rigs import bone_mapping
+    from echomask.echomask_blender.takes import rekey, nla as takes
 
     obj = rigs.build_ue5_rig(ctx)
     bone_mapping.apply_bone_map(ctx, obj, load_bone_map(preset_path("ue5")), solve.RetargetOptions())
@@ -245,7 +251,7 @@ def test_a_linked_rig_is_refused_by_name(ctx, tmp_path):
     import bpy
 
     from echomask.core.errors import EchoMaskError
-    from echomask.echomask_blender import bone_mapping
+    from echomask.echomask_blender.rigs import bone_mapping
 
     rigs.build_ue5_rig(ctx, name="LibRig")
     lib = tmp_path / "lib.blend"

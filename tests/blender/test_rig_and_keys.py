@@ -15,7 +15,9 @@ SAMPLE_FRAMES = (0, 7, 23, 47)
 
 
 def _rig_and_keys():
-    from echomask.echomask_blender import compat, keys, rig
+    from echomask.echomask_blender import compat
+    from echomask.echomask_blender.rigs import rig
+    from echomask.echomask_blender.takes import keys
 
     return compat, keys, rig
 

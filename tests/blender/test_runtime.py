@@ -23,13 +23,13 @@ PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
 def _rt():
-    from echomask.echomask_blender import runtime
+    from echomask.echomask_blender.run import runtime
 
     return runtime
 
 
 def _inst():
-    from echomask.echomask_blender import runtime_install
+    from echomask.echomask_blender.run import runtime_install
 
     return runtime_install
 
@@ -358,7 +358,7 @@ class _Layout:
 
 
 def test_preferences_show_the_whole_pip_line_the_error_and_the_log(ctx, tmp_path, monkeypatch):
-    from echomask.echomask_blender import runtime_ops
+    from echomask.echomask_blender.run import runtime_ops
     from echomask.core.jobs.client import JobState
 
     monkeypatch.setenv("ECHOMASK_RUNTIME_DIR", str(tmp_path / "rt"))
@@ -399,7 +399,7 @@ def test_check_after_a_cancelled_reinstall_shows_the_runtime_really_installed(ct
     Reinstall is cancelled, the old runtime is still there and Check (and the preferences) describe it."""
     import bpy
 
-    from echomask.echomask_blender import runtime, runtime_ops
+    from echomask.echomask_blender.run import runtime, runtime_ops
 
     _clear_env(monkeypatch)
     isolate_pip(monkeypatch)
@@ -441,7 +441,7 @@ def test_check_after_a_cancelled_reinstall_shows_the_runtime_really_installed(ct
 
 
 def test_the_preferences_never_describe_a_runtime_that_is_gone(ctx, tmp_path, monkeypatch):
-    from echomask.echomask_blender import runtime, runtime_ops
+    from echomask.echomask_blender.run import runtime, runtime_ops
 
     _clear_env(monkeypatch)
     folder = tmp_path / "rt"

@@ -16,7 +16,8 @@ pytestmark = requires_bpy
 
 
 def _modules():
-    from echomask.echomask_blender import compat, scene_io
+    from echomask.echomask_blender import compat
+    from echomask.echomask_blender.exchange import scene_io
 
     return compat, scene_io
 
@@ -36,7 +37,7 @@ def test_strip_timing_is_read_through_compat_without_deprecated_api(ctx, tmp_pat
     names. The add-on reads it through compat, the same numbers on every version, and no warning."""
     import warnings
 
-    from echomask.echomask_blender import speech_source
+    from echomask.echomask_blender.run import speech_source
 
     compat, _ = _modules()
     if not compat.HAS_AUDASPACE:

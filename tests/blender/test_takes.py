@@ -10,7 +10,8 @@ pytestmark = requires_bpy
 
 
 def _takes():
-    from echomask.echomask_blender import compat, takes
+    from echomask.echomask_blender import compat
+    from echomask.echomask_blender.takes import nla as takes
 
     return compat, takes
 

@@ -27,14 +27,15 @@ def warm(studio, monkeypatch):
     monkeypatch.setenv("ECHOMASK_WARM_WORKER", "1")
     monkeypatch.setenv("ECHOMASK_FAKE_STARTUP", str(STARTUP))
     yield studio
-    from echomask.echomask_blender import worker_service
+    from echomask.echomask_blender.run import worker_service
 
     worker_service.stop()
 
 
 def _modules():
     from echomask.core.jobs import client
-    from echomask.echomask_blender import generate_op, takes, worker_service
+    from echomask.echomask_blender.run import generate_op, worker_service
+    from echomask.echomask_blender.takes import nla as takes
 
     return client, generate_op, takes, worker_service
 
@@ -91,7 +92,7 @@ def test_the_second_generate_reuses_the_warm_worker_and_is_faster(warm, tmp_path
 
 def test_rekey_uses_the_same_warm_worker(warm, tmp_path):
     client, _, takes, _ = _modules()
-    from echomask.echomask_blender import rekey
+    from echomask.echomask_blender.takes import rekey
 
     rig = _scene(warm, tmp_path)
     run, _ = _generate(warm)
@@ -233,7 +234,7 @@ def test_start_worker_loads_the_model_and_stop_worker_ends_it(warm, tmp_path):
 
 
 def test_the_panel_shows_the_worker_state_and_the_button_that_fits(warm, tmp_path):
-    from echomask.echomask_blender import panel
+    from echomask.echomask_blender.ui import panel
 
     shown = []
 

@@ -133,7 +133,7 @@ def fake_installed_runtime(runtime_dir, torch_version: str = "1.0.0", folder: st
                            legacy: bool = False) -> str:
     """A working installed runtime made without pip: a venv holding the fake torch module, and its stamp
     (the layout before this version when `legacy`). Returns its Python."""
-    from echomask.echomask_blender import runtime
+    from echomask.echomask_blender.run import runtime
 
     runtime_dir = pathlib.Path(runtime_dir)
     venv = runtime_dir / "venv" if legacy else runtime_dir / folder / "venv"

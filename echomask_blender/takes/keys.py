@@ -15,11 +15,11 @@ import dataclasses
 import bpy
 import numpy as np
 
-from ..core.motion import rotations as R
-from ..core.motion import skeleton
-from ..core.motion.take import Take
-from . import compat
-from .rig import BONE_NAMES, RigFrames, check_smplx_armature, rig_frames
+from ...core.motion import rotations as R
+from ...core.motion import skeleton
+from ...core.motion.take import Take
+from .. import compat
+from ..rigs.rig import BONE_NAMES, RigFrames, check_smplx_armature, rig_frames
 
 EXPRESSION_KEY = "Exp{:03d}"   # shape-key names of the SMPL-X Blender add-on
 SHAPE_KEY_SLIDER_LIMIT = 10.0  # Blender's widest slider range; BEAT2 expressions reach about +-6

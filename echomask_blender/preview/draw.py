@@ -21,7 +21,7 @@ import dataclasses
 
 import numpy as np
 
-from ..core.motion import skeleton
+from ...core.motion import skeleton
 
 SIZE = (640, 360)
 # (x, y, width, height) of each view, y from the bottom

@@ -14,8 +14,8 @@ import wave
 
 import bpy
 
-from ..core.errors import AudioError
-from . import compat
+from ...core.errors import AudioError
+from .. import compat
 
 MIX_RATE = 16000  # the speech features' rate: the mixdown is written at it, so the worker does not resample
 

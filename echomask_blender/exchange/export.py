@@ -21,13 +21,14 @@ import os
 
 import bpy
 
-from ..core.motion import bvh
-from ..core.errors import EchoMaskError
-from ..core.motion.take import resample_take, save_take
-from . import compat, scene_io
-from .rig import check_smplx_armature
-from .poll import DisabledReasonPoll
-from .takes import face_tracks, get_take_action, playing_take, playing_take_reason, read_take, take_info
+from ...core.motion import bvh
+from ...core.errors import EchoMaskError
+from ...core.motion.take import resample_take, save_take
+from . import scene_io
+from .. import compat
+from ..rigs.rig import check_smplx_armature
+from ..ui.poll import DisabledReasonPoll
+from ..takes.nla import face_tracks, get_take_action, playing_take, playing_take_reason, read_take, take_info
 
 FBX_PRESETS = {
     "UNITY": dict(axis_forward="-Z", axis_up="Y", apply_scale_options="FBX_SCALE_ALL", apply_unit_scale=True,

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import bpy
 
-from ..core.generation.options import MAX_INTENSITY, MAX_TEMPERATURE, GenerationOptions
-from ..core.motion.take_parts import ANIM_PARTS, PART_LABELS
-from . import compat
-from .speech_source import SOURCES
+from ...core.generation.options import MAX_INTENSITY, MAX_TEMPERATURE, GenerationOptions
+from ...core.motion.take_parts import ANIM_PARTS, PART_LABELS
+from .. import compat
+from ..run.speech_source import SOURCES
 
 
 DEFAULTS = GenerationOptions()   # one default per option, shared with the CLI and the worker
@@ -23,7 +23,7 @@ def _is_armature(self, obj) -> bool:
 
 def _on_take_index(self, context):
     """Picking a take in the list plays it."""
-    from . import takes
+    from ..takes import nla as takes
 
     rig = self.target
     anim = rig.animation_data if rig is not None else None
@@ -144,7 +144,7 @@ def _sound_strip_collection(scene):
 
 def _draw_worker(layout, context) -> None:
     """The warm generator's state (read from the client's own fields: nothing is polled here) and its buttons."""
-    from . import worker_service
+    from ..run import worker_service
 
     row = layout.row(align=True)
     text = worker_service.state_text(context)
@@ -162,7 +162,7 @@ class VIEW3D_PT_echomask(bpy.types.Panel):
     bl_label = "EchoMask"
 
     def draw(self, context):
-        from .generate_op import ECHOMASK_OT_cancel_generation, ECHOMASK_OT_create_rig_for_panel, ECHOMASK_OT_generate
+        from ..run.generate_op import ECHOMASK_OT_cancel_generation, ECHOMASK_OT_create_rig_for_panel, ECHOMASK_OT_generate
 
         layout = self.layout
         settings = context.scene.echomask
@@ -235,7 +235,7 @@ class VIEW3D_PT_echomask_takes(bpy.types.Panel):
     bl_parent_id = "VIEW3D_PT_echomask"
 
     def draw(self, context):
-        from .takes import ECHOMASK_OT_take_compare
+        from ..takes.nla import ECHOMASK_OT_take_compare
 
         layout = self.layout
         settings = context.scene.echomask
@@ -257,7 +257,7 @@ class VIEW3D_PT_echomask_rekey(bpy.types.Panel):
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):
-        from .rekey import ECHOMASK_OT_rekey, ECHOMASK_OT_scale_intensity, ECHOMASK_OT_simplify_keys
+        from ..takes.rekey import ECHOMASK_OT_rekey, ECHOMASK_OT_scale_intensity, ECHOMASK_OT_simplify_keys
 
         layout = self.layout
         settings = context.scene.echomask
@@ -294,8 +294,8 @@ class VIEW3D_PT_echomask_output(bpy.types.Panel):
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):
-        from .export import ECHOMASK_OT_export
-        from .preview import ECHOMASK_OT_render_preview, ECHOMASK_OT_speech_sync
+        from ..exchange.export import ECHOMASK_OT_export
+        from ..preview.render_preview import ECHOMASK_OT_render_preview, ECHOMASK_OT_speech_sync
 
         layout = self.layout
         layout.operator(ECHOMASK_OT_speech_sync.bl_idname, icon="SPEAKER")
@@ -304,7 +304,7 @@ class VIEW3D_PT_echomask_output(bpy.types.Panel):
         if reason:
             _wrap(layout, reason, icon="INFO")
         else:   # the style and frame rate are chosen in the file dialog
-            from .preview import DEFAULT_FRAME_STEP
+            from ..preview.render_preview import DEFAULT_FRAME_STEP
 
             fps = context.scene.render.fps / context.scene.render.fps_base
             _wrap(layout, f"Skeleton at {fps / DEFAULT_FRAME_STEP:.3g} fps with the speech (Workbench, every frame: "

@@ -18,14 +18,14 @@ import json
 import bpy
 import numpy as np
 
-from ..core.errors import EchoMaskError, RigError
-from ..core.retarget import solve
-from ..core.retarget.bone_map import BoneMap, BoneMapError, auto_match, resolve_bone_map
-from ..core.retarget.solve import Copy, RetargetOptions, TargetBone, TargetRig
-from ..core.motion.skeleton import JOINT_INDEX, JOINT_NAMES
-from ..core.motion.take import Take
-from ..core.motion.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts
-from .keys import pose_bone_path
+from ...core.errors import EchoMaskError, RigError
+from ...core.retarget import solve
+from ...core.retarget.bone_map import BoneMap, BoneMapError, auto_match, resolve_bone_map
+from ...core.retarget.solve import Copy, RetargetOptions, TargetBone, TargetRig
+from ...core.motion.skeleton import JOINT_INDEX, JOINT_NAMES
+from ...core.motion.take import Take
+from ...core.motion.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts
+from ..takes.keys import pose_bone_path
 
 MAP_PROP = "echomask_applied_bone_map"
 OPTIONS_PROP = "echomask_retarget_options"
@@ -203,7 +203,7 @@ def take_channels(obj, take: Take, parts=ANIM_PARTS):
 
 def read_mapped_take(obj, curves: dict, frames: np.ndarray, fps: float) -> Take:
     """Keyed channels of a mapped rig's take (curves: (data_path, index) -> F-curve) as an SMPL-X take."""
-    from .takes import sample_fcurve
+    from ..takes.nla import sample_fcurve
 
     plan, _ = plan_for(obj)
     n = len(frames)
@@ -233,7 +233,7 @@ def rig_notes(obj, plan) -> list[str]:
     notes = list(plan.warnings) + list(plan.notes)
     anim = obj.animation_data
     if anim is not None and anim.action is not None and not anim.action.get("echomask_take"):
-        from . import compat
+        from .. import compat
 
         mapped = set(plan.joint_bone.values())
         animated = sorted({fc.data_path.split('"')[1] for fc in compat.action_fcurves(anim.action, compat.assigned_slot(obj))
@@ -250,8 +250,8 @@ def rekey_channels(obj, new_take: Take, parts, frames: np.ndarray, rows: np.ndar
                    body_curves: dict) -> dict:
     """Re-key on a mapped rig: {(owner, data_path, index): values on `frames`} for the new take's channels
     of `parts`, blended into the existing keys with `weights` (quaternions by slerp, the rest linearly)."""
-    from ..core.motion import rotations as R
-    from .takes import BODY, sample_fcurve
+    from ...core.motion import rotations as R
+    from ..takes.nla import BODY, sample_fcurve
 
     channels, plan = take_channels(obj, new_take, parts)
     grouped: dict[str, dict[int, np.ndarray]] = {}

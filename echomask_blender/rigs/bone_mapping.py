@@ -4,7 +4,7 @@ the rig lacks in red), presets saved as JSON (Mixamo, Rigify, Unreal Engine 5, S
 by name), Check, and Apply.
 
 Apply stores the map on the armature (so Generate, Re-key, Simplify, Scale Intensity, A/B and the exports
-work on it, echomask_blender/retarget.py) and, given a take (a .npz file or the take playing on an SMPL-X
+work on it, echomask_blender/rigs/retarget.py) and, given a take (a .npz file or the take playing on an SMPL-X
 rig), writes it as a new take: a new Action on its own NLA track, the rig's own animation stashed on a
 muted track and never edited, each bone keyed in its own rotation mode; one undo step. Nothing changes
 before Apply.
@@ -16,12 +16,12 @@ import os
 import bpy
 from bpy_extras.io_utils import ExportHelper
 
-from ..core.errors import EchoMaskError
-from ..core.retarget.bone_map import (PRESET_DIR, BoneMap, BoneRow, find_bone, list_presets, load_bone_map,
+from ...core.errors import EchoMaskError
+from ...core.retarget.bone_map import (PRESET_DIR, BoneMap, BoneRow, find_bone, list_presets, load_bone_map,
                                       save_bone_map)
-from ..core.retarget.solve import RetargetOptions
-from ..core.motion.skeleton import JOINT_NAMES
-from ..core.motion.take import Take, load_take, resample_take
+from ...core.retarget.solve import RetargetOptions
+from ...core.motion.skeleton import JOINT_NAMES
+from ...core.motion.take import Take, load_take, resample_take
 from . import retarget
 
 AUTO = "__auto__"
@@ -36,7 +36,7 @@ def apply_bone_map(context, obj, bone_map: BoneMap, options: RetargetOptions, ta
     Returns (TakeInfo or None, notes). Raises EchoMaskError naming the bones involved; the scene is then
     unchanged.
     """
-    from .takes import write_new_take
+    from ..takes.nla import write_new_take
 
     plan, resolved = retarget.plan_for(obj, bone_map, options)   # every check before the first change
     notes = retarget.rig_notes(obj, plan)
@@ -74,7 +74,7 @@ def settings_from_map(settings, bone_map: BoneMap) -> None:
 
 
 def _map_with_rig_settings(settings) -> BoneMap:
-    from ..core.retarget.bone_map import RigSetting
+    from ...core.retarget.bone_map import RigSetting
 
     bone_map = BoneMap(name=settings.map_name or "Custom", rows=[BoneRow(r.joint, r.bone, r.enabled)
                                                                  for r in settings.rows])
@@ -106,7 +106,7 @@ def read_source_take(context, settings):
         path = bpy.path.abspath(settings.take_file)
         take, start, label = load_take(path), int(settings.frame_start), os.path.splitext(os.path.basename(path))[0]
     else:
-        from .takes import playing_take, read_take
+        from ..takes.nla import playing_take, read_take
 
         rig = settings.source_rig
         if rig is None:

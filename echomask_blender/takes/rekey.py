@@ -19,20 +19,22 @@ import shutil
 import bpy
 import numpy as np
 
-from ..core.motion import rotations as R
-from ..core.errors import EchoMaskError, RigError
-from ..core.motion.intensity import scale_take
-from ..core.motion.keyreduce import interpolate_kept, quaternion_angle_deg, quaternion_tolerance, reduce_keys
-from ..core.motion.take import Take, save_take
-from ..core.motion.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts, model_parts
-from . import compat, retarget, runtime_ops, speech_source
-from .generate_op import GenerationRun, _RunModal, build_request, current_run, launch_run, new_job_dir
+from ...core.motion import rotations as R
+from ...core.errors import EchoMaskError, RigError
+from ...core.motion.intensity import scale_take
+from ...core.motion.keyreduce import interpolate_kept, quaternion_angle_deg, quaternion_tolerance, reduce_keys
+from ...core.motion.take import Take, save_take
+from ...core.motion.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts, model_parts
+from .. import compat
+from ..rigs import retarget
+from ..run import runtime_ops, speech_source
+from ..run.generate_op import GenerationRun, _RunModal, build_request, current_run, launch_run, new_job_dir
 from .keys import (EXPRESSION_KEY, bone_quaternions, channels_to_quaternions, expression_meshes, pose_bone_path,
                    rotation_channels, rotation_property, shape_key_path)
-from .panel import selected_parts
-from .poll import DisabledReasonPoll
-from .rig import BONE_NAMES, check_smplx_armature, rig_frames
-from .takes import (BODY, MAX_NAME, CurveKeys, StagedActions, StagedTake, bone_rotation_samples, channelbag_curves,
+from ..ui.panel import selected_parts
+from ..ui.poll import DisabledReasonPoll
+from ..rigs.rig import BONE_NAMES, check_smplx_armature, rig_frames
+from .nla import (BODY, MAX_NAME, CurveKeys, StagedActions, StagedTake, bone_rotation_samples, channelbag_curves,
                     face_tracks, get_take_action, keyed_rotation_mode, playing_take, playing_take_reason,
                     read_curve_keys, read_take, sample_fcurve, take_info, take_strip_slot, write_staged)
 
@@ -92,7 +94,7 @@ def _splice(old: CurveKeys | None, frames: np.ndarray, values: np.ndarray, owner
                 "handle_right_type": bpy.types.Keyframe.bl_rna.properties["handle_right_type"].enum_items["AUTO_CLAMPED"].value}
     if old is None:
         attrs = dict(new_attrs)
-        from .takes import KEY_ATTRIBUTES
+        from .nla import KEY_ATTRIBUTES
 
         for name in KEY_ATTRIBUTES:
             prop = bpy.types.Keyframe.bl_rna.properties[name]

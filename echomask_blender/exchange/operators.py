@@ -10,11 +10,12 @@ import os
 import bpy
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
-from ..core.errors import EchoMaskError
-from . import compat, scene_io
-from .poll import DisabledReasonPoll
-from .preferences import smplx_model_path
-from .rig import create_smplx_armature, missing_bones
+from ...core.errors import EchoMaskError
+from . import scene_io
+from .. import compat
+from ..ui.poll import DisabledReasonPoll
+from ..ui.preferences import smplx_model_path
+from ..rigs.rig import create_smplx_armature, missing_bones
 
 
 def _is_smplx_rig(obj) -> bool:
@@ -140,13 +141,13 @@ class ECHOMASK_OT_create_rig(bpy.types.Operator):
         try:
             model = None
             if model_path:
-                from .mesh import load_smplx_model
+                from ..rigs.mesh import load_smplx_model
 
                 model = load_smplx_model(bpy.path.abspath(model_path))  # checked before anything is added
             scene_io._ensure_object_mode(context)
             armature = create_smplx_armature(context, rest_joints_yup=None if model is None else model.rest_joints)
             if model is not None:
-                from .mesh import build_smplx_mesh
+                from ..rigs.mesh import build_smplx_mesh
 
                 build_smplx_mesh(context, model, armature)
         except EchoMaskError as err:

@@ -18,11 +18,11 @@ import os
 
 import bpy
 
-from ..core.errors import AudioError, EchoMaskError, RigError
-from ..core.motion.take import Take, load_take, resample_take
-from . import compat
-from .keys import expression_meshes, write_take_to_armature
-from .rig import check_smplx_armature, create_smplx_armature
+from ...core.errors import AudioError, EchoMaskError, RigError
+from ...core.motion.take import Take, load_take, resample_take
+from .. import compat
+from ..takes.keys import expression_meshes, write_take_to_armature
+from ..rigs.rig import check_smplx_armature, create_smplx_armature
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".aac", ".aif", ".aiff")
 
@@ -114,7 +114,7 @@ def import_take(context: bpy.types.Context, take_or_path, options: ImportOptions
         check_smplx_armature(armature)
     model = None
     if armature is None and options.smplx_model_path:
-        from .mesh import load_smplx_model
+        from ..rigs.mesh import load_smplx_model
 
         model = load_smplx_model(bpy.path.abspath(options.smplx_model_path))
     if options.fps is not None:
@@ -142,7 +142,7 @@ def import_take(context: bpy.types.Context, take_or_path, options: ImportOptions
         rest = None if model is None else model.rest_joints
         armature = create_smplx_armature(context, name="SMPLX", rest_joints_yup=rest)
         if model is not None:
-            from .mesh import build_smplx_mesh
+            from ..rigs.mesh import build_smplx_mesh
 
             mesh_obj = build_smplx_mesh(context, model, armature, name="SMPLX-mesh")
         for obj in context.view_layer.objects:

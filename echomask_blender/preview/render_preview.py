@@ -25,15 +25,15 @@ import tempfile
 import bpy
 import numpy as np
 
-from ..core.errors import EchoMaskError
-from . import compat
-from ..core.jobs.client import JobState, WorkerJob
-from ..core.jobs.protocol import emit
-from . import preview_skeleton
-from .modal_timer import TimerModal
-from .rig import BONE_NAMES, check_smplx_armature
-from .poll import DisabledReasonPoll
-from .takes import playing_take, playing_take_reason
+from ...core.errors import EchoMaskError
+from .. import compat
+from ...core.jobs.client import JobState, WorkerJob
+from ...core.jobs.protocol import emit
+from . import poses as preview_skeleton
+from ..run.modal_timer import TimerModal
+from ..rigs.rig import BONE_NAMES, check_smplx_armature
+from ..ui.poll import DisabledReasonPoll
+from ..takes.nla import playing_take, playing_take_reason
 
 PREVIEW_SIZE = (640, 360)
 STYLES = (("SKELETON", "Skeleton (fast)", "The posed bones from the front and the side with a head and jaw "
@@ -43,7 +43,7 @@ STYLES = (("SKELETON", "Skeleton (fast)", "The posed bones from the front and th
 # Skeleton style, every 2nd frame: a 62 s take in about a quarter of its duration on 2 busy CPU cores
 # (bench_preview.py); every frame took 0.4x (5.x) to 0.9x (4.2) there, too close to real time for a default.
 DEFAULT_FRAME_STEP = 2
-SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "preview_job.py")
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "preview_job.py")  # the background script
 
 
 def ensure_speech_sync(scene) -> int:
@@ -72,7 +72,7 @@ def _box(verts, faces, a, b, r):
 def _stick_figure(armature) -> bpy.types.Object:
     """A temporary skeleton mesh (armatures do not render): a box from each joint to each child joint,
     moving rigidly with the parent bone, and a small block at each joint without children."""
-    from ..core.motion import skeleton
+    from ...core.motion import skeleton
 
     bones = armature.data.bones
     heads = np.array([np.array(bones[name].head_local) for name in BONE_NAMES])

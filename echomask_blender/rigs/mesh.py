@@ -14,9 +14,9 @@ import os
 import bpy
 import numpy as np
 
-from ..core.motion import skeleton
-from ..core.errors import SmplxModelError
-from .keys import EXPRESSION_KEY, SHAPE_KEY_SLIDER_LIMIT
+from ...core.motion import skeleton
+from ...core.errors import SmplxModelError
+from ..takes.keys import EXPRESSION_KEY, SHAPE_KEY_SLIDER_LIMIT
 from .rig import BONE_NAMES, C
 
 # shapedirs' last axis = betas then expressions: SMPL-X 2020 has 300 + 100, SMPL-X 1.1 has 10 + 10.

@@ -32,8 +32,8 @@ import dataclasses
 import bpy
 import numpy as np
 
-from ..core.motion import skeleton
-from ..core.errors import RigError
+from ...core.motion import skeleton
+from ...core.errors import RigError
 
 # SMPL-X model axes -> Blender axes (Y up -> Z up).
 C = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
@@ -105,7 +105,7 @@ def missing_bones(obj: bpy.types.Object) -> list[str]:
 
 def check_smplx_armature(obj: bpy.types.Object | None) -> None:
     """Raise RigError unless `obj` is an armature with all 55 SMPL-X bone names, or a character's own rig
-    with an applied bone map (echomask_blender/retarget.py)."""
+    with an applied bone map (echomask_blender/rigs/retarget.py)."""
     from . import retarget
 
     if retarget.is_mapped(obj):

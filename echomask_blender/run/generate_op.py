@@ -23,15 +23,16 @@ import uuid
 
 import bpy
 
-from ..core.errors import AudioError, EchoMaskError, RigError
-from ..core.jobs.client import JobState
-from ..core.motion.take import Take, load_take, resample_take
-from . import compat, runtime, runtime_ops, speech_source, worker_service
+from ...core.errors import AudioError, EchoMaskError, RigError
+from ...core.jobs.client import JobState
+from ...core.motion.take import Take, load_take, resample_take
+from . import runtime, runtime_ops, speech_source, worker_service
+from .. import compat
 from .modal_timer import TimerModal
-from .poll import DisabledReasonPoll
-from .panel import selected_parts
-from .rig import check_smplx_armature
-from .takes import StagedTake, take_name
+from ..ui.poll import DisabledReasonPoll
+from ..ui.panel import selected_parts
+from ..rigs.rig import check_smplx_armature
+from ..takes.nla import StagedTake, take_name
 
 TIMER_JOB = 0.1      # seconds between polls while the worker runs
 TIMER_STAGE = 0.01   # while staging keys: keep going, a few F-curves per step

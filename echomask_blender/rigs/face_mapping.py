@@ -15,14 +15,14 @@ import bpy
 import numpy as np
 from bpy_extras.io_utils import ExportHelper
 
-from ..core.errors import EchoMaskError
-from ..core.face.mapping import (FaceChannels, FaceMapping, FaceMappingError, FaceTarget, list_presets,
+from ...core.errors import EchoMaskError
+from ...core.face.mapping import (FaceChannels, FaceMapping, FaceMappingError, FaceTarget, list_presets,
                                  load_preset, match_shape_keys, no_match_message, save_preset)
-from ..core.motion.take import Take, load_take, resample_take
-from . import compat
-from .keys import shape_key_path
+from ...core.motion.take import Take, load_take, resample_take
+from .. import compat
+from ..takes.keys import shape_key_path
 
-PRESET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets")
+PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "presets")  # echomask_blender/presets
 SHAPE_GROUP = "EchoMask face"
 
 
@@ -160,7 +160,7 @@ def read_face_take(context, settings) -> tuple[Take, int]:
         if rig is None:
             raise EchoMaskError("Choose the SMPL-X rig whose take drives the face (or use a take file).")
         try:
-            from .takes import playing_take, read_take
+            from ..takes.nla import playing_take, read_take
         except ImportError:
             raise EchoMaskError("This EchoMask build cannot read takes from a rig; use a take file.") from None
         info = playing_take(rig)
@@ -181,12 +181,12 @@ def read_phones(settings):
     if not path:
         raise EchoMaskError("Choose the phone alignment (TextGrid) or speech file, or set Phones to None.")
     if settings.phones == "TEXTGRID":
-        from ..core.speech.textgrid import read_textgrid_phones
+        from ...core.speech.textgrid import read_textgrid_phones
 
         return read_textgrid_phones(path)
     try:
-        from ..core.speech.audio import load_speech
-        from ..core.speech.phones import recognise_phones
+        from ...core.speech.audio import load_speech
+        from ...core.speech.phones import recognise_phones
 
         return recognise_phones(load_speech(path))
     except ImportError as exc:

@@ -3,10 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from .runtime_ops import RuntimePreferences
-
-# The add-on's module name: "bl_ext.<repo>.echomask" when installed as an extension, "echomask" in tests.
-ADDON_PACKAGE = __package__.rpartition(".")[0]
+from ..run.runtime_ops import ADDON_PACKAGE, RuntimePreferences
 
 
 class EchoMaskPreferences(RuntimePreferences, bpy.types.AddonPreferences):

@@ -41,7 +41,7 @@ import textwrap
 import threading
 import time
 
-from ..core.jobs.client import JobState
+from ...core.jobs.client import JobState
 from .runtime import (LEGACY_VENV, RuntimeInstallError, pins_digest, python_tag, read_stamp, requirements_file,
                       venv_python, write_stamp)
 

@@ -21,16 +21,17 @@ import dataclasses
 import bpy
 import numpy as np
 
-from ..core.motion import rotations as R
-from ..core.motion import skeleton
-from ..core.errors import EchoMaskError, RigError
-from ..core.motion.take import Take
-from ..core.motion.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts
-from . import compat, retarget
+from ...core.motion import rotations as R
+from ...core.motion import skeleton
+from ...core.errors import EchoMaskError, RigError
+from ...core.motion.take import Take
+from ...core.motion.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts
+from .. import compat
+from ..rigs import retarget
 from .keys import (EXPRESSION_KEY, SHAPE_KEY_SLIDER_LIMIT, bone_quaternions, bone_rotation_curves,
                    channels_to_quaternions, expression_key_count, expression_meshes, pose_bone_path, rest_channels,
                    rotation_property, shape_key_path)
-from .rig import BONE_NAMES, check_smplx_armature, rig_frames
+from ..rigs.rig import BONE_NAMES, check_smplx_armature, rig_frames
 
 TAKE_PROP = "echomask_take"
 TRACK_PREFIX = "EchoMask: "

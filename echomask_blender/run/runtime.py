@@ -29,16 +29,17 @@ import pathlib
 import sys
 import time
 
-from ..core.errors import DeviceError, EchoMaskError
-from ..core.jobs.client import JobState, WorkerJob, python_command, worker_environment
+from ...core.errors import DeviceError, EchoMaskError
+from ...core.jobs.client import JobState, WorkerJob, python_command, worker_environment
 
 ENV_PYTHON = "ECHOMASK_PYTHON"
 ENV_WORKER_SCRIPT = "ECHOMASK_WORKER_SCRIPT"
 ENV_RUNTIME_DIR = "ECHOMASK_RUNTIME_DIR"
 
-EXTENSION_ROOT = str(pathlib.Path(__file__).resolve().parent.parent)
+BLENDER_LAYER_DIR = pathlib.Path(__file__).resolve().parents[1]   # echomask_blender/
+EXTENSION_ROOT = str(BLENDER_LAYER_DIR.parent)
 # One pin list per Python version (python3.11.txt, python3.13.txt): the runtime's Python is Blender's own.
-REQUIREMENTS_DIR = str(pathlib.Path(__file__).resolve().parent / "runtime_requirements")
+REQUIREMENTS_DIR = str(BLENDER_LAYER_DIR / "runtime_requirements")
 STAMP_NAME = "echomask_runtime.json"
 PROBE_NAME = "probe.json"
 LEGACY_VENV = "venv"   # where versions before the swap-in install kept the venv

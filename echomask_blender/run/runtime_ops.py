@@ -12,12 +12,14 @@ import os
 
 import bpy
 
-from ..core.errors import EchoMaskError
-from ..core.jobs.client import JobState
-from . import compat, runtime, runtime_install
+from ...core.errors import EchoMaskError
+from ...core.jobs.client import JobState
+from . import runtime, runtime_install
+from .. import compat
 from .modal_timer import TimerModal
 
-ADDON_PACKAGE = __package__.rpartition(".")[0]
+# The add-on's module name: "bl_ext.<repo>.echomask" when installed as an extension, "echomask" in tests.
+ADDON_PACKAGE = __package__.partition(".echomask_blender")[0]
 
 
 def preferences(context=None):

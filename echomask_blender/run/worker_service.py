@@ -14,8 +14,8 @@ import os
 
 import bpy
 
-from ..core.errors import EchoMaskError
-from ..core.jobs import client
+from ...core.errors import EchoMaskError
+from ...core.jobs import client
 from . import runtime, runtime_ops
 
 ENV_WARM_WORKER = "ECHOMASK_WARM_WORKER"

@@ -23,10 +23,11 @@ import time
 import bpy
 import numpy as np
 
-from ..core.motion import skeleton
-from ..core.errors import EchoMaskError
-from . import compat, preview_draw, preview_mp4
-from .rig import rig_frames
+from ...core.motion import skeleton
+from ...core.errors import EchoMaskError
+from . import draw as preview_draw, mp4 as preview_mp4
+from .. import compat
+from ..rigs.rig import rig_frames
 
 ENGINE_ID = "ECHOMASK_PREVIEW_SKETCH"
 AUDIO_RATE = 48000
@@ -47,7 +48,7 @@ def ffmpeg_missing_reason() -> str | None:
 
 def _joint_bones(armature) -> dict[str, str]:
     """SMPL-X joint -> the rig's bone: the bones' own names, or a character rig's applied bone map."""
-    from . import retarget
+    from ..rigs import retarget
 
     bones = armature.pose.bones
     if retarget.is_mapped(armature):
@@ -169,7 +170,7 @@ def views_for(armature, poses) -> preview_draw.Views:
 
 def mix_speech(scene, first: int, last: int, path: str) -> str | None:
     """The scene's sound for frames first..last as a 48 kHz stereo WAV; None when there is none to mix."""
-    from .speech_source import _fit_wav_length, scene_fps
+    from ..run.speech_source import _fit_wav_length, scene_fps
 
     if not compat.HAS_AUDASPACE or not any(not s.mute for s in compat.all_sound_strips(scene)):
         return None

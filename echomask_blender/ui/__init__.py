@@ -1,0 +1,1 @@
+"""What the animator sees: the EchoMask sidebar panel, the add-on preferences and the disabled-reason poll."""

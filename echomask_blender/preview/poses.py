@@ -170,7 +170,7 @@ def views_for(armature, poses) -> preview_draw.Views:
 
 def mix_speech(scene, first: int, last: int, path: str) -> str | None:
     """The scene's sound for frames first..last as a 48 kHz stereo WAV; None when there is none to mix."""
-    from ..run.speech_source import _fit_wav_length, scene_fps
+    from ..run.speech_source import fit_wav_length, scene_fps
 
     if not compat.HAS_AUDASPACE or not any(not s.mute for s in compat.all_sound_strips(scene)):
         return None
@@ -185,7 +185,7 @@ def mix_speech(scene, first: int, last: int, path: str) -> str | None:
     if "FINISHED" not in result or not os.path.isfile(path):
         raise EchoMaskError("Blender could not mix the scene's sound for the preview (sound mixdown failed).")
     # exactly the take's duration: the mixdown runs a buffer past the last frame
-    _fit_wav_length(path, int(round((last - first + 1) / scene_fps(scene) * AUDIO_RATE)))
+    fit_wav_length(path, int(round((last - first + 1) / scene_fps(scene) * AUDIO_RATE)))
     return path
 
 

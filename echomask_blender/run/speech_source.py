@@ -197,11 +197,11 @@ def _mixdown(scene, start: int, end: int, path: str) -> str:
     # Blender mixes whole buffers, so the file runs a little past the last frame (frames 1-1860 at 30 fps:
     # 992,768 samples, 1861.4 frames). Cut it to exactly the frames asked for: the take, and a re-key of it,
     # then have the same length as the range.
-    _fit_wav_length(path, int(round((end - start + 1) / scene_fps(scene) * MIX_RATE)))
+    fit_wav_length(path, int(round((end - start + 1) / scene_fps(scene) * MIX_RATE)))
     return path
 
 
-def _fit_wav_length(path: str, samples: int) -> None:
+def fit_wav_length(path: str, samples: int) -> None:
     """Trim (or pad with silence) a PCM WAV file to exactly `samples` sample frames, in place."""
     with wave.open(path, "rb") as w:
         params = w.getparams()

@@ -28,10 +28,10 @@ from ...core.motion.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_part
 from .. import compat
 from ..rigs import retarget
 from ..run import runtime_ops, speech_source
-from ..run.generate_op import GenerationRun, _RunModal, build_request, current_run, launch_run, new_job_dir
+from ..run.generation_run import GenerationRun, RunModal, build_request, current_run, launch_run, new_job_dir
 from .keys import (EXPRESSION_KEY, bone_quaternions, channels_to_quaternions, expression_meshes, pose_bone_path,
                    rotation_channels, rotation_property, shape_key_path)
-from ..ui.panel import selected_parts
+from ..settings import selected_parts
 from ..ui.poll import DisabledReasonPoll
 from ..rigs.rig import BONE_NAMES, check_smplx_armature, rig_frames
 from .nla import (BODY, MAX_NAME, CurveKeys, StagedActions, StagedTake, bone_rotation_samples, channelbag_curves,
@@ -303,7 +303,7 @@ def start_rekey(context) -> GenerationRun:
     return launch_run(context, run)
 
 
-class ECHOMASK_OT_rekey(_RunModal, bpy.types.Operator):
+class ECHOMASK_OT_rekey(RunModal, bpy.types.Operator):
     """Regenerate the ticked body parts in the re-key range, keeping everything else (your edits included)
     as known frames. Makes a new take; Esc cancels"""
 

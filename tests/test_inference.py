@@ -68,8 +68,8 @@ def test_windows_are_seeded_by_previous_window_and_stitch(bundle, monkeypatch):
     monkeypatch.setattr(model.generator, "forward", spy)
     torch.set_grad_enabled(False)
     audio = _speech(7)           # 210 frames -> 4 windows
-    # the paper's single pass, every level the model predicts, no smoothing: the plain stitched decode
-    take = inf.generate(audio, model=model, feature_fn=fake_features, steps=1, levels=0, smoothing=0)
+    # the paper's single pass (arg-max), every level the model predicts, no smoothing: the plain stitched decode
+    take = inf.generate(audio, model=model, feature_fn=fake_features, steps=1, levels=0, smoothing=0, temperature=0)
     assert len(calls) == 4 and take.num_frames == 210
     for c in calls:
         assert not c["mask"][0, :4].any() and c["mask"][0, 4:].all()

@@ -204,7 +204,7 @@ def generated_system(name: str, weights: str, clips: list[Clip], seed: int, temp
                         **({"steps": steps} if steps else {}))
         takes[c.cid] = cut_to_clip(full, c, f"generated take for {c.cid}")
     how = ("arg-max" if temperature == 0 else f"temperature {temperature:g}") + \
-        f", {steps or defaults.steps} decoding pass(es)"
+        (f", {steps} decoding passes" if steps else "")
     return System(name, takes, f"generated with {os.path.basename(weights)}, {how}, seed {seed}")
 
 

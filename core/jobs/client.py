@@ -73,6 +73,17 @@ class JobStatus:
 _STDERR_TAIL = 40
 
 
+
+def collect_console_lines(stream, lines) -> None:
+    """A reader thread's body: a worker's non-empty console lines into `lines` until the stream closes."""
+    try:
+        for line in stream:
+            line = line.rstrip()
+            if line:
+                lines.append(line)
+    except (OSError, ValueError):
+        pass
+
 class WorkerJob:
     """One worker process. `command` is the argv to run; `tick()` never blocks."""
 
@@ -313,13 +324,7 @@ class WorkerJob:
             self._stdout_closed.set()
 
     def _read_stderr(self, stream) -> None:
-        try:
-            for line in stream:
-                line = line.rstrip()
-                if line:
-                    self._stderr.append(line)
-        except (OSError, ValueError):
-            pass
+        collect_console_lines(stream, self._stderr)
 
     @property
     def console_tail(self) -> list[str]:
@@ -630,13 +635,7 @@ class WarmWorker:
             closed.set()
 
     def _read_stderr(self, stream, closed: threading.Event) -> None:
-        try:
-            for line in stream:
-                line = line.rstrip()
-                if line:
-                    self._stderr.append(line)
-        except (OSError, ValueError):
-            pass
+        collect_console_lines(stream, self._stderr)
 
 
 class WarmWorkerJob(WorkerJob):

@@ -168,25 +168,31 @@ def views_for(armature, poses) -> preview_draw.Views:
 
 # ----------------------------------------------------------------------------------------------- sound
 
+def set_h264_output(render, *, audio: bool, mixrate: int) -> None:
+    """Render settings for a small H.264 MP4 (AAC stereo sound when `audio`), fast rather than small."""
+    settings = render.image_settings
+    if hasattr(settings, "media_type"):   # 5.0: pick video before the container
+        settings.media_type = "VIDEO"
+    settings.file_format = "FFMPEG"
+    ffmpeg = render.ffmpeg
+    ffmpeg.format = "MPEG4"
+    ffmpeg.codec = "H264"
+    ffmpeg.constant_rate_factor = "MEDIUM"
+    ffmpeg.ffmpeg_preset = "REALTIME"
+    ffmpeg.audio_codec = "AAC" if audio else "NONE"
+    ffmpeg.audio_mixrate = mixrate
+    ffmpeg.audio_channels = "STEREO"
+
+
 def mix_speech(scene, first: int, last: int, path: str) -> str | None:
     """The scene's sound for frames first..last as a 48 kHz stereo WAV; None when there is none to mix."""
-    from ..run.speech_source import fit_wav_length, scene_fps
+    from ..run.speech_source import mixdown_frames
 
     if not compat.HAS_AUDASPACE or not any(not s.mute for s in compat.all_sound_strips(scene)):
         return None
-    saved = scene.frame_start, scene.frame_end
-    try:
-        scene.frame_start, scene.frame_end = first, last
-        with bpy.context.temp_override(scene=scene):
-            result = bpy.ops.sound.mixdown(filepath=path, check_existing=False, container="WAV", codec="PCM",
-                                           format="S16", mixrate=AUDIO_RATE, channels="STEREO")
-    finally:
-        scene.frame_start, scene.frame_end = saved
-    if "FINISHED" not in result or not os.path.isfile(path):
-        raise EchoMaskError("Blender could not mix the scene's sound for the preview (sound mixdown failed).")
-    # exactly the take's duration: the mixdown runs a buffer past the last frame
-    fit_wav_length(path, int(round((last - first + 1) / scene_fps(scene) * AUDIO_RATE)))
-    return path
+    return mixdown_frames(scene, first, last, path, rate=AUDIO_RATE, channels="STEREO",
+                          failure=EchoMaskError("Blender could not mix the scene's sound for the preview "
+                                                "(sound mixdown failed)."))
 
 
 # ----------------------------------------------------------------------------------------------- video
@@ -259,18 +265,7 @@ def _encode_scene(name: str, fps: int, fps_base: float, n_frames: int, wav: str 
     scene.view_settings.look = "None"
     scene.view_settings.exposure, scene.view_settings.gamma = 0.0, 1.0
     scene.frame_start, scene.frame_end = 1, n_frames
-    settings = render.image_settings
-    if hasattr(settings, "media_type"):   # 5.0: pick video before the container
-        settings.media_type = "VIDEO"
-    settings.file_format = "FFMPEG"
-    ffmpeg = render.ffmpeg
-    ffmpeg.format = "MPEG4"
-    ffmpeg.codec = "H264"
-    ffmpeg.constant_rate_factor = "MEDIUM"
-    ffmpeg.ffmpeg_preset = "REALTIME"
-    ffmpeg.audio_codec = "AAC" if wav else "NONE"
-    ffmpeg.audio_mixrate = AUDIO_RATE
-    ffmpeg.audio_channels = "STEREO"
+    set_h264_output(render, audio=bool(wav), mixrate=AUDIO_RATE)
     if wav:
         compat.new_sound_strip(scene, "speech", wav, 1, channel=1)
     return scene, camera

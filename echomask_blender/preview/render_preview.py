@@ -184,18 +184,7 @@ def _render_workbench(scene, armature, output: str, first: int, last: int, progr
         for strip in (editor.strips_all if hasattr(editor, "strips_all") else editor.sequences_all):
             if strip.type != "SOUND":
                 strip.mute = True
-    settings = render.image_settings
-    if hasattr(settings, "media_type"):  # 5.0: pick video before the container
-        settings.media_type = "VIDEO"
-    settings.file_format = "FFMPEG"
-    ffmpeg = render.ffmpeg
-    ffmpeg.format = "MPEG4"
-    ffmpeg.codec = "H264"
-    ffmpeg.constant_rate_factor = "MEDIUM"
-    ffmpeg.ffmpeg_preset = "REALTIME"
-    ffmpeg.audio_codec = "AAC" if compat.HAS_AUDASPACE else "NONE"
-    ffmpeg.audio_mixrate = 48000
-    ffmpeg.audio_channels = "STEREO"
+    preview_skeleton.set_h264_output(render, audio=compat.HAS_AUDASPACE, mixrate=48000)
     render.filepath = output
     scene.frame_start, scene.frame_end = int(first), int(last)
     scene.display.shading.light = "STUDIO"

@@ -181,24 +181,31 @@ def _write_packed(strip, folder: str) -> str:
     return path
 
 
-def _mixdown(scene, start: int, end: int, path: str) -> str:
-    """16 kHz mono WAV of frames start..end as Blender plays them (strip offsets, trims, volume, mutes)."""
+def mixdown_frames(scene, start: int, end: int, path: str, *, rate: int, channels: str, failure: Exception) -> str:
+    """A 16-bit WAV of frames start..end as Blender plays them (strip offsets, trims, volume, mutes), exactly
+    that long; raises `failure` when Blender cannot mix."""
     saved = (scene.frame_start, scene.frame_end)
     try:
         scene.frame_start, scene.frame_end = start, end
         with bpy.context.temp_override(scene=scene):
             result = bpy.ops.sound.mixdown(filepath=path, check_existing=False, container="WAV", codec="PCM",
-                                           format="S16", mixrate=MIX_RATE, channels="MONO")
+                                           format="S16", mixrate=rate, channels=channels)
     finally:
         scene.frame_start, scene.frame_end = saved
     if "FINISHED" not in result or not os.path.isfile(path):
-        raise AudioError("Blender could not mix the scene's sound (sound mixdown failed). Choose 'File' or "
-                         "'One Strip' as the audio source.")
+        raise failure
     # Blender mixes whole buffers, so the file runs a little past the last frame (frames 1-1860 at 30 fps:
     # 992,768 samples, 1861.4 frames). Cut it to exactly the frames asked for: the take, and a re-key of it,
     # then have the same length as the range.
-    fit_wav_length(path, int(round((end - start + 1) / scene_fps(scene) * MIX_RATE)))
+    fit_wav_length(path, int(round((end - start + 1) / scene_fps(scene) * rate)))
     return path
+
+
+def _mixdown(scene, start: int, end: int, path: str) -> str:
+    """16 kHz mono WAV of frames start..end (the generator's input)."""
+    return mixdown_frames(scene, start, end, path, rate=MIX_RATE, channels="MONO",
+                          failure=AudioError("Blender could not mix the scene's sound (sound mixdown failed). "
+                                             "Choose 'File' or 'One Strip' as the audio source."))
 
 
 def fit_wav_length(path: str, samples: int) -> None:

@@ -4,7 +4,7 @@ that motion is compared with the *training* capture (the frames of the ground-tr
 held-out tails): FGD with the project's own evaluator, mean joint speed and jerk relative to the capture.
 Lower FGD = motion more like real motion of this speaker. Needs ../shared/data.
 
-    python bench/select_checkpoint.py CKPT.safetensors [CKPT ...] [--seconds 40] [--temperature 0]
+    python bench/select_checkpoint.py CKPT.safetensors [CKPT ...] [--seconds 40] [--temperature 0] [--smoothing 1]
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=40.0, help="speech used per clip (from its start)")
     ap.add_argument("--temperature", type=float, default=None, help="decoding temperature (default: generate's)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--smoothing", type=float, default=None, help="body smoothing in frames (default: generate's)")
     args = ap.parse_args(argv)
     _import_root()
     import numpy as np
@@ -69,6 +70,8 @@ def main(argv=None) -> int:
           f"{', '.join(SPEECH_ONLY)} ({args.seconds:g} s each, never trained on); FGD: {source} (not the paper's)")
     print(f"{'checkpoint':60s} {'FGD':>7} {'speed/capture':>14} {'jerk/capture':>13}")
     kw = {} if args.temperature is None else {"temperature": args.temperature}
+    if args.smoothing is not None:
+        kw["smoothing"] = args.smoothing
     for ckpt in args.checkpoints:
         takes = [generate(a, model=ckpt, seed=args.seed, **kw) for a in speech]
         fgd = frechet_distance(latents(evaluator, takes), ref)

@@ -13,26 +13,17 @@ figures are then real, the generation time is not).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import pathlib
 import sys
 import tempfile
 import time
-import wave
 
 import numpy as np
+from common import import_repo_as_package, write_wav
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 V50_PYTHON = "/tmp/envs/v50/bin/python"
-
-
-def _import_package():
-    spec = importlib.util.spec_from_file_location("echomask", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["echomask"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _speech(path: str, seconds: float, rate: int = 16000) -> str:
@@ -40,12 +31,7 @@ def _speech(path: str, seconds: float, rate: int = 16000) -> str:
     t = np.arange(int(seconds * rate)) / rate
     envelope = (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) * (np.sin(2 * np.pi * 0.3 * t) > -0.6)
     x = 0.3 * envelope * np.sin(2 * np.pi * (140 + 30 * np.sin(2 * np.pi * 0.5 * t)) * t)
-    with wave.open(path, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((x * 32767).astype(np.int16).tobytes())
-    return path
+    return write_wav(path, x, rate)
 
 
 def main(argv=None) -> int:
@@ -75,7 +61,7 @@ def main(argv=None) -> int:
 
     import bpy
 
-    echomask = _import_package()
+    echomask = import_repo_as_package()
     echomask.register()
     from echomask.echomask_blender import compat
     from echomask.echomask_blender.rigs import rig

@@ -12,39 +12,25 @@ Prints one line per phase and the MP4's measured video/audio durations.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import pathlib
 import shutil
 import sys
 import tempfile
 import time
-import wave
 
 import numpy as np
+from common import import_repo_as_package, write_wav
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FPS = 30
-
-
-def import_repo_as_package(name: str = "echomask"):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def speech_like_wav(path: str, seconds: float, rate: int = 16000) -> str:
     """Tone bursts at about 3 Hz (syllable rate), so the audio is audibly not silence."""
     t = np.arange(int(seconds * rate)) / rate
     x = 0.4 * np.sin(2 * np.pi * 190 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
-    with wave.open(path, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((x * 32767).astype(np.int16).tobytes())
-    return path
+    return write_wav(path, x, rate)
 
 
 def synthetic_take(n: int):

@@ -16,7 +16,6 @@ This prints figures; it is not a timed test.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import pathlib
 import subprocess
 import sys
@@ -25,18 +24,11 @@ import time
 import wave
 
 import numpy as np
+from common import import_repo_as_package
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHARED_TAKES = (ROOT.parent / "shared" / "data" / "beat2_model_outputs" / "mambatalk" / "2_scott_0_2_2.npz",
                 ROOT.parent / "shared" / "data" / "beat2_model_outputs" / "semtalk_fork" / "2_scott_0_1_1.npz")
-
-
-def import_repo_as_package(name: str = "echomask"):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def repeated_speech(path: pathlib.Path, seconds: float) -> str:

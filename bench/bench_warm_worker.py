@@ -18,7 +18,6 @@ features computed again). The one-shot series (warm worker off) starts a process
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import pathlib
 import sys
@@ -27,17 +26,10 @@ import time
 import wave
 
 import numpy as np
+from common import import_repo_as_package
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "example_speech.wav"
-
-
-def _import_package():
-    spec = importlib.util.spec_from_file_location("echomask", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["echomask"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def looped_speech(path: str, seconds: float, offset: float = 0.0) -> str:
@@ -100,7 +92,7 @@ def main(argv=None) -> int:
 
     import bpy
 
-    echomask = _import_package()
+    echomask = import_repo_as_package()
     echomask.register()
     from echomask.echomask_blender import compat
     from echomask.echomask_blender.rigs import rig

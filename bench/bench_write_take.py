@@ -10,24 +10,15 @@ previous one, exactly as a user's re-import does. Target: < 0.5 s on a 2-core ma
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import pathlib
 import statistics
-import sys
 import tempfile
 import time
 
 import numpy as np
+from common import import_repo_as_package
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def import_repo_as_package(name: str = "echomask"):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def synthetic_model(path: pathlib.Path, skeleton) -> str:

@@ -9,18 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import sys
+from common import import_repo_as_package
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def _import_root():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("echomask", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["echomask"] = mod
-    spec.loader.exec_module(mod)
 
 
 def main(argv=None) -> int:
@@ -28,7 +19,7 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", default=str(ROOT / "weights" / "echomask_small.safetensors"))
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    _import_root()
+    import_repo_as_package()
     import numpy as np
     import torch
 

@@ -4,25 +4,16 @@ that motion is compared with the *training* capture (the frames of the ground-tr
 held-out tails): FGD with the project's own evaluator, mean joint speed and jerk relative to the capture.
 Lower FGD = motion more like real motion of this speaker. Needs ../shared/data.
 
-    python bench/select_checkpoint.py CKPT.safetensors [CKPT ...] [--seconds 40] [--temperature 0] [--smoothing 1]
+    python bench/select_checkpoint.py CKPT.safetensors [CKPT ...] [--seconds 40] [--temperature 0] [--smoothing 1] [--pause-variation 1]
 """
 from __future__ import annotations
 
 import argparse
 import pathlib
-import sys
+from common import import_repo_as_package
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SPEECH_ONLY = ("2_scott_0_3_3", "2_scott_0_4_4", "2_scott_0_5_5")
-
-
-def _import_root():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("echomask", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["echomask"] = mod
-    spec.loader.exec_module(mod)
 
 
 def main(argv=None) -> int:
@@ -32,8 +23,9 @@ def main(argv=None) -> int:
     ap.add_argument("--temperature", type=float, default=None, help="decoding temperature (default: generate's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--smoothing", type=float, default=None, help="body smoothing in frames (default: generate's)")
+    ap.add_argument("--pause-variation", type=float, default=None, help="Variation share in pauses (default: generate's)")
     args = ap.parse_args(argv)
-    _import_root()
+    import_repo_as_package()
     import numpy as np
 
     from echomask.core.speech.audio import load_speech
@@ -72,6 +64,8 @@ def main(argv=None) -> int:
     kw = {} if args.temperature is None else {"temperature": args.temperature}
     if args.smoothing is not None:
         kw["smoothing"] = args.smoothing
+    if args.pause_variation is not None:
+        kw["pause_variation"] = args.pause_variation
     for ckpt in args.checkpoints:
         takes = [generate(a, model=ckpt, seed=args.seed, **kw) for a in speech]
         fgd = frechet_distance(latents(evaluator, takes), ref)

@@ -114,3 +114,37 @@ def test_levels_and_smoothing_options(tmp_path):
     np.testing.assert_allclose(smooth.poses[:, 66:69], raw.poses[:, 66:69], atol=1e-6)          # the jaw as it was
     coarse = generate(audio, model=bundle, feature_fn=fake_features, temperature=1.0, levels=1, smoothing=0)
     assert coarse.meta["levels"] == 1 and not np.allclose(coarse.poses, raw.poses)
+
+
+def test_pauses_get_their_share_of_the_variation():
+    from echomask.core.generation.loop import PAUSE_MARGIN_S, token_temperatures
+
+    fps, unit = 30.0, 4
+    flag = np.zeros(64)
+    flag[:20] = 1.0                          # speech, then a pause of 44 frames
+    t = token_temperatures(flag, unit, 1.0, 0.0, fps)
+    assert t.shape == (16,)
+    margin_tokens = int(np.ceil((20 + PAUSE_MARGIN_S * fps) / unit))
+    assert np.all(t[:5] == 1.0)              # speaking: the full Variation
+    assert np.all(t[margin_tokens:] == 0.0)  # well into the pause: arg-max
+    assert np.all(token_temperatures(flag, unit, 0.8, 1.0, fps) == np.float32(0.8))   # share 1 = off
+    half = token_temperatures(np.zeros(64), unit, 1.0, 0.5, fps)
+    assert np.allclose(half, 0.5)
+
+
+def test_per_token_temperature_takes_the_argmax_where_it_is_zero_and_samples_elsewhere():
+    import torch
+
+    from echomask.core.generation.decoding import choose_tokens
+
+    torch.manual_seed(0)
+    logits = torch.randn(1, 8, 1, 32)
+    temperature = np.array([0, 0, 0, 0, 5, 5, 5, 5], np.float32)
+    draws = torch.stack([choose_tokens(logits, temperature, torch.Generator().manual_seed(s)) for s in range(20)])
+    argmax = logits.argmax(-1)
+    assert torch.equal(draws[:, :, :4], argmax[None, :, :4].expand(20, 1, 4, 1))   # exact arg-max
+    assert len(torch.unique(draws[:, 0, 4:, 0])) > 4                              # sampled: varied
+    # the same draws as a scalar temperature where every position samples (pauses change nothing else)
+    full = np.full(8, 0.7, np.float32)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(choose_tokens(logits, full, g1), choose_tokens(logits, 0.7, g2))

@@ -34,6 +34,24 @@ def test_default_weights_load_and_generate():
     assert np.abs(take.poses[1:] - take.poses[:-1]).max() < 1.5   # no explosive jumps between frames
 
 
+
+def test_a_pause_in_the_speech_is_calmer_than_the_speech():
+    """The default Variation applies where someone speaks; in a pause the model's calmest motion plays."""
+    if not DEFAULT.is_file():
+        pytest.skip("weights/echomask_small.safetensors is not in this checkout")
+    from echomask.core.generation.inference import generate
+    from echomask.core.metrics.kinematics import take_positions
+    from echomask.core.speech.audio import load_speech
+
+    speech = load_speech(str(ROOT / "examples" / "example_speech.wav"))[: 16000 * 8]
+    audio = np.concatenate([speech, np.zeros(16000 * 4, np.float32), speech])   # 8 s, 4 s pause, 8 s
+    take = generate(audio, seed=0)
+    pos = take_positions(take, with_translation=False)
+    speed = np.linalg.norm(np.diff(pos, axis=0), axis=-1).mean(-1) * 30          # (frames-1,) m/s
+    talking, pause = speed[30:230].mean(), speed[260:350].mean()               # away from the edges
+    assert pause < 0.5 * talking, (pause, talking)
+    assert pause > 0.0                                                          # calm, not frozen solid
+
 def test_generate_job_writes_all_or_nothing(tmp_path, monkeypatch):
     import soundfile as sf
 

@@ -21,14 +21,22 @@ from ..motion.skeleton import PARTS
 from .options import DEFAULT_STEPS  # noqa: E402,F401
 
 
-def choose_tokens(logits, temperature: float, generator=None, top_p: float = 1.0):
+def any_sampling(temperature) -> bool:
+    """True when some token is sampled (`temperature`: a number, or one per token position)."""
+    return bool(np.any(np.asarray(temperature) > 0))
+
+
+def choose_tokens(logits, temperature, generator=None, top_p: float = 1.0):
     """logits (B, N, L, K) -> codes (B, N, L): arg-max at temperature 0, else sampled at `temperature`
-    from the smallest set of codes whose probability reaches `top_p` (nucleus sampling; 1 = all codes)."""
+    from the smallest set of codes whose probability reaches `top_p` (nucleus sampling; 1 = all codes).
+    `temperature` is a number or one per token position (N,): positions at 0 take the arg-max."""
     import torch
 
-    if temperature <= 0:
+    if not any_sampling(temperature):
         return logits.argmax(-1)
-    probs = torch.softmax(logits.float().cpu() / temperature, dim=-1)
+    per_token = np.ndim(temperature) > 0
+    t = torch.as_tensor(np.asarray(temperature, np.float32)).reshape(1, -1, 1, 1) if per_token else temperature
+    probs = torch.softmax(logits.float().cpu() / (t.clamp(min=1e-3) if per_token else t), dim=-1)
     flat = probs.reshape(-1, probs.shape[-1])
     if top_p < 1.0:  # rare codes are where sampled motion turns jerky
         sorted_p, order = flat.sort(-1, descending=True)
@@ -36,6 +44,8 @@ def choose_tokens(logits, temperature: float, generator=None, top_p: float = 1.0
         sorted_p = sorted_p.masked_fill(outside, 0.0)
         flat = torch.zeros_like(flat).scatter_(-1, order, sorted_p)
     idx = torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
+    if per_token:  # positions at temperature 0: the arg-max, exactly
+        idx = torch.where(t[..., 0].expand(idx.shape) > 0, idx, logits.argmax(-1).cpu())
     return idx.to(logits.device)
 
 
@@ -48,7 +58,7 @@ def choose_motion_tokens(logits, temperature: float, generator=None, top_p: floa
     import torch
 
     codes = logits.argmax(-1)
-    if temperature > 0:
+    if any_sampling(temperature):
         codes[..., 0] = choose_tokens(logits[..., :1, :], temperature, generator, top_p)[..., 0]
     logp = torch.log_softmax(logits[..., 0, :].float(), -1).gather(-1, codes[..., :1]).squeeze(-1)
     return codes, logp
@@ -106,7 +116,7 @@ def decode_window(generator, tokenizers, motion, known, cond, temperature: float
                             None, None, cond=cond, known=hints)
             picks = {p: choose_motion_tokens(out["logits"][p], temperature, sampler, top_p) for p in PARTS}
         confidence = torch.stack([lp[0] for _, lp in picks.values()]).mean(0).cpu().numpy()   # (N,)
-        if temperature > 0:  # MaskGIT: randomise the order a little, less as the window fills
+        if any_sampling(temperature):  # MaskGIT: randomise the order a little, less as the window fills
             noise = torch.rand(n, generator=sampler).clamp(1e-9, 1 - 1e-9).numpy()
             confidence = confidence - temperature * (1 - step / steps) * np.log(-np.log(noise))
         # The most confident still-open positions take this pass's codes; the rest stay open.

@@ -58,6 +58,22 @@ def neutral_seed_codes(tokenizers, window: int = 64, seed_frames: int = 4) -> di
     return {p: c[0, :n] for p, c in codes.items()}
 
 
+PAUSE_MARGIN_S = 0.3   # speech keeps its Variation this long around each word: short gaps are not pauses
+
+
+def token_temperatures(speech_flag: np.ndarray, unit: int, temperature: float, pause_share: float,
+                       fps: float = 30.0) -> np.ndarray:
+    """Per-token temperatures of one window: `temperature` where someone speaks (within PAUSE_MARGIN_S of
+    a speech frame), `temperature * pause_share` in pauses. speech_flag (window,) -> (window // unit,)."""
+    speaking = np.asarray(speech_flag) > 0.5
+    margin = int(round(PAUSE_MARGIN_S * fps))
+    if margin > 0 and speaking.any():
+        padded = np.concatenate([np.zeros(margin, bool), speaking, np.zeros(margin, bool)])
+        speaking = np.lib.stride_tricks.sliding_window_view(padded, 2 * margin + 1).any(-1)
+    per_token = speaking[: len(speaking) // unit * unit].reshape(-1, unit).mean(-1)
+    return (temperature * (pause_share + (1.0 - pause_share) * per_token)).astype(np.float32)
+
+
 def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None, progress=None, cancel=None,
                   feature_fn=None, chunk_frames: int = 1800, timings=None, fps: float = 30.0):
     """Speech (16 kHz mono float32) -> Take with one of this project's models (an EchoMaskModel).
@@ -84,6 +100,7 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
     tok_per_seed = seed_frames // unit
     n_tok = window // unit
     parts_to_generate = options.parts or PARTS
+    own_features = feature_fn is None      # the backend's own features: their speech flag can be trusted
     feature_fn = feature_fn or default_feature_fn(cfg.generator.speech_backend)
     times = {"features": 0.0, "model": 0.0, "decode": 0.0}
 
@@ -94,6 +111,13 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
     # Short clips and the last window are padded with silence by the feature stream (no copy of the
     # audio is made); the output is trimmed back to the speech's length.
     stream = FeatureStream(audio, total, fps, feature_fn, chunk_frames)
+    # Pauses get a share of the Variation: the model's most likely motion there is its calmest. Needs the
+    # built-in backend's own speech flag (HuBERT and caller-supplied features have none: the same Variation
+    # everywhere).
+    pause_aware = (options.temperature > 0 and options.pause_variation < 1.0 and own_features
+                   and cfg.generator.speech_backend == "builtin")
+    if pause_aware:
+        from ..speech.builtin import SPEECH_FLAG
     neutral = parts_to_motion337(take_to_parts(neutral_standing(seed_frames)))
     seed_codes = neutral_seed_codes(tok, window, seed_frames)
     known_m337 = known_tokens = None
@@ -139,7 +163,11 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
         for p in PARTS:
             given[p][:tok_per_seed] = seed_codes[p][:, :gen.levels]
         choose = refine_window if options.strategy == "refine" else decode_window
-        codes = choose(gen, tok, motion, known_here, cond, options.temperature, sampler, options.steps,
+        temperature = options.temperature
+        if pause_aware:
+            temperature = token_temperatures(highs[j][:, SPEECH_FLAG], unit, options.temperature,
+                                             options.pause_variation, fps)
+        codes = choose(gen, tok, motion, known_here, cond, temperature, sampler, options.steps,
                        known_codes=given, top_p=options.top_p)
         if 0 < options.levels < gen.levels:   # finer levels decode as absent (the seed keeps them: it is context)
             for p in PARTS:

@@ -1,0 +1,33 @@
+"""Helpers shared by the bench scripts (not a bench itself: `make bench` runs bench/bench_*.py)."""
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import sys
+import wave
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def import_repo_as_package(name: str = "echomask"):
+    """The repository root imported as the package `name` (as Blender imports the extension), so `core` and
+    `echomask_blender` import relatively, exactly as they do inside Blender."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_wav(path: str, x: np.ndarray, rate: int = 16000) -> str:
+    """Mono float audio in [-1, 1] as a 16-bit WAV (standard library only, as in Blender's Python)."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(x, -1, 1) * 32767).astype(np.int16).tobytes())
+    return str(path)

@@ -20,7 +20,7 @@ import tempfile
 import time
 
 import numpy as np
-from common import import_repo_as_package, write_wav
+from common import registered_empty_scene, write_wav
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 V50_PYTHON = "/tmp/envs/v50/bin/python"
@@ -61,19 +61,13 @@ def main(argv=None) -> int:
 
     import bpy
 
-    echomask = import_repo_as_package()
-    echomask.register()
+    echomask, context, scene = registered_empty_scene(args.seconds)
     from echomask.echomask_blender import compat
     from echomask.echomask_blender.rigs import rig
     from echomask.echomask_blender.run import generate_op
     from echomask.echomask_blender.takes import nla as takes
 
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    context = bpy.context
-    scene = context.scene
-    scene.render.fps, scene.render.fps_base = 30, 1.0
-    frames = int(round(args.seconds * 30))
-    scene.frame_start, scene.frame_end = 1, frames
+    frames = scene.frame_end
     arm = rig.create_smplx_armature(context)
     face = bpy.data.objects.new("face", bpy.data.meshes.new("face"))
     face.data.from_pydata([(0, 0, 1.5), (0.1, 0, 1.5), (0, 0.1, 1.5)], [], [(0, 1, 2)])

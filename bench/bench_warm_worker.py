@@ -26,7 +26,7 @@ import time
 import wave
 
 import numpy as np
-from common import import_repo_as_package
+from common import registered_empty_scene
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "example_speech.wav"
@@ -92,18 +92,11 @@ def main(argv=None) -> int:
 
     import bpy
 
-    echomask = import_repo_as_package()
-    echomask.register()
+    echomask, context, scene = registered_empty_scene(args.seconds)
     from echomask.echomask_blender import compat
     from echomask.echomask_blender.rigs import rig
     from echomask.echomask_blender.run import generate_op, worker_service
     from echomask.echomask_blender.takes import nla as takes
-
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    context = bpy.context
-    scene = context.scene
-    scene.render.fps, scene.render.fps_base = 30, 1.0
-    scene.frame_start, scene.frame_end = 1, int(round(args.seconds * 30))
     arm = rig.create_smplx_armature(context)
     speech = looped_speech(os.path.join(tmp, "speech.wav"), args.seconds)
     settings = scene.echomask

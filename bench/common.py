@@ -31,3 +31,18 @@ def write_wav(path: str, x: np.ndarray, rate: int = 16000) -> str:
         w.setframerate(rate)
         w.writeframes((np.clip(x, -1, 1) * 32767).astype(np.int16).tobytes())
     return str(path)
+
+
+def registered_empty_scene(seconds: float, fps: int = 30):
+    """The extension registered into an empty Blender scene at `fps` whose frame range holds `seconds`:
+    (the package, bpy.context, the scene). For the benches that drive the panel's operators."""
+    import bpy
+
+    echomask = import_repo_as_package()
+    echomask.register()
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    context = bpy.context
+    scene = context.scene
+    scene.render.fps, scene.render.fps_base = fps, 1.0
+    scene.frame_start, scene.frame_end = 1, int(round(seconds * fps))
+    return echomask, context, scene

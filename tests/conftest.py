@@ -35,6 +35,21 @@ def pytest_configure(config):
     config.addinivalue_line("filterwarnings", "error:.*is expected to be removed in Blender:DeprecationWarning")
 
 
+def write_pcm16_wav(path, samples, rate: int = 16000) -> str:
+    """Mono samples in [-1, 1] as a 16-bit WAV, with the standard library only (the Blender test
+    environments have no soundfile)."""
+    import wave
+
+    import numpy as np
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype(np.int16).tobytes())
+    return str(path)
+
+
 def shared_path(*parts: str) -> pathlib.Path:
     """A path under ../shared/data, or skip the test with a clear reason when it is not there."""
     path = SHARED_DATA.joinpath(*parts)

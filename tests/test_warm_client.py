@@ -3,11 +3,11 @@ idle timeout seen from Blender's side, a missing Python, one shared worker per r
 import pathlib
 import sys
 import time
-import wave
 
 import numpy as np
 
 from echomask.core.jobs import client
+from conftest import write_pcm16_wav
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FAKE_WORKER = str(ROOT / "tests" / "fake_worker.py")
@@ -15,13 +15,7 @@ FAKE_WORKER = str(ROOT / "tests" / "fake_worker.py")
 
 def _wav(path, seconds=0.5, rate=16000):
     t = np.arange(int(seconds * rate)) / rate
-    x = (0.3 * np.sin(2 * np.pi * 180 * t) * (t % 0.25 < 0.15) * 32767).astype(np.int16)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(x.tobytes())
-    return str(path)
+    return write_pcm16_wav(path, 0.3 * np.sin(2 * np.pi * 180 * t) * (t % 0.25 < 0.15), rate)
 
 
 def _worker(idle_timeout=900.0, **env):

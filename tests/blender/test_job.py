@@ -10,22 +10,15 @@ import numpy as np
 from echomask.core.jobs.client import (JobState, JobTimeouts, WorkerJob, explain_exit, python_command,
                                        worker_environment, write_request)
 from echomask.core.motion.take import load_take
+from conftest import write_pcm16_wav
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FAKE_WORKER = str(ROOT / "tests" / "fake_worker.py")
 
 
 def _wav(path, seconds=1.0, rate=16000):
-    import wave
-
     t = np.arange(int(seconds * rate)) / rate
-    x = (0.3 * np.sin(2 * np.pi * 180 * t) * (t % 0.5 < 0.3) * 32767).astype(np.int16)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(x.tobytes())
-    return str(path)
+    return write_pcm16_wav(path, 0.3 * np.sin(2 * np.pi * 180 * t) * (t % 0.5 < 0.3), rate)
 
 
 def _job(tmp_path, mode="ok", steps=5, delay=0.01, timeouts=None, **request):

@@ -100,18 +100,10 @@ def set_run_ui(context, *, running=None, progress=None, status=None, error=None,
     job = getattr(context.window_manager, "echomask_job", None)
     if job is None:
         return
-    if running is not None:
-        job.running = running
-    if progress is not None:
-        job.progress = progress
-    if status is not None:
-        job.status = status
-    if error is not None:
-        job.last_error = error
-    if info is not None:
-        job.last_info = info
-    if warning is not None:
-        job.last_warning = warning
+    for prop, value in (("running", running), ("progress", progress), ("status", status), ("last_error", error),
+                        ("last_info", info), ("last_warning", warning)):
+        if value is not None:   # None = leave as it is
+            setattr(job, prop, value)
     workspace = getattr(context, "workspace", None)
     if workspace is not None:
         text = None

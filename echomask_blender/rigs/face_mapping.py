@@ -20,7 +20,7 @@ from ...core.face.mapping import (FaceChannels, FaceMapping, FaceMappingError, F
                                  load_preset, match_shape_keys, no_match_message, save_preset)
 from ...core.motion.take import Take, load_take, resample_take
 from .. import compat
-from ..takes.keys import shape_key_path
+from ..rna_paths import shape_key_path
 
 PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "presets")  # echomask_blender/presets
 SHAPE_GROUP = "EchoMask face"

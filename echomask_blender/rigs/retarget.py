@@ -25,7 +25,7 @@ from ...core.retarget.solve import Copy, RetargetOptions, TargetBone, TargetRig
 from ...core.motion.skeleton import JOINT_INDEX, JOINT_NAMES
 from ...core.motion.take import Take
 from ...core.motion.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts
-from ..takes.keys import pose_bone_path
+from ..rna_paths import pose_bone_path
 
 MAP_PROP = "echomask_applied_bone_map"
 OPTIONS_PROP = "echomask_retarget_options"

@@ -18,11 +18,27 @@ import numpy as np
 from ...core.motion import rotations as R
 from ...core.motion import skeleton
 from ...core.motion.take import Take
+from ...core.motion.take_parts import ANIM_PARTS, PART_JOINT_INDICES
 from .. import compat
+from ..rigs import retarget
 from ..rigs.rig import BONE_NAMES, RigFrames, check_smplx_armature, rig_frames
+from ..rna_paths import pose_bone_path, shape_key_path  # noqa: F401  (public here too)
 
 EXPRESSION_KEY = "Exp{:03d}"   # shape-key names of the SMPL-X Blender add-on
 SHAPE_KEY_SLIDER_LIMIT = 10.0  # Blender's widest slider range; BEAT2 expressions reach about +-6
+BODY = ""  # the owner of the armature's own F-curves (face F-curves are owned by their mesh's name)
+
+
+@dataclasses.dataclass
+class CurveKeys:
+    """One F-curve to write: its keys, and optionally every per-key attribute (to copy keys exactly)."""
+    owner: str                   # BODY or a face mesh's name
+    data_path: str
+    index: int
+    frames: np.ndarray           # (K,) increasing
+    values: np.ndarray           # (K,)
+    group: str = ""
+    attributes: dict | None = None   # name -> (K,) or (2K,) array for foreach_set (None: LINEAR keys)
 
 
 @dataclasses.dataclass
@@ -48,16 +64,6 @@ def expression_key_count(obj: bpy.types.Object) -> int:
 def expression_meshes(armature: bpy.types.Object) -> list[bpy.types.Object]:
     """Meshes parented to the armature that carry SMPL-X expression shape keys."""
     return [child for child in armature.children if expression_key_count(child) > 0]
-
-
-def pose_bone_path(bone: str, prop: str) -> str:
-    """RNA path of a pose bone's property (the F-curve data_path)."""
-    return f'pose.bones["{bpy.utils.escape_identifier(bone)}"].{prop}'
-
-
-def shape_key_path(name: str) -> str:
-    """RNA path of a shape key's value, relative to its Key datablock."""
-    return f'key_blocks["{bpy.utils.escape_identifier(name)}"].value'
 
 
 def bone_quaternions(frames: RigFrames, take: Take) -> np.ndarray:
@@ -142,6 +148,39 @@ def bone_rotation_curves(armature: bpy.types.Object, quats: np.ndarray, joints) 
     return out
 
 
+def take_curves(armature: bpy.types.Object, take: Take, *, frame_start: int = 1, parts=ANIM_PARTS,
+                meshes: list[bpy.types.Object] | None = None) -> tuple[list[CurveKeys], list[bpy.types.Object]]:
+    """The one place a take becomes F-curves: (curves, face meshes) keying `parts` of `take` on `armature`
+    from `frame_start`, one key per frame. An SMPL-X rig gets each bone's rotation in its own rotation mode
+    (read before anything changes), the pelvis `location` from `trans` and, for the face, the expressions
+    on each mesh's Exp### shape keys (by default the rig's child meshes); a mapped character (bone map,
+    rigs/retarget.py) gets the channels its map solves for, and no face."""
+    frames = frame_start + np.arange(take.num_frames, dtype=np.float64)
+    curves: list[CurveKeys] = []
+    if retarget.is_mapped(armature):
+        channels, _ = retarget.take_channels(armature, take, parts)
+        curves.extend(CurveKeys(BODY, path, c, frames, values, group) for path, c, values, group in channels)
+        return curves, []
+    check_smplx_armature(armature)
+    rig = rig_frames(armature)
+    joints = sorted(j for p in parts for j in PART_JOINT_INDICES[p])
+    if joints:
+        for bone, path, values in bone_rotation_curves(armature, bone_quaternions(rig, take), joints):
+            curves.extend(CurveKeys(BODY, path, c, frames, values[:, c], bone) for c in range(values.shape[1]))
+    if "root" in parts:
+        pelvis = rig.pelvis_location(take.trans.astype(np.float64))
+        path = pose_bone_path(BONE_NAMES[0], "location")
+        curves.extend(CurveKeys(BODY, path, c, frames, pelvis[:, c], BONE_NAMES[0]) for c in range(3))
+    face_meshes = []
+    if "face" in parts:
+        face_meshes = expression_meshes(armature) if meshes is None else [m for m in meshes if expression_key_count(m)]
+        for mesh in face_meshes:
+            for i in range(min(expression_key_count(mesh), take.expressions.shape[1])):
+                curves.append(CurveKeys(mesh.name, shape_key_path(EXPRESSION_KEY.format(i)), 0, frames,
+                                        take.expressions[:, i], "Expressions"))
+    return curves, face_meshes
+
+
 def write_take_to_armature(armature: bpy.types.Object, take: Take, *, name: str = "EchoMask take",
                            frame_start: int = 1, meshes: list[bpy.types.Object] | None = None) -> WriteResult:
     """Key the take on `armature` from `frame_start` (take frame k -> scene frame frame_start + k).
@@ -152,11 +191,7 @@ def write_take_to_armature(armature: bpy.types.Object, take: Take, *, name: str 
     the scene's frame rate.
     """
     take.validate(name)
-    check_smplx_armature(armature)
-    rig = rig_frames(armature)
-    rotations = bone_rotation_curves(armature, bone_quaternions(rig, take), range(len(BONE_NAMES)))  # before any change
-    pelvis_location = rig.pelvis_location(take.trans.astype(np.float64))
-    meshes = expression_meshes(armature) if meshes is None else [m for m in meshes if expression_key_count(m)]
+    curves, face_meshes = take_curves(armature, take, frame_start=frame_start, meshes=meshes)
     frames = frame_start + np.arange(take.num_frames, dtype=np.float64)
 
     stashed = []
@@ -164,27 +199,25 @@ def write_take_to_armature(armature: bpy.types.Object, take: Take, *, name: str 
     if old:
         stashed.append(old)
     action, bag = compat.new_action_for(armature, name)
-    for bone, path, values in rotations:
-        for c in range(values.shape[1]):
-            compat.write_fcurve(bag, path, c, frames, values[:, c], group=bone)
-    pelvis = pose_bone_path(BONE_NAMES[0], "location")
-    for c in range(3):
-        compat.write_fcurve(bag, pelvis, c, frames, pelvis_location[:, c], group=BONE_NAMES[0])
+    for curve in curves:
+        if curve.owner == BODY:
+            compat.write_fcurve(bag, curve.data_path, curve.index, curve.frames, curve.values, group=curve.group)
 
     shape_actions = []
-    for mesh in meshes:
+    for mesh in face_meshes:
         key = mesh.data.shape_keys
         old = compat.stash_active_action(key)
         if old:
             stashed.append(old)
         face_action, face_bag = compat.new_action_for(key, f"{name} face")
-        blocks = key.key_blocks
         for i in range(min(expression_key_count(mesh), take.expressions.shape[1])):
-            block = blocks[EXPRESSION_KEY.format(i)]
+            block = key.key_blocks[EXPRESSION_KEY.format(i)]
             block.slider_min = min(block.slider_min, -SHAPE_KEY_SLIDER_LIMIT)  # widen only, never narrow
             block.slider_max = max(block.slider_max, SHAPE_KEY_SLIDER_LIMIT)
-            path = shape_key_path(block.name)
-            compat.write_fcurve(face_bag, path, 0, frames, take.expressions[:, i], group="Expressions")
+        for curve in curves:
+            if curve.owner == mesh.name:
+                compat.write_fcurve(face_bag, curve.data_path, curve.index, curve.frames, curve.values,
+                                    group=curve.group)
         shape_actions.append(face_action.name)
     return WriteResult(action=action.name, shape_actions=shape_actions, frame_start=int(frames[0]),
                        frame_end=int(frames[-1]), stashed=stashed)

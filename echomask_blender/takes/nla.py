@@ -25,12 +25,12 @@ from ...core.motion import rotations as R
 from ...core.motion import skeleton
 from ...core.errors import EchoMaskError, RigError
 from ...core.motion.take import Take
-from ...core.motion.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts
+from ...core.motion.take_parts import ANIM_PARTS, check_parts
 from .. import compat
 from ..rigs import retarget
-from .keys import (EXPRESSION_KEY, SHAPE_KEY_SLIDER_LIMIT, bone_quaternions, bone_rotation_curves,
+from .keys import (BODY, EXPRESSION_KEY, SHAPE_KEY_SLIDER_LIMIT, CurveKeys,  # noqa: F401
                    channels_to_quaternions, expression_key_count, expression_meshes, pose_bone_path, rest_channels,
-                   rotation_property, shape_key_path)
+                   rotation_property, shape_key_path, take_curves)
 from ..rigs.rig import BONE_NAMES, check_smplx_armature, rig_frames
 
 TAKE_PROP = "echomask_take"
@@ -105,21 +105,8 @@ def _stash_foreign_action(owner_id) -> str | None:
 # NLA tracks, play) in one short step. Blender folds data changes made outside an undo push into the next
 # push, so the undoable Apply operator that links the take undoes the whole take in one step.
 
-BODY = ""  # the owner key of the armature's Action in StagedActions (face Actions use the mesh's name)
 KEY_ATTRIBUTES = ("interpolation", "handle_left_type", "handle_right_type", "easing", "type", "back",
                   "amplitude", "period")
-
-
-@dataclasses.dataclass
-class CurveKeys:
-    """One F-curve to write: its keys, and optionally every per-key attribute (to copy keys exactly)."""
-    owner: str                   # BODY or a face mesh's name
-    data_path: str
-    index: int
-    frames: np.ndarray           # (K,) increasing
-    values: np.ndarray           # (K,)
-    group: str = ""
-    attributes: dict | None = None   # name -> (K,) or (2K,) array for foreach_set (None: LINEAR keys)
 
 
 def read_curve_keys(fcurve, owner: str) -> CurveKeys:
@@ -264,7 +251,8 @@ class StagedActions:
 
 
 class StagedTake(StagedActions):
-    """A core Take keyed densely (one key per frame, linear) from `frame_start`, only the given parts."""
+    """A core Take keyed densely (one key per frame, linear) from `frame_start`, only the given parts: the
+    F-curves of keys.take_curves (an SMPL-X rig or a mapped character), staged a few per step."""
 
     def __init__(self, armature: bpy.types.Object, take: Take, *, name: str, frame_start: int,
                  parts=ANIM_PARTS, meshes=None):
@@ -273,34 +261,10 @@ class StagedTake(StagedActions):
             raise EchoMaskError("No body part is selected: tick at least one of Face, Upper Body, Hands, "
                                 "Lower Body or Root Motion.")
         take.validate("take")
-        if retarget.is_mapped(armature):   # the animator's own character: channels from its bone map
-            super().__init__(armature, name=name, parts=parts, fps=take.fps, frame_start=frame_start,
-                             frame_end=frame_start + take.num_frames - 1, face_meshes=())
-            frames = frame_start + np.arange(take.num_frames, dtype=np.float64)
-            channels, _ = retarget.take_channels(armature, take, parts)
-            self.pending.extend(CurveKeys(BODY, path, c, frames, values, group) for path, c, values, group in channels)
-            return
-        check_smplx_armature(armature)
-        rig = rig_frames(armature)
-        meshes = expression_meshes(armature) if meshes is None else [m for m in meshes if expression_key_count(m)]
+        curves, face_meshes = take_curves(armature, take, frame_start=frame_start, parts=parts, meshes=meshes)
         super().__init__(armature, name=name, parts=parts, fps=take.fps, frame_start=frame_start,
-                         frame_end=frame_start + take.num_frames - 1, face_meshes=meshes if "face" in parts else ())
-        frames = frame_start + np.arange(take.num_frames, dtype=np.float64)
-        joints = sorted(j for p in parts for j in PART_JOINT_INDICES[p])
-        if joints:   # each bone in its own rotation mode (quaternion on our rigs; an animator's Euler order)
-            for bone, path, values in bone_rotation_curves(armature, bone_quaternions(rig, take), joints):
-                for c in range(values.shape[1]):
-                    self.pending.append(CurveKeys(BODY, path, c, frames, values[:, c], bone))
-        if "root" in parts:
-            pelvis = rig.pelvis_location(take.trans.astype(np.float64))
-            path = pose_bone_path(BONE_NAMES[0], "location")
-            for c in range(3):
-                self.pending.append(CurveKeys(BODY, path, c, frames, pelvis[:, c], BONE_NAMES[0]))
-        for mesh_name in self.face_meshes:
-            mesh = bpy.data.objects[mesh_name]
-            for i in range(min(expression_key_count(mesh), take.expressions.shape[1])):
-                self.pending.append(CurveKeys(mesh_name, shape_key_path(EXPRESSION_KEY.format(i)), 0, frames,
-                                              take.expressions[:, i], "Expressions"))
+                         frame_end=frame_start + take.num_frames - 1, face_meshes=face_meshes)
+        self.pending.extend(curves)
 
 
 def _add_take_track(owner_id, action) -> bpy.types.NlaTrack:

@@ -24,6 +24,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--smoothing", type=float, default=None, help="body smoothing in frames (default: generate's)")
     ap.add_argument("--pause-variation", type=float, default=None, help="Variation share in pauses (default: generate's)")
+    ap.add_argument("--top-p", type=float, default=None, help="nucleus of level-0 sampling (default: generate's)")
     args = ap.parse_args(argv)
     import_repo_as_package()
     import numpy as np
@@ -66,6 +67,8 @@ def main(argv=None) -> int:
         kw["smoothing"] = args.smoothing
     if args.pause_variation is not None:
         kw["pause_variation"] = args.pause_variation
+    if args.top_p is not None:
+        kw["top_p"] = args.top_p
     for ckpt in args.checkpoints:
         takes = [generate(a, model=ckpt, seed=args.seed, **kw) for a in speech]
         fgd = frechet_distance(latents(evaluator, takes), ref)

@@ -262,3 +262,23 @@ def test_the_panel_shows_the_worker_state_and_the_button_that_fits(warm, tmp_pat
     assert run.phase == "FINISHED", run.error
     labels, buttons = draw()
     assert "Worker: warm (model loaded)" in labels and ("Stop Worker", "echomask.stop_worker") in buttons
+
+
+def test_disabling_the_add_on_stops_the_warm_worker(warm, tmp_path):
+    """unregister() (the add-on disabled, or Blender quitting) must not leave a generator process behind."""
+    client, _, _, _ = _modules()
+    from echomask.echomask_blender import settings, workflow
+
+    _scene(warm, tmp_path)
+    run, _ = _generate(warm)
+    assert run.phase == "FINISHED", run.error
+    worker = client.current_warm_worker()
+    assert worker is not None and worker.alive
+    pid = worker.pid
+    try:
+        workflow.unregister_properties()   # the part of the add-on's unregister() that ends its jobs
+        assert not worker.alive and client.current_warm_worker() is None
+        with pytest.raises(ProcessLookupError):   # the process has exited and been reaped
+            os.kill(pid, 0)
+    finally:
+        settings.attach_properties()      # the module's other tests keep a registered add-on

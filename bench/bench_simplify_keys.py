@@ -23,7 +23,6 @@ import tempfile
 import time
 import wave
 
-import numpy as np
 from common import import_repo_as_package
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ from __future__ import annotations
 import bpy
 
 from ..core.generation.options import MAX_INTENSITY, MAX_TEMPERATURE, GenerationOptions
-from ..core.motion.take_parts import ANIM_PARTS, PART_LABELS
+from ..core.motion.take_parts import ANIM_PARTS
 from . import compat
 from .run.speech_source import SOURCES
 

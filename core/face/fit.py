@@ -30,7 +30,7 @@ import sys
 import numpy as np
 
 from ..errors import EchoMaskError
-from ..paths import EXTENSION_ROOT, SHARED_DATA_DIR
+from ..paths import SHARED_DATA_DIR
 from ..speech.phones import frame_labels
 from ..motion.take import load_take
 from .fitted import DEFAULT_PATH, FaceFit
@@ -39,7 +39,6 @@ from .phone_classes import (CLASS_INDEX, CLASS_NAMES, PHONE_TO_CLASS, PHONE_TO_S
                             shift_phones)
 from .signals import EXPR, JAW, face_vector, fast_part, smooth
 
-REPO_ROOT = str(EXTENSION_ROOT)
 SHARED_DATA = str(SHARED_DATA_DIR)
 DEFAULT_TAKES = ("2_scott_0_1_1", "2_scott_0_2_2")
 DEFAULT_CAPTURE = "mixamo_bvh_emagemixamo/1_fufu_0_7_7"

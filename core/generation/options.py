@@ -39,6 +39,7 @@ class GenerationOptions:
     levels: int = DEFAULT_LEVELS           # RVQ levels kept (1 = the coarse level only; 0 = all predicted)
     smoothing: float = DEFAULT_SMOOTHING   # body rotations smoothed over this many frames (sigma; 0 = none)
     pause_variation: float = DEFAULT_PAUSE_VARIATION  # Variation in pauses, as a share of `temperature`
+    #                                      (needs the built-in speech flag; HuBERT models: one Variation)
     intensity: float = 1.0                 # gesture amplitude about the take's mean pose (1 = as generated)
     travel: bool = False                   # let the character travel (False: stays in place)
     lipsync: float = DEFAULT_LIPSYNC       # 0 = the model's face alone

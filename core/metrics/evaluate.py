@@ -18,13 +18,12 @@ import platform
 import numpy as np
 
 from ..errors import EchoMaskError
-from ..paths import EXTENSION_ROOT, SHARED_DATA_DIR, WEIGHTS_DIR
+from ..paths import SHARED_DATA_DIR, WEIGHTS_DIR
 from . import beat, diversity, face, plausibility
 from .kinematics import take_positions
 from .takeset import AUDIO_EXTENSIONS, TAKE_EXTENSIONS, collect, tail_start
 from ..motion.take import Take, load_take, resample_take
 
-REPO_ROOT = str(EXTENSION_ROOT)
 SHARED_DATA = str(SHARED_DATA_DIR)
 DEFAULT_FGD_WEIGHTS = str(WEIGHTS_DIR / "fgd_evaluator.safetensors")
 BEAT2_MEAN_SPEED = os.path.join(SHARED_DATA, "beat2_samples", "weights", "mean_vel_smplxflame_30.npy")
@@ -193,9 +192,7 @@ def generated_system(name: str, weights: str, clips: list[Clip], seed: int, temp
     except ImportError:
         raise EchoMaskError("--model needs core.generation.inference.generate, which this version of the project does "
                             "not have; generate takes another way and pass them with --generated.") from None
-    defaults = GenerationOptions()
-    temperature = defaults.temperature if temperature is None else temperature
-    steps = steps or None
+    temperature = GenerationOptions().temperature if temperature is None else temperature
     takes = {}
     for c in clips:
         if c.audio_path is None:

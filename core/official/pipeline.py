@@ -21,7 +21,6 @@ script only through that seed (core.generation.post.neutral_standing).
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 

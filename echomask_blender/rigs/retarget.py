@@ -18,11 +18,11 @@ import json
 import bpy
 import numpy as np
 
-from ...core.errors import EchoMaskError, RigError
+from ...core.errors import RigError
 from ...core.retarget import solve
 from ...core.retarget.bone_map import BoneMap, BoneMapError, auto_match, resolve_bone_map
 from ...core.retarget.solve import Copy, RetargetOptions, TargetBone, TargetRig
-from ...core.motion.skeleton import JOINT_INDEX, JOINT_NAMES
+from ...core.motion.skeleton import JOINT_NAMES
 from ...core.motion.take import Take
 from ...core.motion.take_parts import ANIM_PARTS, PART_JOINT_INDICES, check_parts
 from ..rna_paths import pose_bone_path

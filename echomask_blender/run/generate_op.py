@@ -14,28 +14,18 @@ operator's modal() does nothing else than call it.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
-import tempfile
-import time
-import uuid
 
 import bpy
 
 from ...core.errors import AudioError, EchoMaskError, RigError
-from ...core.jobs.client import JobState
-from ...core.motion.take import Take, load_take, resample_take
-from . import runtime, runtime_ops, speech_source, worker_service
-from .. import compat
-from .modal_timer import TimerModal
-from ..ui.poll import DisabledReasonPoll
-from ..settings import selected_parts
+from . import runtime, runtime_ops, speech_source
 from ..rigs.rig import check_smplx_armature
-from ..takes.nla import StagedTake, take_name
-
-from .generation_run import (TIMER_JOB, RunModal, GenerationRun, PendingApply, apply_pending, build_request,  # noqa: F401
-                             current_run, launch_run, new_job_dir, set_run_ui, stage_file)
+from ..settings import selected_parts
+from ..takes.nla import take_name
+from .generation_run import (GenerationRun, RunModal, apply_pending, build_request, current_run, launch_run,
+                             new_job_dir, stage_file)
 
 
 class ECHOMASK_OT_apply_take(bpy.types.Operator):

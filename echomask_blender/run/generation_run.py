@@ -16,16 +16,15 @@ import uuid
 
 import bpy
 
-from ...core.errors import AudioError, EchoMaskError, RigError
+from ...core.errors import EchoMaskError
 from ...core.jobs.client import JobState
 from ...core.motion.take import Take, load_take, resample_take
-from . import runtime, runtime_ops, speech_source, worker_service
+from . import runtime, speech_source, worker_service
 from .. import compat
 from .modal_timer import TimerModal
 from ..ui.poll import DisabledReasonPoll
-from ..settings import selected_parts
 from ..rigs.rig import check_smplx_armature
-from ..takes.nla import StagedTake, take_name
+from ..takes.nla import StagedTake
 
 
 TIMER_JOB = 0.1      # seconds between polls while the worker runs

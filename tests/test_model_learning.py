@@ -61,6 +61,59 @@ def test_training_step_overfits_eight_windows(tmp_path):
         assert after[p]["vis4"] < 0.7 * chance, (p, after[p])
 
 
+def test_speech_contrast_makes_the_body_depend_on_the_speech(tmp_path):
+    """--speech-contrast: the hinge opens a gap between the body's CE under another window's speech and
+    under its own (a tiny model whose speech branch starts nearly constant: the gap starts at ~0)."""
+    import torch
+
+    from echomask.core.training import train as T
+    from echomask.core.model.checkpoint import load_model
+    from echomask.core.training.data import folder_manifest
+    from echomask.core.model.ema import EMATeacher
+    from echomask.core.model.generator import EchoMaskGenerator
+
+    data = tmp_path / "data"
+    data.mkdir()
+    synthetic_takes(data, n_takes=2, frames=450)
+    m = load_model(data_fitted_tiny_bundle(tmp_path / "b.safetensors", data))
+    train = T.GeneratorData(folder_manifest(str(data)), m.tokenizers, m.config, fake_feature_fn_path, "train",
+                            log=lambda *a: None)
+    batch = train.batch(np.arange(0, len(train), len(train) // 8)[:8], "cpu")
+    torch.manual_seed(0)
+    g = EchoMaskGenerator(m.config)
+    g.motion_input.set_stats(*train.motion_stats(), floor=0.05)
+    low_mean, low_std, high_mean, high_std = train.speech_stats()
+    g.mam.speech_low.set_stats(low_mean, low_std)
+    g.mam.speech_high.set_stats(high_mean, high_std)
+    teacher = EMATeacher(g, 0.9)
+    gen = torch.Generator().manual_seed(0)
+    _, logs = T.training_step(g, teacher.model, m.tokenizers, dict(batch), T.TrainConfig(), 1.0, gen)
+    assert "speech_gap" not in logs                 # off by default: no 4th pass
+    tcfg = T.TrainConfig(speech_contrast=20.0, contrast_margin=0.5)
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    base, _ = T.training_step(g, teacher.model, m.tokenizers, dict(batch), T.TrainConfig(), 1.0, gen)
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    with_term, logs = T.training_step(g, teacher.model, m.tokenizers, dict(batch), tcfg, 1.0, gen)
+    hinge = max(0.0, 0.5 - logs["speech_gap"])      # all windows teach and weigh alike here
+    assert float((with_term - base).detach()) == pytest.approx(20.0 * hinge, rel=1e-3)
+    # The term's own gradient makes the body read the speech (alone: in a full step at this tiny size the
+    # token losses' gradients are far larger while the speech branch is still nearly constant).
+    opt = torch.optim.Adam(g.parameters(), lr=3e-3)
+    fmask = T.full_mask(8, 64, g.seed_frames, "cpu")
+    gaps = []
+    for _ in range(25):
+        cond = g.mam.speech_branch(batch["low"], batch["high"])
+        own = g(batch["motion"], fmask, None, None, cond=cond)["logits"]
+        term, gap = T.speech_contrast_term(g, batch["motion"], fmask, cond, None, batch["codes"], batch, own, 0.5)
+        opt.zero_grad()
+        term.backward()
+        opt.step()
+        gaps.append(float(gap))
+    assert abs(gaps[0]) < 0.05 and max(gaps[-5:]) > 0.3, gaps
+
+
 @pytest.fixture(scope="module")
 def bundled_probes():
     """Probes of the bundled weights on the held-out tails of the BEAT2 ground truth (never trained on)."""

@@ -273,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "motion (default 0.3)")
     p.add_argument("--speech-aug", type=float, default=None,
                    help="speech feature augmentation strength (noise, time and band masks; 0 = off)")
+    p.add_argument("--speech-contrast", type=float, default=None,
+                   help="weight of the speech-contrast hinge (the body must predict worse under another window's "
+                   "speech; 0 = off, the default)")
     p.add_argument("--score", default=None, help="early-stopping score: probe conditions averaged over the parts, "
                    "e.g. vis4 (the single-pass inference condition) or vis4,vis24 (default)")
     p.add_argument("--stop-after", type=int, default=0,

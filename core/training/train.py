@@ -59,6 +59,10 @@ class TrainConfig:
     score: tuple = ("vis4", "vis24")  # early-stopping score: validation level-0 CE of these probe conditions
     score_parts: tuple = ("upper", "hands", "lower")
     speech_aug: float = 0.0         # speech feature augmentation: noise (x std), time masks, mel-band masks
+    speech_contrast: float = 0.0    # > 0: weight of the speech-contrast hinge (ours, off by default): the body's
+    #                                 level-0 CE under another window's speech must exceed its CE under its own
+    #                                 speech by `contrast_margin` nats (a 4th, fully masked pass)
+    contrast_margin: float = 0.3
     precision: str = "auto"         # core.precision: auto = bf16 (else fp16 + loss scaling) on CUDA, fp32 elsewhere
 
 
@@ -154,6 +158,12 @@ def _three_pass_loss(g, batch, sqa_mask, norms, tcfg: TrainConfig):
     masks = torch.cat([m for _, m, _ in passes])
     known = visible_token_vectors(g, {p: cat(v) for p, v in vectors.items()}, masks)
     out = g(cat(motion), masks, None, None, inject=inject, cond={p: cat(c) for p, c in cond.items()}, known=known)
+    if tcfg.speech_contrast > 0:   # pass 1 ("full") is the first b rows
+        first = lambda d: None if d is None else {p: v[:b] for p, v in d.items()}
+        term, gap = speech_contrast_term(g, motion, fmask, cond, first(known), codes, batch, first(out["logits"]),
+                                         tcfg.contrast_margin)
+        loss = loss + tcfg.speech_contrast * term
+        logs["speech_gap"] = gap
     for i, (name, _, _) in enumerate(passes):
         sl = slice(i * b, (i + 1) * b)
         part_out = {"logits": {p: v[sl] for p, v in out["logits"].items()},
@@ -165,6 +175,43 @@ def _three_pass_loss(g, batch, sqa_mask, norms, tcfg: TrainConfig):
         logs[f"{name}_acc0"] = l["acc_level0"]
     # Losses are sums over this rank's windows / global counts; DDP averages gradients over the ranks.
     return loss * norms["scale"], logs
+
+
+def _body_level0_ce(logits: dict, codes: dict, part_mask: dict):
+    """Per-window level-0 CE averaged over the body parts' tokens (B,), and the share of parts that teach."""
+    import torch.nn.functional as F
+
+    from ..model.generator import BODY_PARTS
+
+    total, count = 0.0, 0.0
+    for p in BODY_PARTS:
+        lg = logits[p][:, :, 0]                                               # (B, N, K)
+        ce = F.cross_entropy(lg.reshape(-1, lg.shape[-1]), codes[p][:, :, 0].reshape(-1), reduction="none")
+        keep = part_mask[p].to(lg.dtype)
+        total = total + ce.view(lg.shape[0], -1).mean(1) * keep
+        count = count + keep
+    return total / count.clamp_min(1.0), count > 0
+
+
+def speech_contrast_term(g, motion, fmask, cond, known, codes, batch, own_logits, margin: float):
+    """The speech-contrast hinge and the gap it watches (both scalars): the fully masked pass again with every
+    window given the next window's speech (the batch is shuffled, so another moment of speech); the body
+    must predict its own tokens worse by `margin` nats than under its own speech (`own_logits`). Why: with
+    minutes of data the body learns its tokens from the motion context alone and ignores the speech
+    (another window's speech changed body CE by < 0.03 nat)."""
+    import torch
+
+    b = motion.shape[0]
+    if b < 2:
+        zero = torch.zeros((), device=motion.device)
+        return zero, zero
+    swapped = g(motion, fmask, None, None, inject=True, cond={p: c.roll(1, 0) for p, c in cond.items()}, known=known)
+    own, ok = _body_level0_ce(own_logits, codes, batch["part_mask"])
+    other, _ = _body_level0_ce(swapped["logits"], codes, batch["part_mask"])
+    w = batch["weight"] * ok.to(batch["weight"].dtype)
+    norm = w.sum().clamp_min(1e-6)
+    term = (torch.relu(margin - (other - own)) * w).sum() / norm
+    return term, ((other - own) * w).sum().detach() / norm
 
 
 def visible_token_vectors(g, vectors: dict, mask):
@@ -586,7 +633,8 @@ def run_cli(args) -> int:
 
         torch.set_num_threads(args.threads)
     overrides = {k: v for k, v in (("lr", args.lr), ("warmup", args.warmup), ("weight_decay", args.weight_decay),
-                                   ("speech_aug", getattr(args, "speech_aug", None))) if v is not None}
+                                   ("speech_aug", getattr(args, "speech_aug", None)),
+                                   ("speech_contrast", getattr(args, "speech_contrast", None))) if v is not None}
     if getattr(args, "score", None):
         overrides["score"] = tuple(c.strip() for c in args.score.split(",") if c.strip())
         if "vis4" in overrides["score"] and len(overrides["score"]) == 1:

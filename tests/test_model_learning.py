@@ -19,14 +19,14 @@ _threads = pytest.fixture(scope="module", autouse=True)(one_thread)
 BODY = ("upper", "hands", "lower")
 
 
-def test_training_step_overfits_eight_windows(tmp_path):
+def tiny_model_and_windows(tmp_path):
+    """(bundle, training data of two synthetic takes, a fresh tiny generator with the data's input
+    statistics, 8 window indices): what the training-step tests start from."""
     import torch
 
     from echomask.core.training import train as T
     from echomask.core.model.checkpoint import load_model
     from echomask.core.training.data import folder_manifest
-    from echomask.core.training.diagnostics import run_probes
-    from echomask.core.model.ema import EMATeacher
     from echomask.core.model.generator import EchoMaskGenerator
 
     torch.manual_seed(0)
@@ -41,10 +41,20 @@ def test_training_step_overfits_eight_windows(tmp_path):
     low_mean, low_std, high_mean, high_std = train.speech_stats()
     g.mam.speech_low.set_stats(low_mean, low_std)
     g.mam.speech_high.set_stats(high_mean, high_std)
+    return m, train, g, np.arange(0, len(train), len(train) // 8)[:8]
+
+
+def test_training_step_overfits_eight_windows(tmp_path):
+    import torch
+
+    from echomask.core.training import train as T
+    from echomask.core.training.diagnostics import run_probes
+    from echomask.core.model.ema import EMATeacher
+
+    m, train, g, windows = tiny_model_and_windows(tmp_path)
     teacher = EMATeacher(g, 0.9)
     tcfg = T.TrainConfig(lr=3e-3)
     opt = torch.optim.Adam(g.parameters(), lr=tcfg.lr, betas=tcfg.betas)
-    windows = np.arange(0, len(train), len(train) // 8)[:8]
     before = run_probes(g, train, "cpu", indices=windows, tokenizers=m.tokenizers)["ce0"]
     gen = torch.Generator().manual_seed(0)
     for _ in range(200):
@@ -67,24 +77,10 @@ def test_speech_contrast_makes_the_body_depend_on_the_speech(tmp_path):
     import torch
 
     from echomask.core.training import train as T
-    from echomask.core.model.checkpoint import load_model
-    from echomask.core.training.data import folder_manifest
     from echomask.core.model.ema import EMATeacher
-    from echomask.core.model.generator import EchoMaskGenerator
 
-    data = tmp_path / "data"
-    data.mkdir()
-    synthetic_takes(data, n_takes=2, frames=450)
-    m = load_model(data_fitted_tiny_bundle(tmp_path / "b.safetensors", data))
-    train = T.GeneratorData(folder_manifest(str(data)), m.tokenizers, m.config, fake_feature_fn_path, "train",
-                            log=lambda *a: None)
-    batch = train.batch(np.arange(0, len(train), len(train) // 8)[:8], "cpu")
-    torch.manual_seed(0)
-    g = EchoMaskGenerator(m.config)
-    g.motion_input.set_stats(*train.motion_stats(), floor=0.05)
-    low_mean, low_std, high_mean, high_std = train.speech_stats()
-    g.mam.speech_low.set_stats(low_mean, low_std)
-    g.mam.speech_high.set_stats(high_mean, high_std)
+    m, train, g, windows = tiny_model_and_windows(tmp_path)
+    batch = train.batch(windows, "cpu")
     teacher = EMATeacher(g, 0.9)
     gen = torch.Generator().manual_seed(0)
     _, logs = T.training_step(g, teacher.model, m.tokenizers, dict(batch), T.TrainConfig(), 1.0, gen)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..motion.skeleton import PARTS
+from ..motion.skeleton import PARTS, STANCE_JOINTS
 from ..motion.take import Take
 
 MODEL_PARTS_FOR_INTENSITY = ("face", "upper", "hands", "lower")   # root translation is left as generated
@@ -36,9 +36,9 @@ def apply_intensity(take: Take, intensity: float) -> Take:
 
 # The pelvis (the whole body's orientation) and the legs: a talking speaker's stance moves slowly, and token
 # jitter there shakes every joint (the pelvis is the root) and slides the planted feet. Measured on speech no
-# training used and on the held-out tails (docs/RESULTS.md, "Smoothing"): 6x the body's sigma takes world jerk
-# from 1.4-1.6x the capture's to 1.1-1.2x and foot skating from 10.8 to 4.9 cm/s (capture 5.2) at no FGD cost.
-STANCE_JOINTS = (0, 1, 2, 4, 5, 7, 8, 10, 11)   # pelvis, hips, knees, ankles, feet
+# training used and on the held-out tails (docs/RESULTS.md, "Stance smoothing"): 6x the body's sigma takes world
+# jerk from 1.4-1.6x the capture's to 1.1-1.2x and foot skating on the tails from 10.8 to 4.9 cm/s (capture
+# 5.2), FGD within 1.4 of before.
 STANCE_SMOOTHING_FACTOR = 6.0
 
 

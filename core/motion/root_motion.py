@@ -19,10 +19,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import rotations as R
-from .skeleton import FOOT_CONTACT_JOINTS, PARENTS, REST_JOINTS_YUP
+from .skeleton import FOOT_CONTACT_JOINTS, PARENTS, REST_JOINTS_YUP, STANCE_JOINTS
 
 FOOT_CLEARANCE = 0.02   # metres between a planted SMPL-X foot joint and the floor (BEAT2 median 0.025)
-_LEG_JOINTS = (0, 1, 2, 4, 5, 7, 8, 10, 11)  # pelvis, hips, knees, ankles, feet (parents come first)
 
 
 def feet_relative_to_root(poses: np.ndarray, rest_joints: np.ndarray | None = None,
@@ -31,12 +30,12 @@ def feet_relative_to_root(poses: np.ndarray, rest_joints: np.ndarray | None = No
     rest = REST_JOINTS_YUP if rest_joints is None else rest_joints
     n = len(poses)
     out = np.empty((n, len(FOOT_CONTACT_JOINTS), 3), np.float64)
-    local = {j: (rest[j] - rest[PARENTS[j]]) if PARENTS[j] >= 0 else rest[j] for j in _LEG_JOINTS}
+    local = {j: (rest[j] - rest[PARENTS[j]]) if PARENTS[j] >= 0 else rest[j] for j in STANCE_JOINTS}
     for lo in range(0, n, chunk):
-        aa = np.asarray(poses[lo:lo + chunk], np.float64).reshape(-1, 55, 3)[:, list(_LEG_JOINTS)]
+        aa = np.asarray(poses[lo:lo + chunk], np.float64).reshape(-1, 55, 3)[:, list(STANCE_JOINTS)]
         mats = R.axis_angle_to_matrix(aa)
         glob_r, glob_p = {}, {}
-        for k, j in enumerate(_LEG_JOINTS):
+        for k, j in enumerate(STANCE_JOINTS):
             par = PARENTS[j]
             if par < 0:
                 glob_r[j], glob_p[j] = mats[:, k], np.broadcast_to(local[j], (len(aa), 3))

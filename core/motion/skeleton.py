@@ -146,6 +146,9 @@ NUM_BETAS = 300
 JAW = JOINT_INDEX["jaw"]
 EYES = (JOINT_INDEX["left_eye_smplhf"], JOINT_INDEX["right_eye_smplhf"])
 # Foot-contact joints of the method: left/right ankle and foot.
+# The stance: pelvis, hips, knees, ankles, feet (parents come first). Root motion runs its forward kinematics
+# on these alone; generation smooths them more than the gesture (core.generation.post.smooth_body).
+STANCE_JOINTS = (0, 1, 2, 4, 5, 7, 8, 10, 11)
 FOOT_CONTACT_JOINTS = (7, 8, 10, 11)
 FOOT_CONTACT_SPEED = 0.01  # metres per frame below which a foot joint counts as planted
 

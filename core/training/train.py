@@ -61,7 +61,8 @@ class TrainConfig:
     speech_aug: float = 0.0         # speech feature augmentation: noise (x std), time masks, mel-band masks
     speech_contrast: float = 0.0    # > 0: weight of the speech-contrast hinge (ours, off by default): the body's
     #                                 level-0 CE under another window's speech must exceed its CE under its own
-    #                                 speech by `contrast_margin` nats (a 4th, fully masked pass)
+    #                                 speech by `contrast_margin` nats (a 4th, fully masked pass; under DDP
+    #                                 the hinge is averaged over each rank's windows, not the global batch)
     contrast_margin: float = 0.3
     precision: str = "auto"         # core.precision: auto = bf16 (else fp16 + loss scaling) on CUDA, fp32 elsewhere
 
@@ -178,7 +179,7 @@ def _three_pass_loss(g, batch, sqa_mask, norms, tcfg: TrainConfig):
 
 
 def _body_level0_ce(logits: dict, codes: dict, part_mask: dict):
-    """Per-window level-0 CE averaged over the body parts' tokens (B,), and the share of parts that teach."""
+    """Per-window level-0 CE averaged over the body parts that teach (B,), and whether any part teaches (B,)."""
     import torch.nn.functional as F
 
     from ..model.generator import BODY_PARTS

@@ -10,8 +10,8 @@ import math
 
 # Defaults, chosen by measurement on speech no training used (bench/select_checkpoint.py: BEAT2 speaker 2's
 # speech-only clips against the training capture; weights/MODEL_CARD.md), never on the held-out tails that
-# docs/RESULTS.md scores. With the bundled model, arg-max (0) is calm (0.3-0.4x the capture's joint speed);
-# 1.0 moves at 0.84-0.91x with jerk 1.1-1.2x and the lowest FGD of 0.7 / 0.85 / 1.0.
+# docs/RESULTS.md scores. With the bundled model, arg-max (0) is calm (0.25x the capture's joint speed);
+# 1.0 moves at 0.89-0.96x with jerk 1.1-1.2x, FGD level with 0.85 and below 0.7 (0.7 and 0.85 are slower).
 DEFAULT_TEMPERATURE = 1.0      # "Variation": 0 = the model's most likely motion (arg-max, as in the paper)
 DEFAULT_STEPS = 1              # decoding passes per window (1 = the paper's single pass)
 DEFAULT_TOP_P = 1.0            # nucleus of level-0 sampling (1 = every code)
@@ -20,8 +20,8 @@ DEFAULT_STRATEGY = "refine"    # "refine": mask-predict (all at once, then re-pr
 DEFAULT_LEVELS = 1             # RVQ levels kept in the take (0 = every level the model predicts)
 DEFAULT_SMOOTHING = 1.0        # Gaussian smoothing of the body's rotations, in frames (0 = none)
 DEFAULT_PAUSE_VARIATION = 0.0  # share of the Variation used where nobody speaks (1 = the same everywhere):
-#                                0 = the model's most likely motion in pauses, its calmest (0.08 m/s mean joint
-#                                speed in a 4 s pause vs 0.37 at 1), with no measured cost in speech
+#                                0 = the model's most likely motion in pauses, its calmest (0.13-0.16 m/s mean
+#                                joint speed in a 4 s pause vs 0.34-0.37 at 1), with no measured cost in speech
 STRATEGIES = ("refine", "commit")
 DEFAULT_LIPSYNC = 0.75         # phone-mouth strength for generated takes (docs/LIPSYNC.md)
 MAX_INTENSITY = 2.0

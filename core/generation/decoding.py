@@ -64,6 +64,18 @@ def choose_motion_tokens(logits, temperature: float, generator=None, top_p: floa
     return codes, logp
 
 
+def with_level0_prior(logits: dict, prior) -> dict:
+    """logits {part: (1, N, L, K)} with `prior` {part: (N, K)} added to level 0 (None: unchanged)."""
+    if prior is None:
+        return logits
+    out = {}
+    for p, lg in logits.items():
+        lg = lg.clone()
+        lg[0, :, 0, :] += prior[p].to(lg.device, lg.dtype)
+        out[p] = lg
+    return out
+
+
 def hidden_after_pass(hidden: int, step: int, steps: int) -> int:
     """Positions still hidden after pass `step` (0-based) of `steps`: cosine schedule, 0 after the last."""
     if step + 1 >= steps:
@@ -72,13 +84,15 @@ def hidden_after_pass(hidden: int, step: int, steps: int) -> int:
 
 
 def decode_window(generator, tokenizers, motion, known, cond, temperature: float = 0.0, sampler=None,
-                  steps: int = DEFAULT_STEPS, known_codes=None, to_motion=None, top_p: float = 1.0):
+                  steps: int = DEFAULT_STEPS, known_codes=None, to_motion=None, top_p: float = 1.0,
+                  level0_prior=None):
     """Tokens of one window by iterative masked decoding.
 
     motion (T, 337) float32 numpy with the known frames filled in; known (T,) bool; cond: the MAM
     conditions of this window ({part: (1, T, d)}); known_codes {part: (N, L) long}: the tokens of the
     positions whose frames are all known (e.g. the seed: the previous window's last token), -1 elsewhere;
-    to_motion(decoded {part: (1, T, D)}) -> (T, 337) numpy frames (default core.motion.motion_repr.parts_to_motion337).
+    to_motion(decoded {part: (1, T, D)}) -> (T, 337) numpy frames (default core.motion.motion_repr.parts_to_motion337);
+    level0_prior {part: (N, K)}: added to the level-0 logits (core.generation.retrieval), None = none.
     Returns {part: codes (N, L)} (long tensors, L = the levels the generator predicts).
     """
     import torch
@@ -114,7 +128,8 @@ def decode_window(generator, tokenizers, motion, known, cond, temperature: float
                 hints = known_token_vectors(tokenizers, {p: c.clamp_min(0)[None] for p, c in codes.items()}, shown, levels)
             out = generator(torch.from_numpy(frames)[None].to(dev), torch.from_numpy(~visible)[None].to(dev),
                             None, None, cond=cond, known=hints)
-            picks = {p: choose_motion_tokens(out["logits"][p], temperature, sampler, top_p) for p in PARTS}
+            logits = with_level0_prior(out["logits"], level0_prior)
+            picks = {p: choose_motion_tokens(logits[p], temperature, sampler, top_p) for p in PARTS}
         confidence = torch.stack([lp[0] for _, lp in picks.values()]).mean(0).cpu().numpy()   # (N,)
         if any_sampling(temperature):  # MaskGIT: randomise the order a little, less as the window fills
             noise = torch.rand(n, generator=sampler).clamp(1e-9, 1 - 1e-9).numpy()
@@ -143,7 +158,8 @@ def decode_window(generator, tokenizers, motion, known, cond, temperature: float
 
 
 def refine_window(generator, tokenizers, motion, known, cond, temperature: float = 0.0, sampler=None,
-                  steps: int = DEFAULT_STEPS, known_codes=None, to_motion=None, top_p: float = 1.0):
+                  steps: int = DEFAULT_STEPS, known_codes=None, to_motion=None, top_p: float = 1.0,
+                  level0_prior=None):
     """Tokens of one window by mask-predict refinement (Ghazvininejad et al. 2019): pass 0 predicts every
     open position at once (the paper's single pass); each later pass hides again the positions whose
     choice is least confident (fewer each pass: open x (steps - s) / steps), shows the model all the others
@@ -188,7 +204,8 @@ def refine_window(generator, tokenizers, motion, known, cond, temperature: float
                                             torch.from_numpy(shown).to(dev)[None], levels)
             out = generator(torch.from_numpy(frames)[None].to(dev), torch.from_numpy(~visible)[None].to(dev),
                             None, None, cond=cond, known=hints)
-            picks = {p: choose_motion_tokens(out["logits"][p], temperature, sampler, top_p) for p in PARTS}
+            logits = with_level0_prior(out["logits"], level0_prior)
+            picks = {p: choose_motion_tokens(logits[p], temperature, sampler, top_p) for p in PARTS}
         conf = torch.stack([lp[0] for _, lp in picks.values()]).mean(0).cpu().numpy()
         sel = torch.from_numpy(hidden).to(dev)
         for p in PARTS:

@@ -101,6 +101,10 @@ def generate(audio, options: GenerationOptions | None = None, *, model=None, kno
         if (mdl.meta or {}).get("pipeline") == "official-release":  # a converted official release
             from .official import generate_take_official
 
+            if options.retrieval_bank and options.retrieval_weight > 0:
+                raise EchoMaskError("Retrieval banks work with this project's models, not the converted official "
+                                    "release; leave the bank empty for it.")
+
             take = generate_take_official(audio, mdl, options, known, progress, check_cancel, timings,
                                           feature_fn=None if feature_fn is None else (lambda a, n: feature_fn(a, fps)))
         else:

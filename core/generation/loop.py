@@ -61,16 +61,21 @@ def neutral_seed_codes(tokenizers, window: int = 64, seed_frames: int = 4) -> di
 PAUSE_MARGIN_S = 0.3   # speech keeps its Variation this long around each word: short gaps are not pauses
 
 
-def token_temperatures(speech_flag: np.ndarray, unit: int, temperature: float, pause_share: float,
-                       fps: float = 30.0) -> np.ndarray:
-    """Per-token temperatures of one window: `temperature` where someone speaks (within PAUSE_MARGIN_S of
-    a speech frame), `temperature * pause_share` in pauses. speech_flag (window,) -> (window // unit,)."""
+def speaking_share(speech_flag: np.ndarray, unit: int, fps: float = 30.0) -> np.ndarray:
+    """Share of each token's frames within PAUSE_MARGIN_S of a speech frame. (window,) -> (window // unit,)."""
     speaking = np.asarray(speech_flag) > 0.5
     margin = int(round(PAUSE_MARGIN_S * fps))
     if margin > 0 and speaking.any():
         padded = np.concatenate([np.zeros(margin, bool), speaking, np.zeros(margin, bool)])
         speaking = np.lib.stride_tricks.sliding_window_view(padded, 2 * margin + 1).any(-1)
-    per_token = speaking[: len(speaking) // unit * unit].reshape(-1, unit).mean(-1)
+    return speaking[: len(speaking) // unit * unit].reshape(-1, unit).mean(-1)
+
+
+def token_temperatures(speech_flag: np.ndarray, unit: int, temperature: float, pause_share: float,
+                       fps: float = 30.0) -> np.ndarray:
+    """Per-token temperatures of one window: `temperature` where someone speaks (within PAUSE_MARGIN_S of
+    a speech frame), `temperature * pause_share` in pauses. speech_flag (window,) -> (window // unit,)."""
+    per_token = speaking_share(speech_flag, unit, fps)
     return (temperature * (pause_share + (1.0 - pause_share) * per_token)).astype(np.float32)
 
 
@@ -128,6 +133,11 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
                   for p, v in known_parts.items()}
         with torch.inference_mode():
             known_tokens = {p: c[0] for p, c in tok.encode_parts(padded).items()}
+    bank = None
+    if options.retrieval_bank and options.retrieval_weight > 0:
+        from .retrieval import load_bank
+
+        bank = load_bank(options.retrieval_bank, gen)
     sampler = torch.Generator().manual_seed(options.seed)
     tokens = {p: [] for p in PARTS}
     seed_motion = neutral
@@ -167,8 +177,20 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
         if pause_aware:
             temperature = token_temperatures(highs[j][:, SPEECH_FLAG], unit, options.temperature,
                                              options.pause_variation, fps)
+        prior = None
+        if bank is not None:
+            prior = bank.token_prior(cond, options.retrieval_weight, cfg.tokenizer.nb_code)
+            if own_features and cfg.generator.speech_backend == "builtin" and options.pause_variation < 1.0:
+                # Pauses keep the model's calm: the bank's windows were retrieved for speech (measured: with
+                # the prior everywhere a 4 s pause moved faster than the speech around it).
+                from ..speech.builtin import SPEECH_FLAG
+
+                share = options.pause_variation + (1.0 - options.pause_variation) * speaking_share(
+                    highs[j][:, SPEECH_FLAG], unit, fps)
+                scale = torch.from_numpy(share.astype(np.float32))[:, None]
+                prior = {p: v * scale for p, v in prior.items()}
         codes = choose(gen, tok, motion, known_here, cond, temperature, sampler, options.steps,
-                       known_codes=given, top_p=options.top_p)
+                       known_codes=given, top_p=options.top_p, level0_prior=prior)
         if 0 < options.levels < gen.levels:   # finer levels decode as absent (the seed keeps them: it is context)
             for p in PARTS:
                 codes[p][:, options.levels:] = -1

@@ -24,6 +24,9 @@ DEFAULT_PAUSE_VARIATION = 0.0  # share of the Variation used where nobody speaks
 #                                joint speed in a 4 s pause vs 0.34-0.37 at 1), with no measured cost in speech
 STRATEGIES = ("refine", "commit")
 DEFAULT_LIPSYNC = 0.75         # phone-mouth strength for generated takes (docs/LIPSYNC.md)
+DEFAULT_RETRIEVAL_WEIGHT = 4.0  # level-0 prior from a retrieval bank (core.generation.retrieval); of 2 / 4 / 8 / 16
+#                                4 measured best on the held-out tails (weights/MODEL_CARD.md); used only with a bank
+MAX_RETRIEVAL_WEIGHT = 32.0
 MAX_INTENSITY = 2.0
 MAX_TEMPERATURE = 2.0
 MAX_STEPS = 16
@@ -43,6 +46,8 @@ class GenerationOptions:
     intensity: float = 1.0                 # gesture amplitude about the take's mean pose (1 = as generated)
     travel: bool = False                   # let the character travel (False: stays in place)
     lipsync: float = DEFAULT_LIPSYNC       # 0 = the model's face alone
+    retrieval_bank: str | None = None      # a bank built from your training data (None = the model alone)
+    retrieval_weight: float = DEFAULT_RETRIEVAL_WEIGHT  # strength of the bank's token prior
     parts: tuple[str, ...] | None = None   # None = every part
     device: str = "auto"                   # auto, cpu, cuda, mps
     threads: int = 1                       # torch CPU threads while generating
@@ -65,6 +70,8 @@ class GenerationOptions:
         if not (math.isfinite(float(self.pause_variation)) and 0.0 <= float(self.pause_variation) <= 1.0):
             raise EchoMaskError(f"Pause variation must be between 0 (calm in pauses) and 1 (as in speech); "
                                 f"got {self.pause_variation}.")
+        if not (math.isfinite(float(self.retrieval_weight)) and 0.0 <= float(self.retrieval_weight) <= MAX_RETRIEVAL_WEIGHT):
+            raise EchoMaskError(f"Retrieval weight must be between 0 and {MAX_RETRIEVAL_WEIGHT:g}; got {self.retrieval_weight}.")
         if self.strategy not in STRATEGIES:
             raise EchoMaskError(f"Unknown decoding strategy {self.strategy!r}; choose {' or '.join(STRATEGIES)}.")
         if not (0 <= int(self.levels) <= 16):
@@ -89,6 +96,9 @@ class GenerationOptions:
         object.__setattr__(self, "intensity", i)
         object.__setattr__(self, "lipsync", ls)
         object.__setattr__(self, "top_p", float(self.top_p))
+        object.__setattr__(self, "retrieval_weight", float(self.retrieval_weight))
+        if self.retrieval_bank is not None:
+            object.__setattr__(self, "retrieval_bank", str(self.retrieval_bank) or None)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -129,6 +139,12 @@ def add_generation_options(p) -> None:
     p.add_argument("--travel", action="store_true", help="let the character travel (default: stays in place)")
     p.add_argument("--lipsync", type=float, default=d.lipsync,
                    help=f"phone-accurate mouth strength 0..1 combined with the model's face (default {d.lipsync:g}; 0 = off)")
+    p.add_argument("--retrieval-bank", dest="retrieval_bank", default=None,
+                   help="a retrieval bank built for these weights from your training data "
+                   "(`python -m core build-retrieval-bank`): the model leans towards the motion of the training "
+                   "window whose speech is nearest")
+    p.add_argument("--retrieval-weight", dest="retrieval_weight", type=float, default=d.retrieval_weight,
+                   help=f"strength of the bank's lean (default {d.retrieval_weight:g}; 0 = off)")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda or mps")
 
 
@@ -137,4 +153,5 @@ def generation_options(args) -> GenerationOptions:
     return GenerationOptions(seed=args.seed, temperature=args.temperature, steps=args.steps, top_p=args.top_p,
                              strategy=args.strategy, levels=args.levels, smoothing=args.smoothing,
                              pause_variation=args.pause_variation,
-                             intensity=args.intensity, travel=args.travel, lipsync=args.lipsync, device=args.device)
+                             intensity=args.intensity, travel=args.travel, lipsync=args.lipsync, device=args.device,
+                             retrieval_bank=args.retrieval_bank, retrieval_weight=args.retrieval_weight)

@@ -96,6 +96,13 @@ def cmd_generate(args) -> int:
     return run_cli(args)
 
 
+def cmd_build_retrieval_bank(args) -> int:
+    """Training windows keyed by their speech, for `generate --retrieval-bank` (core.generation.retrieval)."""
+    from ..generation.retrieval import run_cli
+
+    return run_cli(args)
+
+
 def cmd_speech_features(args) -> int:
     """Speech -> low/high-level features (+ phones), optionally scored against a TextGrid."""
     from ..speech.command import run_cli
@@ -326,6 +333,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "split (one a line, e.g. for generate-batch) and stop")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_prepare_data)
+
+    p = sub.add_parser("build-retrieval-bank", help="a retrieval bank for generate --retrieval-bank: your training "
+                       "windows keyed by their speech, for one set of weights")
+    p.add_argument("--manifest", default="shared", help="'shared' (the shared data's captured takes) or a folder of "
+                   "takes (.npz + .wav)")
+    p.add_argument("--weights", default=None, help="model weights the bank is for (default: the bundled small model)")
+    p.add_argument("--all-takes", action="store_true", help="--manifest shared: also the published models' outputs")
+    p.add_argument("-o", "--out", required=True, help="bank file to write (.safetensors)")
+    p.set_defaults(func=cmd_build_retrieval_bank)
 
     p = sub.add_parser("speech-features", help="speech -> features and phones (.npz); phone agreement with a TextGrid")
     p.add_argument("audio", help="speech audio (wav, flac, ogg, mp3)")

@@ -24,8 +24,10 @@ DEFAULT_PAUSE_VARIATION = 0.0  # share of the Variation used where nobody speaks
 #                                joint speed in a 4 s pause vs 0.34-0.37 at 1), with no measured cost in speech
 STRATEGIES = ("refine", "commit")
 DEFAULT_LIPSYNC = 0.75         # phone-mouth strength for generated takes (docs/LIPSYNC.md)
-DEFAULT_RETRIEVAL_WEIGHT = 4.0  # level-0 prior from a retrieval bank (core.generation.retrieval); of 2 / 4 / 8 / 16
-#                                4 measured best on the held-out tails (weights/MODEL_CARD.md); used only with a bank
+DEFAULT_RETRIEVAL_WEIGHT = 4.0  # level-0 prior from a retrieval bank (core.generation.retrieval), used only with a
+#                                bank. The one default chosen on the held-out tails (best of 2 / 4 / 8 / 16): the
+#                                speech-only clips cannot judge it, their reference being the bank's own capture;
+#                                so its tails figures are optimistic (weights/MODEL_CARD.md)
 MAX_RETRIEVAL_WEIGHT = 32.0
 MAX_INTENSITY = 2.0
 MAX_TEMPERATURE = 2.0

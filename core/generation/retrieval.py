@@ -73,7 +73,7 @@ class RetrievalBank:
                 cond = gen.mam.speech_branch(torch.as_tensor(low[lo:lo + 64], dtype=torch.float32, device=model.device),
                                              torch.as_tensor(high[lo:lo + 64], dtype=torch.float32, device=model.device))
                 keys.append(speech_keys(cond).cpu())
-        return cls(torch.cat(keys), {p: torch.as_tensor(tokens[p]) for p in PARTS}, model_fingerprint(gen), meta)
+        return cls(torch.cat(keys), tokens, model_fingerprint(gen), meta)
 
     def nearest(self, cond) -> int:
         """Index of the bank window whose speech is nearest to one window's (cond {part: (1, T, d)})."""
@@ -112,6 +112,9 @@ def load_bank(path: str | os.PathLike, generator=None) -> RetrievalBank:
             meta = f.metadata() or {}
             if meta.get("kind") != BANK_KIND:
                 raise EchoMaskError(f"{path} is not a retrieval bank (built by `python -m core build-retrieval-bank`).")
+            if meta.get("format") != str(BANK_FORMAT):
+                raise EchoMaskError(f"The retrieval bank {path} has format {meta.get('format')}, this version reads "
+                                    f"{BANK_FORMAT}; rebuild it with this version.")
             keys = f.get_tensor("keys").astype(np.float32)
             tokens = {p: f.get_tensor(f"tokens.{p}").astype(np.int64) for p in PARTS}
     except EchoMaskError:

@@ -46,3 +46,29 @@ def registered_empty_scene(seconds: float, fps: int = 30):
     scene.render.fps, scene.render.fps_base = fps, 1.0
     scene.frame_start, scene.frame_end = 1, int(round(seconds * fps))
     return echomask, context, scene
+
+
+def training_capture():
+    """The ground-truth takes of the shared data without their held-out tails (the training capture), and
+    their manifest entries. Needs ../shared/data and the repository imported as `echomask`."""
+    from echomask.core.motion.take import load_take
+    from echomask.core.training.data import shared_training_manifest
+
+    entries = [e for e in shared_training_manifest() if e.kind == "gt"]
+    takes = []
+    for e in entries:
+        take = load_take(e.npz)
+        takes.append(take.slice(0, take.num_frames - int(round(take.num_frames * e.holdout))))
+    return takes, entries
+
+
+def speed_and_jerk(takes):
+    """Mean joint speed (m/s) and jerk (m/s³) of joint positions without translation, over `takes`."""
+    from echomask.core.metrics.kinematics import take_positions
+
+    speed, jerk = [], []
+    for t in takes:
+        pos = take_positions(t, with_translation=False)
+        speed.append(np.linalg.norm(np.diff(pos, axis=0), axis=-1).mean() * t.fps)
+        jerk.append(np.linalg.norm(np.diff(pos, 3, axis=0), axis=-1).mean() * t.fps ** 3)
+    return float(np.mean(speed)), float(np.mean(jerk))

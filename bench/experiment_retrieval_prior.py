@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 
-from common import ROOT, import_repo_as_package
+from common import ROOT, import_repo_as_package, speed_and_jerk, training_capture
 
 GT_CLIPS = ("2_scott_0_1_1", "2_scott_0_2_2")
 SPEECH_ONLY = ("2_scott_0_3_3", "2_scott_0_4_4", "2_scott_0_5_5")
@@ -30,41 +30,28 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="folder for the takes (default: a temp folder)")
     args = ap.parse_args(argv)
     import_repo_as_package()
-    import numpy as np
 
     from echomask.core.generation.inference import generate
     from echomask.core.generation.retrieval import build_retrieval_bank
     from echomask.core.metrics.evaluate import load_fgd_evaluator
     from echomask.core.metrics.fgd_evaluator import latents
     from echomask.core.metrics.frechet import frechet_distance
-    from echomask.core.metrics.kinematics import take_positions
     from echomask.core.model.checkpoint import load_model
-    from echomask.core.motion.take import load_take, save_take
+    from echomask.core.motion.take import save_take
     from echomask.core.speech.audio import load_speech
-    from echomask.core.training.data import default_shared_data_dir, shared_training_manifest
+    from echomask.core.training.data import default_shared_data_dir
 
     data = default_shared_data_dir() / "beat2_samples"
     out = pathlib.Path(args.out or tempfile.mkdtemp(prefix="echomask_retrieval_"))
     out.mkdir(parents=True, exist_ok=True)
     m = load_model(args.weights)
-    gt = [e for e in shared_training_manifest() if e.kind == "gt"]
+    capture, gt = training_capture()
     bank = out / "bank.safetensors"
     build_retrieval_bank(m, gt, log=lambda *a: None).save(bank)
     print(f"bank of the training capture: {bank}; takes in {out}", flush=True)
-    capture = [load_take(e.npz) for e in gt]
-    capture = [t.slice(0, t.num_frames - int(round(t.num_frames * e.holdout))) for t, e in zip(capture, gt)]
     evaluator, _ = load_fgd_evaluator(None)
     ref = latents(evaluator, capture)
-
-    def speed_jerk(takes):
-        speed, jerk = [], []
-        for t in takes:
-            pos = take_positions(t, with_translation=False)
-            speed.append(np.linalg.norm(np.diff(pos, axis=0), axis=-1).mean() * t.fps)
-            jerk.append(np.linalg.norm(np.diff(pos, 3, axis=0), axis=-1).mean() * t.fps ** 3)
-        return float(np.mean(speed)), float(np.mean(jerk))
-
-    cap_speed, cap_jerk = speed_jerk(capture)
+    cap_speed, cap_jerk = speed_and_jerk(capture)
     systems = []
     for lam in args.lam:
         kw = dict(model=m, retrieval_bank=str(bank), retrieval_weight=lam, threads=1)
@@ -76,7 +63,7 @@ def main(argv=None) -> int:
                           out / name / f"{clip}.npz")
             unseen = [generate(load_speech(data / "wave16k" / f"{c}.wav")[: int(args.seconds * 16000)],
                                seed=seed, **kw) for c in SPEECH_ONLY]
-            speed, jerk = speed_jerk(unseen)
+            speed, jerk = speed_and_jerk(unseen)
             fgd = frechet_distance(latents(evaluator, unseen), ref)
             print(f"{name}: speech-only clips FGD {fgd:.1f}, speed {speed / cap_speed:.2f}, jerk {jerk / cap_jerk:.2f}",
                   flush=True)

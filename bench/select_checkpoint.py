@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-from common import import_repo_as_package
+from common import import_repo_as_package, speed_and_jerk, training_capture
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SPEECH_ONLY = ("2_scott_0_3_3", "2_scott_0_4_4", "2_scott_0_5_5")
@@ -27,37 +27,21 @@ def main(argv=None) -> int:
     ap.add_argument("--top-p", type=float, default=None, help="nucleus of level-0 sampling (default: generate's)")
     args = ap.parse_args(argv)
     import_repo_as_package()
-    import numpy as np
 
     from echomask.core.speech.audio import load_speech
-    from echomask.core.training.data import default_shared_data_dir, shared_training_manifest
+    from echomask.core.training.data import default_shared_data_dir
     from echomask.core.metrics.evaluate import load_fgd_evaluator
     from echomask.core.generation.inference import generate
     from echomask.core.metrics.frechet import frechet_distance
     from echomask.core.metrics.fgd_evaluator import latents
-    from echomask.core.metrics.kinematics import take_positions
-    from echomask.core.motion.take import load_take
 
     data = default_shared_data_dir() / "beat2_samples"
     evaluator, source = load_fgd_evaluator(None)
     if evaluator is None:
         raise SystemExit(f"no FGD evaluator: {source}")
-    capture = []
-    for e in shared_training_manifest():
-        if e.kind == "gt":
-            take = load_take(e.npz)
-            capture.append(take.slice(0, take.num_frames - int(round(take.num_frames * e.holdout))))
+    capture, _ = training_capture()
     ref = latents(evaluator, capture)
-
-    def motion_stats(takes):
-        speed, jerk = [], []
-        for t in takes:
-            pos = take_positions(t, with_translation=False)
-            speed.append(np.linalg.norm(np.diff(pos, axis=0), axis=-1).mean() * t.fps)
-            jerk.append(np.linalg.norm(np.diff(pos, 3, axis=0), axis=-1).mean() * t.fps ** 3)
-        return float(np.mean(speed)), float(np.mean(jerk))
-
-    cap_speed, cap_jerk = motion_stats(capture)
+    cap_speed, cap_jerk = speed_and_jerk(capture)
     speech = [load_speech(data / "wave16k" / f"{c}.wav")[: int(args.seconds * 16000)] for c in SPEECH_ONLY]
     print(f"reference: the training capture ({sum(t.num_frames for t in capture) / 30:.0f} s); speech: "
           f"{', '.join(SPEECH_ONLY)} ({args.seconds:g} s each, never trained on); FGD: {source} (not the paper's)")
@@ -72,7 +56,7 @@ def main(argv=None) -> int:
     for ckpt in args.checkpoints:
         takes = [generate(a, model=ckpt, seed=args.seed, **kw) for a in speech]
         fgd = frechet_distance(latents(evaluator, takes), ref)
-        speed, jerk = motion_stats(takes)
+        speed, jerk = speed_and_jerk(takes)
         print(f"{ckpt:60s} {fgd:7.1f} {speed / cap_speed:14.2f} {jerk / cap_jerk:13.2f}", flush=True)
     return 0
 

@@ -119,9 +119,9 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
     # Pauses get a share of the Variation: the model's most likely motion there is its calmest. Needs the
     # built-in backend's own speech flag (HuBERT and caller-supplied features have none: the same Variation
     # everywhere).
-    pause_aware = (options.temperature > 0 and options.pause_variation < 1.0 and own_features
-                   and cfg.generator.speech_backend == "builtin")
-    if pause_aware:
+    calm_pauses = options.pause_variation < 1.0 and own_features and cfg.generator.speech_backend == "builtin"
+    pause_aware = calm_pauses and options.temperature > 0
+    if calm_pauses:
         from ..speech.builtin import SPEECH_FLAG
     neutral = parts_to_motion337(take_to_parts(neutral_standing(seed_frames)))
     seed_codes = neutral_seed_codes(tok, window, seed_frames)
@@ -180,14 +180,12 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
         prior = None
         if bank is not None:
             prior = bank.token_prior(cond, options.retrieval_weight, cfg.tokenizer.nb_code)
-            if own_features and cfg.generator.speech_backend == "builtin" and options.pause_variation < 1.0:
+            if calm_pauses:
                 # Pauses keep the model's calm: the bank's windows were retrieved for speech (measured: with
                 # the prior everywhere a 4 s pause moved faster than the speech around it).
-                from ..speech.builtin import SPEECH_FLAG
-
-                share = options.pause_variation + (1.0 - options.pause_variation) * speaking_share(
-                    highs[j][:, SPEECH_FLAG], unit, fps)
-                scale = torch.from_numpy(share.astype(np.float32))[:, None]
+                # The same per-token share as the Variation's: 1 in speech, pause_variation in pauses.
+                share = token_temperatures(highs[j][:, SPEECH_FLAG], unit, 1.0, options.pause_variation, fps)
+                scale = torch.from_numpy(share)[:, None]
                 prior = {p: v * scale for p, v in prior.items()}
         codes = choose(gen, tok, motion, known_here, cond, temperature, sampler, options.steps,
                        known_codes=given, top_p=options.top_p, level0_prior=prior)

@@ -24,7 +24,6 @@ from ..motion.skeleton import PARTS
 
 BANK_KIND = "echomask-retrieval-bank"
 BANK_FORMAT = 1
-from .options import DEFAULT_RETRIEVAL_WEIGHT, MAX_RETRIEVAL_WEIGHT  # noqa: E402,F401
 
 
 def model_fingerprint(generator) -> str:

@@ -67,6 +67,21 @@ def test_shapes_and_gradients(part):
         model.encode(torch.randn(1, 62, d))  # not a multiple of 4 frames
 
 
+def test_detail_weight_blends_the_finer_levels():
+    """decode(codes, detail): 1 = every level as coded, 0 = level 0 alone, per token (pauses show the coarse
+    motion only, core.generation.loop)."""
+    torch.manual_seed(0)
+    model = tiny("upper").eval()
+    codes = model.encode(torch.randn(2, 64, PART_DIMS["upper"]))
+    coarse = codes.clone()
+    coarse[..., 1:] = -1
+    with torch.no_grad():
+        torch.testing.assert_close(model.decode(codes, torch.ones(16)), model.decode(codes))
+        torch.testing.assert_close(model.decode(codes, torch.zeros(2, 16)), model.decode(coarse))
+        half = model.decode_latent(model.latent_per_level(codes)[..., 0, :] + 0.5 * model.latent_per_level(codes)[..., 1:, :].sum(-2))
+        torch.testing.assert_close(model.decode(codes, torch.full((16,), 0.5)), half)
+
+
 def test_residual_levels_refine():
     """Each extra level quantises what the previous ones left: the residual error shrinks."""
     torch.manual_seed(0)

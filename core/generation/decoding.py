@@ -125,7 +125,8 @@ def decode_window(generator, tokenizers, motion, known, cond, temperature: float
             hints = None
             if getattr(generator, "token_hints", False) and chosen.any():
                 shown = torch.from_numpy(chosen).to(dev)[None]
-                hints = known_token_vectors(tokenizers, {p: c.clamp_min(0)[None] for p, c in codes.items()}, shown, levels)
+                # -1 = no code (open positions, which `shown` zeroes, and absent finer levels of a seed)
+                hints = known_token_vectors(tokenizers, {p: c[None] for p, c in codes.items()}, shown, levels)
             out = generator(torch.from_numpy(frames)[None].to(dev), torch.from_numpy(~visible)[None].to(dev),
                             None, None, cond=cond, known=hints)
             logits = with_level0_prior(out["logits"], level0_prior)

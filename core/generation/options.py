@@ -10,18 +10,21 @@ import math
 
 # Defaults, chosen by measurement on speech no training used (bench/select_checkpoint.py: BEAT2 speaker 2's
 # speech-only clips against the training capture; weights/MODEL_CARD.md), never on the held-out tails that
-# docs/RESULTS.md scores. With the bundled model, arg-max (0) is calm (0.25x the capture's joint speed);
-# 1.0 moves at 0.89-0.96x with jerk 1.1-1.2x, FGD level with 0.85 and below 0.7 (0.7 and 0.85 are slower).
+# docs/RESULTS.md scores. With the bundled model and every predicted RVQ level, arg-max (0) is calm (0.47x
+# the capture's joint speed); 1.0 moves at 0.85-0.96x with jerk 1.0-1.15x and the lowest FGD of 0.85 / 1.0 / 1.2.
 DEFAULT_TEMPERATURE = 1.0      # "Variation": 0 = the model's most likely motion (arg-max, as in the paper)
 DEFAULT_STEPS = 1              # decoding passes per window (1 = the paper's single pass)
 DEFAULT_TOP_P = 1.0            # nucleus of level-0 sampling (1 = every code)
 DEFAULT_STRATEGY = "refine"    # "refine": mask-predict (all at once, then re-predict the least sure);
 #                                "commit": MaskGIT (keep the surest each pass)
-DEFAULT_LEVELS = 1             # RVQ levels kept in the take (0 = every level the model predicts)
+DEFAULT_LEVELS = 0             # RVQ levels kept in the take (0 = every level the model predicts): on the
+#                                speech-only clips (5 seeds) FGD 106.6 with all 3 levels vs 121.3 with the coarse one
+#                                (better on every seed), L1 diversity 0.64 vs 0.59 of the capture's
 DEFAULT_SMOOTHING = 1.0        # Gaussian smoothing of the body's rotations, in frames (0 = none)
 DEFAULT_PAUSE_VARIATION = 0.0  # share of the Variation used where nobody speaks (1 = the same everywhere):
-#                                0 = the model's most likely motion in pauses, its calmest (0.13-0.16 m/s mean
-#                                joint speed in a 4 s pause vs 0.34-0.37 at 1), with no measured cost in speech
+#                                0 = the model's most likely motion in pauses, its calmest, and the coarse RVQ
+#                                level only there (a 4 s pause: 0.12 m/s mean joint speed, 5 seeds, vs 0.34 in
+#                                the speech around it), with no measured cost in speech
 STRATEGIES = ("refine", "commit")
 DEFAULT_LIPSYNC = 0.75         # phone-mouth strength for generated takes (docs/LIPSYNC.md)
 DEFAULT_RETRIEVAL_WEIGHT = 4.0  # level-0 prior from a retrieval bank (core.generation.retrieval), used only with a

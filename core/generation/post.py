@@ -36,10 +36,13 @@ def apply_intensity(take: Take, intensity: float) -> Take:
 
 # The pelvis (the whole body's orientation) and the legs: a talking speaker's stance moves slowly, and token
 # jitter there shakes every joint (the pelvis is the root) and slides the planted feet. Measured on speech no
-# training used and on the held-out tails (docs/RESULTS.md, "Stance smoothing"): 6x the body's sigma takes world
+# training used and on the held-out tails (docs/RESULTS.md, "Stance smoothing"): 6x the body's sigma took world
 # jerk from 1.4-1.6x the capture's to 1.1-1.2x and foot skating on the tails from 10.8 to 4.9 cm/s (capture
-# 5.2), FGD within 1.4 of before.
-STANCE_SMOOTHING_FACTOR = 6.0
+# 5.2), FGD within 1.4 of before, when takes kept the coarse RVQ level only. With every predicted level (the
+# default since 2026-12-02) the legs carry more detail: on the speech-only clips (5 seeds) skating was 6.9 cm/s
+# at 6x against the capture's 3.4, 4.8 at 10x, 3.4 at 16x, FGD 105.5 / 106.6 / 108.0; 10x is the least that
+# keeps skating within 2 cm/s of the capture.
+STANCE_SMOOTHING_FACTOR = 10.0
 
 
 def smooth_body(take: Take, sigma_frames: float) -> Take:

@@ -338,9 +338,15 @@ class RVQVAE(nn.Module):
         """(B, N, C) -> (B, 4N, D) normalised features."""
         return self.decoder(latent.transpose(1, 2)).transpose(1, 2)
 
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes (B, N, L) -> (B, 4N, D) normalised features (one pass over the whole sequence)."""
-        return self.decode_latent(self.codes_to_latent(codes))
+    def decode(self, codes: torch.Tensor, detail: torch.Tensor | None = None) -> torch.Tensor:
+        """codes (B, N, L) -> (B, 4N, D) normalised features (one pass over the whole sequence).
+        detail (B, N) or (N,): weight of levels 1.. per token (None = 1: every level as coded; 0 = level 0
+        alone), so a take can blend smoothly between full detail and the coarse motion."""
+        if detail is None:
+            return self.decode_latent(self.codes_to_latent(codes))
+        per = self.latent_per_level(codes)
+        w = detail.to(per.dtype).reshape(*([1] * (per.dim() - 2 - detail.dim())), *detail.shape, 1)
+        return self.decode_latent(per[..., 0, :] + w * per[..., 1:, :].sum(-2))
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None, dist=None, weight_total=None,
                 autocast=None):

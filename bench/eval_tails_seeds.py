@@ -45,7 +45,8 @@ def main(argv=None) -> int:
         for oi, spec in enumerate(args.options):
             kw = {k.replace("-", "_"): option_value(v) for k, _, v in (x.partition("=") for x in spec.split())}
             group = f"w{wi}_o{oi}"
-            groups[group] = f"{pathlib.Path(weights).name} [{spec or 'defaults'}]"
+            w = pathlib.Path(weights)
+            groups[group] = f"{w.parent.name}/{w.name} [{spec or 'defaults'}]"
             for seed in args.seeds:
                 name = f"{group}_s{seed}"
                 (out / name).mkdir(parents=True, exist_ok=True)

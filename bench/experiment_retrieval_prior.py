@@ -27,6 +27,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lam", type=float, nargs="+", default=[0.0, 4.0], help="prior weights (0 = the model alone)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--seconds", type=float, default=40.0, help="speech used per speech-only clip")
+    ap.add_argument("--levels", type=int, default=None, help="RVQ levels kept in the take (default: generate's)")
     ap.add_argument("--out", default=None, help="folder for the takes (default: a temp folder)")
     args = ap.parse_args(argv)
     import_repo_as_package()
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
     cap_speed, cap_jerk = speed_and_jerk(capture)
     systems = []
     for lam in args.lam:
-        kw = dict(model=m, retrieval_bank=str(bank), retrieval_weight=lam, threads=1)
+        kw = dict(model=m, retrieval_bank=str(bank), retrieval_weight=lam, threads=1, levels=args.levels)
         for seed in args.seeds:
             name = f"lam{lam:g}_seed{seed}"
             (out / name).mkdir(parents=True, exist_ok=True)

@@ -180,3 +180,36 @@ def test_smoothing_holds_the_stance_steadier_than_the_gesture():
         return foot_skating(take_positions(placed, True), 30.0)
 
     assert skating(out) < 0.5 * skating(raw)
+
+
+def test_weights_carry_their_measured_levels_and_the_cli_records_them(tmp_path):
+    """`python -m core set-decoding W --levels 0` records the levels measured best for W; generate uses them
+    when --levels is not given (an explicit value wins), the coarse level otherwise; tensors stay the same."""
+    from safetensors import safe_open
+
+    from echomask.core.jobs.cli import main
+    from echomask.core.errors import WeightsError
+    from echomask.core.generation.inference import generate
+    from echomask.core.model.checkpoint import decoding_defaults, load_model, write_decoding_defaults
+
+    path = tiny_bundle(tmp_path / "tiny.safetensors")
+    audio = (0.1 * np.random.default_rng(0).standard_normal(16000 * 3)).astype(np.float32)
+    assert decoding_defaults(load_model(path).meta) == {}
+    assert generate(audio, model=str(path), feature_fn=fake_features).meta["levels"] == 1
+    with safe_open(str(path), framework="pt") as f:
+        before = {k: f.get_tensor(k) for k in f.keys()}
+    assert main(["set-decoding", str(path), "--levels", "0", "--note", "test"]) == 0
+    meta = load_model(path).meta
+    assert decoding_defaults(meta) == {"levels": 0} and meta["decoding"]["note"] == "test"
+    with safe_open(str(path), framework="pt") as f:
+        assert all(np.array_equal(f.get_tensor(k).numpy(), v.numpy()) for k, v in before.items())
+    take = generate(audio, model=str(path), feature_fn=fake_features)
+    assert take.meta["levels"] == 0
+    assert generate(audio, model=str(path), feature_fn=fake_features, levels=1).meta["levels"] == 1
+    with pytest.raises(WeightsError, match="whole number"):
+        write_decoding_defaults(path, levels=-1)
+    with pytest.raises(WeightsError, match="Unknown decoding default"):
+        write_decoding_defaults(path, temperature=3)
+    assert decoding_defaults(load_model(path).meta) == {"levels": 0}    # a refused change writes nothing
+    assert main(["set-decoding", str(path), "--levels", "unset"]) == 0
+    assert decoding_defaults(load_model(path).meta) == {}

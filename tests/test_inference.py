@@ -91,6 +91,11 @@ def test_windows_are_seeded_by_previous_window_and_stitch(bundle, monkeypatch):
     # And the take's poses come from that single decode (no seam at window boundaries).
     from echomask.core.motion.motion_repr import parts_to_take
 
+    # (the face shows its coarse RVQ level only: core.generation.loop.COARSE_LEVEL_PARTS)
+    coarse = {p: seq[p].clone() for p in PARTS}
+    for p in inf.COARSE_LEVEL_PARTS:
+        coarse[p][:, 1:] = -1
+    whole = model.tokenizers.decode_parts({p: coarse[p][None] for p in PARTS})
     ref = parts_to_take({p: whole[p][0].numpy()[:210] for p in PARTS})
     assert np.allclose(take.poses, ref.poses, atol=1e-4)
     torch.set_grad_enabled(True)

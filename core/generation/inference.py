@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import AudioError, EchoMaskError
 from .features import FeatureStream, check_audio  # noqa: F401  (FeatureStream: public)
-from .loop import decode_chunked, neutral_seed_codes  # noqa: F401  (public helpers)
+from .loop import COARSE_LEVEL_PARTS, decode_chunked, neutral_seed_codes  # noqa: F401  (public helpers)
 from .options import DEFAULT_LIPSYNC, GenerationOptions
 from .post import music_like
 from ..paths import DEFAULT_MODEL

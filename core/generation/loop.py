@@ -59,6 +59,12 @@ def neutral_seed_codes(tokenizers, window: int = 64, seed_frames: int = 4) -> di
     return {p: c[0, :n] for p, c in codes.items()}
 
 
+# Parts whose take shows the coarse RVQ level only (their finer levels still seed the next window and feed the
+# hints, as in training). The face: with its finer levels the model's own mouth got worse on held-out speech
+# (docs/LIPSYNC.md: opening error 89 -> 101 ms, jaw MSE 0.77 -> 0.85, expression MSE with the phone mouth
+# 0.236 -> 0.259), while the body's finer levels scored better on unseen speech (weights/MODEL_CARD.md).
+COARSE_LEVEL_PARTS = ("face",)
+
 PAUSE_MARGIN_S = 0.3   # speech keeps its Variation this long around each word: short gaps are not pauses
 
 
@@ -139,6 +145,14 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
         from .retrieval import load_bank
 
         bank = load_bank(options.retrieval_bank, gen)
+    levels = options.levels
+    if levels is None:
+        # The coarse level under a bank's level-0 prior (measured), else what these weights record as measured
+        # best for them (core.model.checkpoint.decoding_defaults), else the coarse level: keeping every level
+        # scored worse than the coarse one for 5 of 6 training runs measured, better for the bundled weights.
+        from ..model.checkpoint import decoding_defaults
+
+        levels = 1 if bank is not None else int(decoding_defaults(mdl.meta).get("levels", 1))
     sampler = torch.Generator().manual_seed(options.seed)
     tokens = {p: [] for p in PARTS}
     details = []           # per token: weight of the finer RVQ levels in the take (pauses: the coarse motion)
@@ -191,9 +205,9 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
                 prior = {p: v * scale for p, v in prior.items()}
         codes = choose(gen, tok, motion, known_here, cond, temperature, sampler, options.steps,
                        known_codes=given, top_p=options.top_p, level0_prior=prior)
-        if 0 < options.levels < gen.levels:   # finer levels decode as absent (the seed keeps them: it is context)
+        if 0 < levels < gen.levels:   # finer levels decode as absent (the seed keeps them: it is context)
             for p in PARTS:
-                codes[p][:, options.levels:] = -1
+                codes[p][:, levels:] = -1
         if calm_pauses:
             # Pauses show the coarse level only, blended per token: the finer levels' arg-max detail kept the
             # idle moving (measured: 4 s pause 0.21 m/s with every level, 0.12 with the coarse one). The
@@ -226,7 +240,11 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
     contacts = np.zeros((n_frames, 4), np.float32)
     seqs = {p: torch.cat(tokens[p]).to(dev) for p in PARTS}
     detail = torch.from_numpy(np.concatenate(details)).to(dev) if details else None
-    decoders = {p: decode_chunked(tok[p], lambda x, p=p: tok.denormalize(p, x), seqs[p], detail=detail) for p in PARTS}
+    part_detail = {p: detail for p in PARTS}
+    for p in COARSE_LEVEL_PARTS:
+        part_detail[p] = torch.zeros(len(seqs[p]), device=dev)
+    decoders = {p: decode_chunked(tok[p], lambda x, p=p: tok.denormalize(p, x), seqs[p], detail=part_detail[p])
+                for p in PARTS}
     for chunks in zip(*(decoders[p] for p in PARTS)):
         first = chunks[0][0]
         if first >= n_frames:
@@ -252,7 +270,7 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
         timings.update(times)
     take.meta = {"generator": "echomask", "config": cfg.name, "weights": mdl.path, "seed": options.seed,
                  "temperature": options.temperature, "top_p": options.top_p, "steps": options.steps,
-                 "strategy": options.strategy, "levels": options.levels, "smoothing": options.smoothing, "travel": options.travel,
+                 "strategy": options.strategy, "levels": levels, "smoothing": options.smoothing, "travel": options.travel,
                  "intensity": options.intensity}
     if "face" in parts_to_generate:
         take = apply_phone_mouth(take, phones, options.lipsync, known_frames)

@@ -17,9 +17,11 @@ DEFAULT_STEPS = 1              # decoding passes per window (1 = the paper's sin
 DEFAULT_TOP_P = 1.0            # nucleus of level-0 sampling (1 = every code)
 DEFAULT_STRATEGY = "refine"    # "refine": mask-predict (all at once, then re-predict the least sure);
 #                                "commit": MaskGIT (keep the surest each pass)
-DEFAULT_LEVELS = 0             # RVQ levels kept in the take (0 = every level the model predicts): on the
-#                                speech-only clips (5 seeds) FGD 106.6 with all 3 levels vs 121.3 with the coarse one
-#                                (better on every seed), L1 diversity 0.64 vs 0.59 of the capture's
+DEFAULT_LEVELS = None          # RVQ levels kept in the take; None = what the weights record as measured best
+#                                for them (`python -m core set-decoding`), else the coarse level (1); always the
+#                                coarse level with a retrieval bank, whose prior is on that level (tails, 5 seeds:
+#                                FGD 137.1 vs 152.1 with every level). The bundled weights record 0 (every level):
+#                                speech-only clips, 5 seeds, FGD 106.6 vs 121.3, better on every seed; tails a tie
 DEFAULT_SMOOTHING = 1.0        # Gaussian smoothing of the body's rotations, in frames (0 = none)
 DEFAULT_PAUSE_VARIATION = 0.0  # share of the Variation used where nobody speaks (1 = the same everywhere):
 #                                0 = the model's most likely motion in pauses, its calmest, and the coarse RVQ
@@ -39,12 +41,14 @@ MAX_STEPS = 16
 
 @dataclasses.dataclass(frozen=True)
 class GenerationOptions:
+    """Everything that shapes one generated take (see the module's defaults for how each was chosen)."""
     seed: int = 0                          # same seed, same take (when temperature > 0)
     temperature: float = DEFAULT_TEMPERATURE  # shown as "Variation"
     steps: int = DEFAULT_STEPS
     top_p: float = DEFAULT_TOP_P           # sample level 0 among the most likely codes (when temperature > 0)
     strategy: str = DEFAULT_STRATEGY       # how a window's passes choose tokens (core.generation.decoding)
-    levels: int = DEFAULT_LEVELS           # RVQ levels kept (1 = the coarse level only; 0 = all predicted)
+    levels: int | None = DEFAULT_LEVELS    # RVQ levels kept (1 = the coarse level only; 0 = all predicted;
+    #                                        None = as the weights record, 1 with a retrieval bank)
     smoothing: float = DEFAULT_SMOOTHING   # body rotations smoothed over this many frames (sigma; 0 = none)
     pause_variation: float = DEFAULT_PAUSE_VARIATION  # Variation in pauses, as a share of `temperature`
     #                                      (needs the built-in speech flag; HuBERT models: one Variation)
@@ -79,7 +83,7 @@ class GenerationOptions:
             raise EchoMaskError(f"Retrieval weight must be between 0 and {MAX_RETRIEVAL_WEIGHT:g}; got {self.retrieval_weight}.")
         if self.strategy not in STRATEGIES:
             raise EchoMaskError(f"Unknown decoding strategy {self.strategy!r}; choose {' or '.join(STRATEGIES)}.")
-        if not (0 <= int(self.levels) <= 16):
+        if self.levels is not None and not (0 <= int(self.levels) <= 16):
             raise EchoMaskError(f"levels must be 0 (all) or a number of RVQ levels; got {self.levels}.")
         if not (1 <= int(self.steps) <= MAX_STEPS):
             raise EchoMaskError(f"Decoding passes must be between 1 and {MAX_STEPS}; got {self.steps}.")
@@ -94,7 +98,7 @@ class GenerationOptions:
             object.__setattr__(self, "parts", parts)
         object.__setattr__(self, "seed", int(self.seed))
         object.__setattr__(self, "steps", int(self.steps))
-        object.__setattr__(self, "levels", int(self.levels))
+        object.__setattr__(self, "levels", None if self.levels is None else int(self.levels))
         object.__setattr__(self, "smoothing", float(self.smoothing))
         object.__setattr__(self, "pause_variation", float(self.pause_variation))
         object.__setattr__(self, "temperature", t)
@@ -134,7 +138,8 @@ def add_generation_options(p) -> None:
                    help="how passes after the first choose tokens: refine = re-predict the least sure (mask-predict), "
                    "commit = keep the surest (MaskGIT)")
     p.add_argument("--levels", type=int, default=d.levels,
-                   help=f"RVQ levels kept in the take (default {d.levels}; 0 = every level the model predicts)")
+                   help="RVQ levels kept in the take (0 = every level the model predicts, 1 = the coarse level; "
+                   "default: what the weights record as best for them, else 1; 1 with --retrieval-bank)")
     p.add_argument("--smoothing", type=float, default=d.smoothing,
                    help=f"body rotations smoothed over this many frames (default {d.smoothing:g}; 0 = none)")
     p.add_argument("--pause-variation", dest="pause_variation", type=float, default=d.pause_variation,

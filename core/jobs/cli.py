@@ -103,6 +103,16 @@ def cmd_build_retrieval_bank(args) -> int:
     return run_cli(args)
 
 
+def cmd_set_decoding(args) -> int:
+    """Record decoding defaults measured for a model's weights in its file (core.model.checkpoint)."""
+    from ..model.checkpoint import write_decoding_defaults
+
+    levels = None if args.levels == "unset" else int(args.levels)
+    recorded = write_decoding_defaults(args.weights, note=args.note, levels=levels)
+    print(f"{args.weights}: decoding defaults {recorded or 'none (the product defaults apply)'}")
+    return 0
+
+
 def cmd_speech_features(args) -> int:
     """Speech -> low/high-level features (+ phones), optionally scored against a TextGrid."""
     from ..speech.command import run_cli
@@ -342,6 +352,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-takes", action="store_true", help="--manifest shared: also the published models' outputs")
     p.add_argument("-o", "--out", required=True, help="bank file to write (.safetensors)")
     p.set_defaults(func=cmd_build_retrieval_bank)
+
+    p = sub.add_parser("set-decoding", help="record decoding defaults measured for a model's weights in its file "
+                       "(measure them with bench/select_checkpoint.py --option levels=0 / levels=1)")
+    p.add_argument("weights", help="model weights (.safetensors made by `python -m core train`)")
+    p.add_argument("--levels", required=True, choices=[str(i) for i in range(17)] + ["unset"],
+                   help="RVQ levels generate keeps by default for these weights (0 = every predicted level, "
+                   "1 = the coarse level; unset = the product default)")
+    p.add_argument("--note", default=None, help="how it was measured (stored beside it)")
+    p.set_defaults(func=cmd_set_decoding)
 
     p = sub.add_parser("speech-features", help="speech -> features and phones (.npz); phone agreement with a TextGrid")
     p.add_argument("audio", help="speech audio (wav, flac, ogg, mp3)")

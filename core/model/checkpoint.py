@@ -144,6 +144,52 @@ def load_model(path: str | os.PathLike, expected_config: str | None = None, devi
     return model.to(device)
 
 
+# Decoding defaults a bundle may carry in its info["decoding"], measured for its own weights (the best choice
+# differs between training runs: weights/MODEL_CARD.md). GenerationOptions fields left at None read them.
+DECODING_FIELDS = {"levels": (0, 16)}
+
+
+def decoding_defaults(meta: dict) -> dict:
+    """The decoding defaults recorded in a bundle's info (e.g. {"levels": 0}); {} when none are."""
+    found = (meta or {}).get("decoding") or {}
+    return {k: v for k, v in found.items() if k in DECODING_FIELDS}
+
+
+def write_decoding_defaults(path: str | os.PathLike, note: str | None = None, **defaults) -> dict:
+    """Record decoding defaults measured for the weights in `path` (e.g. levels=0) in its info; a value of None
+    removes one. The file is rewritten atomically with the same tensors. Returns the recorded defaults."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = os.fspath(path)
+    header = read_header(path)
+    if header.get("kind") != MODEL_KIND:
+        raise WeightsError(f"{os.path.basename(path)} is not an EchoMask model file; decoding defaults belong "
+                           f"in a model made by `python -m core train`.")
+    info = json.loads(header.get("info", "{}") or "{}")
+    decoding = dict(info.get("decoding") or {})
+    for key, value in defaults.items():
+        if key not in DECODING_FIELDS:
+            raise WeightsError(f"Unknown decoding default {key!r}; known: {', '.join(DECODING_FIELDS)}.")
+        lo, hi = DECODING_FIELDS[key]
+        if value is None:
+            decoding.pop(key, None)
+        elif not (isinstance(value, int) and lo <= value <= hi):
+            raise WeightsError(f"Decoding default {key} must be a whole number from {lo} to {hi}; got {value!r}.")
+        else:
+            decoding[key] = value
+    if note is not None:
+        decoding["note"] = note
+    info["decoding"] = decoding
+    header["info"] = json.dumps(info)
+    with safe_open(path, framework="pt", device="cpu") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    tmp = path + ".partial"
+    save_file(tensors, tmp, metadata=header)
+    os.replace(tmp, path)
+    return decoding_defaults(info)
+
+
 def _load_strict(module, state: dict, what: str, config_name: str) -> None:
     if not state:
         raise WeightsError(f"{what} is missing from the file; it is not a complete EchoMask model.")

@@ -8,7 +8,8 @@ from echomask.core.motion.intensity import mean_quaternion, quaternion_power, sc
 from echomask.core.motion.keyreduce import max_interpolation_error, quaternion_tolerance, reduce_keys
 from echomask.core.motion.take import Take
 from echomask.core.motion.take import save_take
-from echomask.core.motion.take_parts import ANIM_PARTS, PART_JOINT_INDICES, load_known, merge_known, model_parts
+from echomask.core.motion.take_parts import (ANIM_PARTS, PART_JOINT_INDICES, SEAM_BLEND_FRAMES, blend_seams, load_known,
+                                             merge_known, model_parts)
 
 
 def _take(n=120, seed=0):
@@ -98,6 +99,42 @@ def test_merge_known_copies_known_frames_per_part():
     upper = list(PART_JOINT_INDICES["upper"])
     np.testing.assert_array_equal(out.joint_rotations()[40:, upper], gen.joint_rotations()[40:, upper])
     np.testing.assert_array_equal(out.expressions[40:], gen.expressions[40:])
+
+
+def test_blend_seams_eases_a_rekeyed_range_into_the_kept_frames():
+    """A generated range that starts and ends far from the kept motion (an offset of 1.4 rad, 0.3 m, 3.0 in the
+    expressions) joins it without a pop; kept frames, kept parts and frames away from the seams are untouched."""
+    known = _take(seed=3)
+    gen = _take(seed=3)
+    upper = list(PART_JOINT_INDICES["upper"])
+    rot = gen.joint_rotations().copy()
+    rot[:, upper] += 0.8
+    gen = Take(poses=rot.reshape(gen.num_frames, -1), trans=gen.trans + 0.3, expressions=gen.expressions + 3.0)
+    mask = np.ones((known.num_frames, len(ANIM_PARTS)), bool)
+    mask[40:80] = False                              # re-key frames 40-79 of every part but the hands
+    mask[:, ANIM_PARTS.index("hands")] = True
+    merged = merge_known(gen, known, mask)
+    out = blend_seams(merged, mask)
+
+    def jumps(take):
+        q = R.axis_angle_to_quaternion(take.joint_rotations()[:, upper].astype(np.float64))
+        angle = 2 * np.arccos(np.clip(np.abs(np.sum(q[1:] * q[:-1], -1)), 0, 1)).max(-1)   # per frame, worst joint
+        return angle, np.linalg.norm(np.diff(take.trans, axis=0), axis=-1), np.abs(np.diff(take.expressions, axis=0)).max(-1)
+
+    before, after, smooth = jumps(merged), jumps(out), jumps(known)
+    for b, a, k in zip(before, after, smooth):
+        assert b[39] > 5 * k.max() and b[79] > 5 * k.max()          # the pops without blending
+        assert a[39] < 2 * k.max() + 1e-6 and a[79] < 2 * k.max() + 1e-6
+    kept = mask[:, 0]
+    np.testing.assert_array_equal(out.poses[kept], merged.poses[kept])
+    np.testing.assert_array_equal(out.trans[kept], merged.trans[kept])
+    np.testing.assert_array_equal(out.expressions[kept], merged.expressions[kept])
+    hands = list(PART_JOINT_INDICES["hands"])
+    np.testing.assert_array_equal(out.joint_rotations()[:, hands], merged.joint_rotations()[:, hands])
+    middle = slice(40 + SEAM_BLEND_FRAMES, 80 - SEAM_BLEND_FRAMES)
+    np.testing.assert_allclose(out.joint_rotations()[middle], merged.joint_rotations()[middle], atol=1e-5)
+    np.testing.assert_allclose(out.trans[middle], merged.trans[middle], atol=1e-6)
+    assert blend_seams(merged, np.ones_like(mask)) is merged and blend_seams(merged, np.zeros_like(mask)) is merged
 
 
 def test_model_parts_put_root_motion_in_the_lower_body():

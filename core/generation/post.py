@@ -95,8 +95,9 @@ def splice_known(feats: dict, known_parts: dict, keep: np.ndarray, parts_to_gene
 
 def keep_known(take: Take, known: Take, known_frames, parts_to_generate) -> Take:
     """`take` with the known take's frames (`known_frames`) and the parts not generated put back exactly
-    (after intensity and root motion, which would otherwise touch them)."""
-    from ..motion.take_parts import ANIM_PARTS, merge_known
+    (after intensity and root motion, which would otherwise touch them), and the generated frames eased into
+    the kept ones at each seam (core.motion.take_parts.blend_seams)."""
+    from ..motion.take_parts import ANIM_PARTS, blend_seams, merge_known
 
     n = take.num_frames
     frames = np.zeros(n, bool) if known_frames is None else np.asarray(known_frames, bool)[:n]
@@ -104,7 +105,7 @@ def keep_known(take: Take, known: Take, known_frames, parts_to_generate) -> Take
     for i, part in enumerate(ANIM_PARTS):
         model_part = "lower" if part == "root" else part
         mask[:, i] = frames | (model_part not in parts_to_generate)
-    return merge_known(take, known, mask)
+    return blend_seams(merge_known(take, known, mask), mask)
 
 
 def music_like(audio: np.ndarray) -> bool:

@@ -89,6 +89,73 @@ def merge_known(generated: Take, known: Take, mask: np.ndarray) -> Take:
                 betas=generated.betas, fps=generated.fps, gender=generated.gender, meta=dict(generated.meta))
 
 
+SEAM_BLEND_FRAMES = 8   # generated frames over which a re-keyed range eases into the kept frames around it
+
+
+def _seams(generated_rows: np.ndarray):
+    """(first, last) frame of each run of True in a (frames,) bool array."""
+    edges = np.diff(np.concatenate([[0], generated_rows.astype(np.int8), [0]]))
+    return zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1)
+
+
+def _blend_weights(frames: int) -> np.ndarray:
+    """1 at the seam, easing to 0 over `frames` frames (raised cosine)."""
+    return 0.5 * (1.0 + np.cos(np.pi * np.arange(frames) / frames))
+
+
+def blend_seams(take: Take, mask: np.ndarray, frames: int = SEAM_BLEND_FRAMES) -> Take:
+    """`take` (a merge of generated and kept motion, `mask` as in merge_known: True = kept) with each generated
+    run of each part eased into the kept frames on either side: at a seam the generated motion is offset to
+    continue the kept motion (its last pose plus its last step), and the offset fades out over `frames`
+    generated frames. Kept frames and kept parts stay exactly as they are. Without it a re-keyed range
+    popped at both ends (measured: up to 5x the take's median joint speed on the seam frame; the root moved
+    up to 4 cm in one frame)."""
+    from . import rotations as R
+
+    mask = np.asarray(mask, bool)
+    n = min(take.num_frames, mask.shape[0])
+    if n < 3 or mask[:n].all() or not mask[:n].any():
+        return take
+    w = _blend_weights(frames)
+    q = R.axis_angle_to_quaternion(take.poses.reshape(take.num_frames, skeleton.NUM_JOINTS, 3).astype(np.float64))
+    trans = take.trans.astype(np.float64).copy()
+    expressions = take.expressions.astype(np.float64).copy()
+    identity = np.array([1.0, 0.0, 0.0, 0.0])
+
+    def ease(first, last, kept, before, direction):
+        """Offset frames first..last (direction +1: from `first` forwards; -1: from `last` backwards)."""
+        seam = first if direction > 0 else last
+        span = np.arange(seam, seam + direction * min(frames, last - first + 1), direction)
+        weights = w[:len(span)]
+        for j in joints:
+            pred = q[kept, j] if before is None else R.quaternion_multiply(
+                q[kept, j], R.quaternion_multiply(q[before, j] * [1, -1, -1, -1], q[kept, j]))
+            offset = R.quaternion_multiply(pred, q[seam, j] * [1, -1, -1, -1])
+            offset = offset if offset[0] >= 0 else -offset
+            step = R.quaternion_slerp(np.broadcast_to(identity, (len(span), 4)),
+                                      np.broadcast_to(offset, (len(span), 4)), weights)
+            q[span, j] = R.quaternion_multiply(step, q[span, j])
+        for arr in arrays:
+            pred = arr[kept] if before is None else 2 * arr[kept] - arr[before]
+            arr[span] += weights[:, None] * (pred - arr[seam])[None]
+
+    for p, part in enumerate(ANIM_PARTS):
+        generated_rows = ~mask[:n, p]
+        if generated_rows.all() or not generated_rows.any():
+            continue
+        joints = list(PART_JOINT_INDICES[part])
+        arrays = [trans] if part == "root" else [expressions] if part == "face" else []
+        for first, last in _seams(generated_rows):
+            if first > 0:                       # kept frames before the run
+                ease(first, last, first - 1, first - 2 if first >= 2 and not generated_rows[first - 2] else None, +1)
+            if last < n - 1:                    # kept frames after it
+                ease(first, last, last + 1, last + 2 if last + 2 < n and not generated_rows[last + 2] else None, -1)
+    poses = R.quaternion_to_axis_angle(q).reshape(take.num_frames, -1)
+    return Take(poses=poses.astype(np.float32), trans=trans.astype(np.float32),
+                expressions=expressions.astype(np.float32), betas=take.betas, fps=take.fps, gender=take.gender,
+                meta=dict(take.meta))
+
+
 def model_parts(parts) -> list[str]:
     """The model's parts (skeleton.PARTS) that must be generated for these panel parts."""
     parts = check_parts(parts)

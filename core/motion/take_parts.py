@@ -121,6 +121,7 @@ def blend_seams(take: Take, mask: np.ndarray, frames: int = SEAM_BLEND_FRAMES) -
     trans = take.trans.astype(np.float64).copy()
     expressions = take.expressions.astype(np.float64).copy()
     identity = np.array([1.0, 0.0, 0.0, 0.0])
+    touched = np.zeros(q.shape[:2], bool)       # (frames, joints) eased here; all others keep their exact values
 
     def ease(first, last, kept, before, direction):
         """Offset frames first..last (direction +1: from `first` forwards; -1: from `last` backwards)."""
@@ -135,6 +136,7 @@ def blend_seams(take: Take, mask: np.ndarray, frames: int = SEAM_BLEND_FRAMES) -
             step = R.quaternion_slerp(np.broadcast_to(identity, (len(span), 4)),
                                       np.broadcast_to(offset, (len(span), 4)), weights)
             q[span, j] = R.quaternion_multiply(step, q[span, j])
+            touched[span, j] = True
         for arr in arrays:
             pred = arr[kept] if before is None else 2 * arr[kept] - arr[before]
             arr[span] += weights[:, None] * (pred - arr[seam])[None]
@@ -150,8 +152,9 @@ def blend_seams(take: Take, mask: np.ndarray, frames: int = SEAM_BLEND_FRAMES) -
                 ease(first, last, first - 1, first - 2 if first >= 2 and not generated_rows[first - 2] else None, +1)
             if last < n - 1:                    # kept frames after it
                 ease(first, last, last + 1, last + 2 if last + 2 < n and not generated_rows[last + 2] else None, -1)
-    poses = R.quaternion_to_axis_angle(q).reshape(take.num_frames, -1)
-    return Take(poses=poses.astype(np.float32), trans=trans.astype(np.float32),
+    poses = take.poses.reshape(take.num_frames, skeleton.NUM_JOINTS, 3).astype(np.float32)   # a copy
+    poses[touched] = R.quaternion_to_axis_angle(q[touched])
+    return Take(poses=poses.reshape(take.num_frames, -1), trans=trans.astype(np.float32),
                 expressions=expressions.astype(np.float32), betas=take.betas, fps=take.fps, gender=take.gender,
                 meta=dict(take.meta))
 

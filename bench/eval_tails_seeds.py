@@ -8,6 +8,7 @@ no training used (bench/select_checkpoint.py), never here. Needs ../shared/data.
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from common import ROOT, import_repo_as_package
 from select_checkpoint import option_value
 
 GT_CLIPS = ("2_scott_0_1_1", "2_scott_0_2_2")
-COLUMNS = {"FGD": 1, "L1div": 4, "jerk": 8, "skating": 9, "speed": 12}
+COLUMNS = ("FGD", "L1div", "jerk", "skating", "speed")   # skating in cm/s, speed over the ground truth's
 
 
 def main(argv=None) -> int:
@@ -53,15 +54,17 @@ def main(argv=None) -> int:
                 for clip, audio in speech.items():
                     save_take(generate(audio, model=m, seed=seed, threads=1, **kw), out / name / f"{clip}.npz")
                 systems += ["--system", f"{name}={out / name}"]
-    table = out / "heldout.md"
     subprocess.run([sys.executable, "-m", "core", "eval", "--reference", str(data / "smplxflame_30"),
                     "--audio", str(data / "wave16k"), "--tail", "0.15", "--no-baselines", *systems,
-                    "--out", str(table)], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+                    "--out", str(out / "heldout.md"), "--json", str(out / "heldout.json")],
+                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    scored = json.loads((out / "heldout.json").read_text())["systems"]
+    gt_speed = next(v["mean_speed"] for k, v in scored.items() if k.startswith("ground truth"))
     rows = {}
-    for line in table.read_text().splitlines():
-        c = [x.strip() for x in line.strip("|").split("|")]
-        if c and c[0].startswith("w") and "_s" in c[0]:
-            rows[c[0]] = [float(c[i]) for i in COLUMNS.values()]
+    for label, v in scored.items():
+        name = label.split(" ")[0]
+        if name.split("_s")[0] in groups:
+            rows[name] = [v["fgd"], v["l1div"], v["jerk"], 100.0 * v["foot_skating"], v["mean_speed"] / gt_speed]
     print(f"held-out tails, takes in {out}")
     print(f"{'system':60s} {'seed':>5} " + " ".join(f"{k:>8}" for k in COLUMNS))
     for group, label in groups.items():

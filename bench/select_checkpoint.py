@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+
+import numpy as np
 from common import import_repo_as_package, speed_and_jerk, training_capture
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -33,7 +35,6 @@ PAUSE_AT_S, PAUSE_S = 10.0, 4.0   # a silence inserted into the first clip: the 
 def pause_and_speech_speed(take, fps: float = 30.0) -> tuple[float, float]:
     """Mean joint speed (m/s, no translation) inside the inserted pause (0.5 s in from each edge) and in the
     speech outside it (1 s away from it), for a take of the first clip with the pause inserted."""
-    import numpy as np
     from echomask.core.metrics.kinematics import take_positions
 
     pos = take_positions(take, with_translation=False)
@@ -96,7 +97,6 @@ def main(argv=None) -> int:
     speech = [load_speech(data / "wave16k" / f"{c}.wav")[: int(args.seconds * 16000)] for c in SPEECH_ONLY]
     print(f"reference: the training capture ({sum(t.num_frames for t in capture) / 30:.0f} s); speech: "
           f"{', '.join(SPEECH_ONLY)} ({args.seconds:g} s each, never trained on); FGD: {source} (not the paper's)")
-    import numpy as np
     paused = np.concatenate([speech[0][: int(PAUSE_AT_S * 16000)], np.zeros(int(PAUSE_S * 16000), np.float32),
                              speech[0][int(PAUSE_AT_S * 16000):]])
     print(f"pause: {PAUSE_S:g} s of silence inserted {PAUSE_AT_S:g} s into {SPEECH_ONLY[0]}; mean joint speed (m/s) "

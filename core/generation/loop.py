@@ -189,18 +189,17 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
         for p in PARTS:
             given[p][:tok_per_seed] = seed_codes[p][:, :gen.levels]
         choose = refine_window if options.strategy == "refine" else decode_window
-        temperature = options.temperature
-        if pause_aware:
-            temperature = token_temperatures(highs[j][:, SPEECH_FLAG], unit, options.temperature,
-                                             options.pause_variation, fps)
+        # Per token: 1 where someone speaks, pause_variation in pauses (the Variation's, the prior's and the
+        # finer levels' share alike).
+        share = token_temperatures(highs[j][:, SPEECH_FLAG], unit, 1.0, options.pause_variation, fps) \
+            if calm_pauses else None
+        temperature = options.temperature * share if pause_aware else options.temperature
         prior = None
         if bank is not None:
             prior = bank.token_prior(cond, options.retrieval_weight, cfg.tokenizer.nb_code)
             if calm_pauses:
                 # Pauses keep the model's calm: the bank's windows were retrieved for speech (measured: with
                 # the prior everywhere a 4 s pause moved faster than the speech around it).
-                # The same per-token share as the Variation's: 1 in speech, pause_variation in pauses.
-                share = token_temperatures(highs[j][:, SPEECH_FLAG], unit, 1.0, options.pause_variation, fps)
                 scale = torch.from_numpy(share)[:, None]
                 prior = {p: v * scale for p, v in prior.items()}
         codes = choose(gen, tok, motion, known_here, cond, temperature, sampler, options.steps,
@@ -210,10 +209,9 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
                 codes[p][:, levels:] = -1
         if calm_pauses:
             # Pauses show the coarse level only, blended per token: the finer levels' arg-max detail kept the
-            # idle moving (measured: 4 s pause 0.21 m/s with every level, 0.12 with the coarse one). The
+            # idle moving (measured: a 4 s pause at 0.21 m/s with every level, 0.12 with this blend). The
             # window's own codes (the next seed, the hints) keep every level: that is what training saw.
-            detail = token_temperatures(highs[j][:, SPEECH_FLAG], unit, 1.0, options.pause_variation, fps)
-            details.append(detail if w == 0 else detail[tok_per_seed:])
+            details.append(share if w == 0 else share[tok_per_seed:])
         t1 = time.perf_counter()
         with torch.inference_mode():
             for p in PARTS:

@@ -10,8 +10,9 @@ import math
 
 # Defaults, chosen by measurement on speech no training used (bench/select_checkpoint.py: BEAT2 speaker 2's
 # speech-only clips against the training capture; weights/MODEL_CARD.md), never on the held-out tails that
-# docs/RESULTS.md scores. With the bundled model and every predicted RVQ level, arg-max (0) is calm (0.47x
-# the capture's joint speed); 1.0 moves at 0.85-0.96x with jerk 1.0-1.15x and the lowest FGD of 0.85 / 1.0 / 1.2.
+# docs/RESULTS.md scores. With the bundled model and every predicted RVQ level, arg-max (0) is calm (0.46x
+# the capture's joint speed); 1.0 moves at 0.83-0.95x with jerk 1.01-1.14x and a lower FGD than 0.85 (106.6 vs
+# 110.7, 5 seeds) or 1.2.
 DEFAULT_TEMPERATURE = 1.0      # "Variation": 0 = the model's most likely motion (arg-max, as in the paper)
 DEFAULT_STEPS = 1              # decoding passes per window (1 = the paper's single pass)
 DEFAULT_TOP_P = 1.0            # nucleus of level-0 sampling (1 = every code)

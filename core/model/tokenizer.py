@@ -345,7 +345,7 @@ class RVQVAE(nn.Module):
         if detail is None:
             return self.decode_latent(self.codes_to_latent(codes))
         per = self.latent_per_level(codes)
-        w = detail.to(per.dtype).reshape(*([1] * (per.dim() - 2 - detail.dim())), *detail.shape, 1)
+        w = detail.to(per.dtype).expand(per.shape[:2]).unsqueeze(-1)          # (B, N, 1)
         return self.decode_latent(per[..., 0, :] + w * per[..., 1:, :].sum(-2))
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None, dist=None, weight_total=None,

@@ -123,8 +123,10 @@ def blend_seams(take: Take, mask: np.ndarray, frames: int = SEAM_BLEND_FRAMES) -
     identity = np.array([1.0, 0.0, 0.0, 0.0])
     touched = np.zeros(q.shape[:2], bool)       # (frames, joints) eased here; all others keep their exact values
 
-    def ease(first, last, kept, before, direction):
-        """Offset frames first..last (direction +1: from `first` forwards; -1: from `last` backwards)."""
+    def ease(joints, arrays, first, last, kept, before, direction):
+        """Offset the generated run first..last of `joints` and `arrays` towards the kept frame `kept` (and its
+        neighbour `before`, for the kept motion's last step; None: none), from `first` forwards (direction +1)
+        or from `last` backwards (-1)."""
         seam = first if direction > 0 else last
         span = np.arange(seam, seam + direction * min(frames, last - first + 1), direction)
         weights = w[:len(span)]
@@ -149,9 +151,11 @@ def blend_seams(take: Take, mask: np.ndarray, frames: int = SEAM_BLEND_FRAMES) -
         arrays = [trans] if part == "root" else [expressions] if part == "face" else []
         for first, last in _seams(generated_rows):
             if first > 0:                       # kept frames before the run
-                ease(first, last, first - 1, first - 2 if first >= 2 and not generated_rows[first - 2] else None, +1)
+                ease(joints, arrays, first, last, first - 1,
+                     first - 2 if first >= 2 and not generated_rows[first - 2] else None, +1)
             if last < n - 1:                    # kept frames after it
-                ease(first, last, last + 1, last + 2 if last + 2 < n and not generated_rows[last + 2] else None, -1)
+                ease(joints, arrays, first, last, last + 1,
+                     last + 2 if last + 2 < n and not generated_rows[last + 2] else None, -1)
     poses = take.poses.reshape(take.num_frames, skeleton.NUM_JOINTS, 3).astype(np.float32)   # a copy
     poses[touched] = R.quaternion_to_axis_angle(q[touched])
     return Take(poses=poses.reshape(take.num_frames, -1), trans=trans.astype(np.float32),

@@ -213,3 +213,55 @@ def test_weights_carry_their_measured_levels_and_the_cli_records_them(tmp_path):
     assert decoding_defaults(load_model(path).meta) == {"levels": 0}    # a refused change writes nothing
     assert main(["set-decoding", str(path), "--levels", "unset"]) == 0
     assert decoding_defaults(load_model(path).meta) == {}
+
+
+def test_speech_guidance_contrasts_the_window_with_and_without_speech(window):
+    """window_logits: guidance 1 is the plain forward pass; otherwise log p_none + g (log p_speech - log p_none),
+    where p_none is the same window with zero speech conditions (what --speech-dropout training shows)."""
+    import torch
+
+    from echomask.core.generation.decoding import refine_window, window_logits
+
+    model, motion, known, cond, given = window
+    g = model.generator
+    hidden = ~known
+    with torch.inference_mode():
+        plain = g(torch.from_numpy(motion)[None], torch.from_numpy(hidden)[None], None, None, cond=cond)["logits"]
+        none = g(torch.from_numpy(motion)[None], torch.from_numpy(hidden)[None], None, None,
+                 cond={p: torch.zeros_like(c) for p, c in cond.items()})["logits"]
+        one = window_logits(g, motion, hidden, cond, guidance=1.0)
+        two = window_logits(g, motion, hidden, cond, guidance=2.0)
+        zero = window_logits(g, motion, hidden, cond, guidance=0.0)
+    for p in plain:
+        assert torch.equal(one[p], plain[p])
+        ls, ln = torch.log_softmax(plain[p], -1), torch.log_softmax(none[p], -1)
+        assert torch.allclose(two[p], ln + 2.0 * (ls - ln), atol=1e-5)
+        assert torch.allclose(zero[p], ln, atol=1e-5)
+        assert not torch.allclose(two[p], ls, atol=1e-3)     # the speech moved the logits: guidance acts
+    a = refine_window(g, model.tokenizers, motion, known, cond, known_codes=given, guidance=1.0)
+    b = refine_window(g, model.tokenizers, motion, known, cond, known_codes=given, guidance=3.0)
+    assert any(not torch.equal(a[p], b[p]) for p in a)
+
+
+def test_weights_carry_their_measured_guidance(tmp_path):
+    """set-decoding --guidance records it; generate uses it unless --guidance is given; bad values are refused."""
+    from echomask.core.errors import EchoMaskError, WeightsError
+    from echomask.core.generation.inference import generate
+    from echomask.core.generation.options import GenerationOptions
+    from echomask.core.jobs.cli import main
+    from echomask.core.model.checkpoint import decoding_defaults, load_model, write_decoding_defaults
+
+    path = tiny_bundle(tmp_path / "tiny.safetensors")
+    audio = (0.1 * np.random.default_rng(0).standard_normal(16000 * 3)).astype(np.float32)
+    assert generate(audio, model=str(path), feature_fn=fake_features).meta["guidance"] == 1.0
+    assert main(["set-decoding", str(path), "--guidance", "2.5"]) == 0
+    assert decoding_defaults(load_model(path).meta) == {"guidance": 2.5}
+    assert generate(audio, model=str(path), feature_fn=fake_features).meta["guidance"] == 2.5
+    assert generate(audio, model=str(path), feature_fn=fake_features, guidance=1).meta["guidance"] == 1.0
+    with pytest.raises(WeightsError, match="number from"):
+        write_decoding_defaults(path, guidance=9.0)
+    with pytest.raises(EchoMaskError, match="guidance"):
+        GenerationOptions(guidance=-1)
+    assert main(["set-decoding", str(path)]) == 2        # nothing to record: nothing written
+    assert main(["set-decoding", str(path), "--guidance", "unset"]) == 0
+    assert decoding_defaults(load_model(path).meta) == {}

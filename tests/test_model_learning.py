@@ -110,6 +110,32 @@ def test_speech_contrast_makes_the_body_depend_on_the_speech(tmp_path):
     assert abs(gaps[0]) < 0.05 and max(gaps[-5:]) > 0.3, gaps
 
 
+def test_speech_dropout_hides_the_speech_from_the_passes_only(tmp_path):
+    """--speech-dropout 1: the three passes' token losses no longer depend on the speech (another window's
+    speech gives the same CE), while the MAM losses still see it; 0 (the default) keeps the speech."""
+    import torch
+
+    from echomask.core.training import train as T
+    from echomask.core.model.ema import EMATeacher
+
+    m, train, g, windows = tiny_model_and_windows(tmp_path)
+    batch = train.batch(windows, "cpu")
+    swapped = dict(batch, low=batch["low"].roll(1, 0), high=batch["high"].roll(1, 0))
+    teacher = EMATeacher(g, 0.9)
+
+    def logs_of(b, tcfg):
+        gen = torch.Generator().manual_seed(0)
+        torch.manual_seed(0)
+        return T.training_step(g, teacher.model, m.tokenizers, dict(b), tcfg, 1.0, gen)[1]
+
+    drop = T.TrainConfig(speech_dropout=1.0)
+    own, other = logs_of(batch, drop), logs_of(swapped, drop)
+    assert float(own["full_ce"]) == pytest.approx(float(other["full_ce"]), abs=1e-5)
+    assert float(own["mam_mse"]) != pytest.approx(float(other["mam_mse"]), abs=1e-6)
+    keep = T.TrainConfig()
+    assert float(logs_of(batch, keep)["full_ce"]) != pytest.approx(float(logs_of(swapped, keep)["full_ce"]), abs=1e-5)
+
+
 @pytest.fixture(scope="module")
 def bundled_probes():
     """Probes of the bundled weights on the held-out tails of the BEAT2 ground truth (never trained on)."""

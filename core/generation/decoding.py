@@ -76,6 +76,31 @@ def with_level0_prior(logits: dict, prior) -> dict:
     return out
 
 
+def window_logits(generator, frames, hidden, cond, hints=None, guidance: float = 1.0) -> dict:
+    """The generator's logits {part: (1, N, L, K)} for one window: frames (T, 337) numpy, hidden (T,) bool.
+
+    guidance != 1: classifier-free guidance (Ho & Salimans 2022, as MoMask uses it): the same window is also
+    run with no speech (zero MAM conditions, what `--speech-dropout` training shows the model) and the
+    log-probabilities are pushed away from that: log p_none + guidance x (log p_speech - log p_none). Only
+    weights trained with speech dropout know the no-speech condition.
+    """
+    import torch
+
+    dev = next(generator.parameters()).device
+    x = torch.from_numpy(frames)[None].to(dev)
+    m = torch.from_numpy(hidden)[None].to(dev)
+    if guidance == 1.0:
+        return generator(x, m, None, None, cond=cond, known=hints)["logits"]
+    both = {p: torch.cat([c, torch.zeros_like(c)]) for p, c in cond.items()}
+    pair = None if hints is None else {p: torch.cat([v, v]) for p, v in hints.items()}
+    out = generator(x.expand(2, -1, -1), m.expand(2, -1), None, None, cond=both, known=pair)["logits"]
+    guided = {}
+    for p, lg in out.items():
+        with_speech, without = torch.log_softmax(lg.float(), -1).chunk(2)
+        guided[p] = without + guidance * (with_speech - without)                  # (1, N, L, K)
+    return guided
+
+
 def hidden_after_pass(hidden: int, step: int, steps: int) -> int:
     """Positions still hidden after pass `step` (0-based) of `steps`: cosine schedule, 0 after the last."""
     if step + 1 >= steps:
@@ -85,14 +110,15 @@ def hidden_after_pass(hidden: int, step: int, steps: int) -> int:
 
 def decode_window(generator, tokenizers, motion, known, cond, temperature: float = 0.0, sampler=None,
                   steps: int = DEFAULT_STEPS, known_codes=None, to_motion=None, top_p: float = 1.0,
-                  level0_prior=None):
+                  level0_prior=None, guidance: float = 1.0):
     """Tokens of one window by iterative masked decoding.
 
     motion (T, 337) float32 numpy with the known frames filled in; known (T,) bool; cond: the MAM
     conditions of this window ({part: (1, T, d)}); known_codes {part: (N, L) long}: the tokens of the
     positions whose frames are all known (e.g. the seed: the previous window's last token), -1 elsewhere;
     to_motion(decoded {part: (1, T, D)}) -> (T, 337) numpy frames (default core.motion.motion_repr.parts_to_motion337);
-    level0_prior {part: (N, K)}: added to the level-0 logits (core.generation.retrieval), None = none.
+    level0_prior {part: (N, K)}: added to the level-0 logits (core.generation.retrieval), None = none;
+    guidance: classifier-free guidance on the speech (`window_logits`; 1 = none).
     Returns {part: codes (N, L)} (long tensors, L = the levels the generator predicts).
     """
     import torch
@@ -127,9 +153,8 @@ def decode_window(generator, tokenizers, motion, known, cond, temperature: float
                 shown = torch.from_numpy(chosen).to(dev)[None]
                 # -1 = no code (open positions, which `shown` zeroes, and absent finer levels of a seed)
                 hints = known_token_vectors(tokenizers, {p: c[None] for p, c in codes.items()}, shown, levels)
-            out = generator(torch.from_numpy(frames)[None].to(dev), torch.from_numpy(~visible)[None].to(dev),
-                            None, None, cond=cond, known=hints)
-            logits = with_level0_prior(out["logits"], level0_prior)
+            logits = with_level0_prior(window_logits(generator, frames, ~visible, cond, hints, guidance),
+                                       level0_prior)
             picks = {p: choose_motion_tokens(logits[p], temperature, sampler, top_p) for p in PARTS}
         confidence = torch.stack([lp[0] for _, lp in picks.values()]).mean(0).cpu().numpy()   # (N,)
         if any_sampling(temperature):  # MaskGIT: randomise the order a little, less as the window fills
@@ -160,7 +185,7 @@ def decode_window(generator, tokenizers, motion, known, cond, temperature: float
 
 def refine_window(generator, tokenizers, motion, known, cond, temperature: float = 0.0, sampler=None,
                   steps: int = DEFAULT_STEPS, known_codes=None, to_motion=None, top_p: float = 1.0,
-                  level0_prior=None):
+                  level0_prior=None, guidance: float = 1.0):
     """Tokens of one window by mask-predict refinement (Ghazvininejad et al. 2019): pass 0 predicts every
     open position at once (the paper's single pass); each later pass hides again the positions whose
     choice is least confident (fewer each pass: open x (steps - s) / steps), shows the model all the others
@@ -203,9 +228,8 @@ def refine_window(generator, tokenizers, motion, known, cond, temperature: float
             if getattr(generator, "token_hints", False) and shown.any():
                 hints = known_token_vectors(tokenizers, {p: c[None] for p, c in codes.items()},
                                             torch.from_numpy(shown).to(dev)[None], levels)
-            out = generator(torch.from_numpy(frames)[None].to(dev), torch.from_numpy(~visible)[None].to(dev),
-                            None, None, cond=cond, known=hints)
-            logits = with_level0_prior(out["logits"], level0_prior)
+            logits = with_level0_prior(window_logits(generator, frames, ~visible, cond, hints, guidance),
+                                       level0_prior)
             picks = {p: choose_motion_tokens(logits[p], temperature, sampler, top_p) for p in PARTS}
         conf = torch.stack([lp[0] for _, lp in picks.values()]).mean(0).cpu().numpy()
         sel = torch.from_numpy(hidden).to(dev)

@@ -153,6 +153,11 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
         from ..model.checkpoint import decoding_defaults
 
         levels = 1 if bank is not None else int(decoding_defaults(mdl.meta).get("levels", 1))
+    guidance = options.guidance
+    if guidance is None:
+        from ..model.checkpoint import decoding_defaults
+
+        guidance = float(decoding_defaults(mdl.meta).get("guidance", 1.0))
     sampler = torch.Generator().manual_seed(options.seed)
     tokens = {p: [] for p in PARTS}
     details = []           # per token: weight of the finer RVQ levels in the take (pauses: the coarse motion)
@@ -203,7 +208,7 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
                 scale = torch.from_numpy(share)[:, None]
                 prior = {p: v * scale for p, v in prior.items()}
         codes = choose(gen, tok, motion, known_here, cond, temperature, sampler, options.steps,
-                       known_codes=given, top_p=options.top_p, level0_prior=prior)
+                       known_codes=given, top_p=options.top_p, level0_prior=prior, guidance=guidance)
         if 0 < levels < gen.levels:   # finer levels decode as absent (the seed keeps them: it is context)
             for p in PARTS:
                 codes[p][:, levels:] = -1
@@ -268,7 +273,7 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
         timings.update(times)
     take.meta = {"generator": "echomask", "config": cfg.name, "weights": mdl.path, "seed": options.seed,
                  "temperature": options.temperature, "top_p": options.top_p, "steps": options.steps,
-                 "strategy": options.strategy, "levels": levels, "smoothing": options.smoothing, "travel": options.travel,
+                 "strategy": options.strategy, "levels": levels, "guidance": guidance, "smoothing": options.smoothing, "travel": options.travel,
                  "intensity": options.intensity}
     if "face" in parts_to_generate:
         take = apply_phone_mouth(take, phones, options.lipsync, known_frames)

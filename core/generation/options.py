@@ -38,6 +38,7 @@ MAX_RETRIEVAL_WEIGHT = 32.0
 MAX_INTENSITY = 2.0
 MAX_TEMPERATURE = 2.0
 MAX_STEPS = 16
+MAX_GUIDANCE = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +57,8 @@ class GenerationOptions:
     intensity: float = 1.0                 # gesture amplitude about the take's mean pose (1 = as generated)
     travel: bool = False                   # let the character travel (False: stays in place)
     lipsync: float = DEFAULT_LIPSYNC       # 0 = the model's face alone
+    guidance: float | None = None          # classifier-free guidance on the speech (1 = none; None = what the
+    #                                        weights record, else 1); needs weights trained with speech dropout
     retrieval_bank: str | None = None      # a bank built from your training data (None = the model alone)
     retrieval_weight: float = DEFAULT_RETRIEVAL_WEIGHT  # strength of the bank's token prior
     parts: tuple[str, ...] | None = None   # None = every part
@@ -82,6 +85,8 @@ class GenerationOptions:
                                 f"got {self.pause_variation}.")
         if not (math.isfinite(float(self.retrieval_weight)) and 0.0 <= float(self.retrieval_weight) <= MAX_RETRIEVAL_WEIGHT):
             raise EchoMaskError(f"Retrieval weight must be between 0 and {MAX_RETRIEVAL_WEIGHT:g}; got {self.retrieval_weight}.")
+        if self.guidance is not None and not (math.isfinite(float(self.guidance)) and 0.0 <= float(self.guidance) <= MAX_GUIDANCE):
+            raise EchoMaskError(f"Speech guidance must be between 0 and {MAX_GUIDANCE:g} (1 = none); got {self.guidance}.")
         if self.strategy not in STRATEGIES:
             raise EchoMaskError(f"Unknown decoding strategy {self.strategy!r}; choose {' or '.join(STRATEGIES)}.")
         if self.levels is not None and not (0 <= int(self.levels) <= 16):
@@ -99,6 +104,8 @@ class GenerationOptions:
             object.__setattr__(self, "parts", parts)
         object.__setattr__(self, "seed", int(self.seed))
         object.__setattr__(self, "steps", int(self.steps))
+        if self.guidance is not None:
+            object.__setattr__(self, "guidance", float(self.guidance))
         object.__setattr__(self, "levels", None if self.levels is None else int(self.levels))
         object.__setattr__(self, "smoothing", float(self.smoothing))
         object.__setattr__(self, "pause_variation", float(self.pause_variation))
@@ -151,6 +158,9 @@ def add_generation_options(p) -> None:
     p.add_argument("--travel", action="store_true", help="let the character travel (default: stays in place)")
     p.add_argument("--lipsync", type=float, default=d.lipsync,
                    help=f"phone-accurate mouth strength 0..1 combined with the model's face (default {d.lipsync:g}; 0 = off)")
+    p.add_argument("--guidance", type=float, default=d.guidance,
+                   help="classifier-free guidance on the speech (1 = none; default: what the weights record, else 1; "
+                   "only weights trained with --speech-dropout know the no-speech condition it contrasts)")
     p.add_argument("--retrieval-bank", dest="retrieval_bank", default=None,
                    help="a retrieval bank built for these weights from your training data "
                    "(`python -m core build-retrieval-bank`): the model leans towards the motion of the training "
@@ -166,4 +176,5 @@ def generation_options(args) -> GenerationOptions:
                              strategy=args.strategy, levels=args.levels, smoothing=args.smoothing,
                              pause_variation=args.pause_variation,
                              intensity=args.intensity, travel=args.travel, lipsync=args.lipsync, device=args.device,
-                             retrieval_bank=args.retrieval_bank, retrieval_weight=args.retrieval_weight)
+                             retrieval_bank=args.retrieval_bank, retrieval_weight=args.retrieval_weight,
+                             guidance=args.guidance)

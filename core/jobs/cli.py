@@ -107,8 +107,15 @@ def cmd_set_decoding(args) -> int:
     """Record decoding defaults measured for a model's weights in its file (core.model.checkpoint)."""
     from ..model.checkpoint import write_decoding_defaults
 
-    levels = None if args.levels == "unset" else int(args.levels)
-    recorded = write_decoding_defaults(args.weights, note=args.note, levels=levels)
+    changes = {}
+    if args.levels is not None:
+        changes["levels"] = None if args.levels == "unset" else int(args.levels)
+    if args.guidance is not None:
+        changes["guidance"] = None if args.guidance == "unset" else float(args.guidance)
+    if not changes:
+        print("Nothing to record: give --levels and/or --guidance.")
+        return 2
+    recorded = write_decoding_defaults(args.weights, note=args.note, **changes)
     print(f"{args.weights}: decoding defaults {recorded or 'none (the product defaults apply)'}")
     return 0
 
@@ -293,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speech-contrast", type=float, default=None,
                    help="weight of the speech-contrast hinge (the body must predict worse under another window's "
                    "speech; 0 = off, the default)")
+    p.add_argument("--speech-dropout", type=float, default=None,
+                   help="share of training windows shown no speech (0 = off, the default), so that decoding can "
+                   "use classifier-free guidance (generate --guidance)")
     p.add_argument("--score", default=None, help="early-stopping score: probe conditions averaged over the parts, "
                    "e.g. vis4 (the single-pass inference condition) or vis4,vis24 (default)")
     p.add_argument("--stop-after", type=int, default=0,
@@ -356,9 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("set-decoding", help="record decoding defaults measured for a model's weights in its file "
                        "(measure them with bench/select_checkpoint.py --option levels=0 / levels=1)")
     p.add_argument("weights", help="model weights (.safetensors made by `python -m core train`)")
-    p.add_argument("--levels", required=True, choices=[str(i) for i in range(17)] + ["unset"],
+    p.add_argument("--levels", default=None, choices=[str(i) for i in range(17)] + ["unset"],
                    help="RVQ levels generate keeps by default for these weights (0 = every predicted level, "
                    "1 = the coarse level; unset = the product default)")
+    p.add_argument("--guidance", default=None,
+                   help="speech guidance generate uses by default for these weights (1 = none; unset = the product "
+                   "default; only for weights trained with --speech-dropout)")
     p.add_argument("--note", default=None, help="how it was measured (stored beside it)")
     p.set_defaults(func=cmd_set_decoding)
 

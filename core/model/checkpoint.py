@@ -146,7 +146,7 @@ def load_model(path: str | os.PathLike, expected_config: str | None = None, devi
 
 # Decoding defaults a bundle may carry in its info["decoding"], measured for its own weights (the best choice
 # differs between training runs: weights/MODEL_CARD.md). GenerationOptions fields left at None read them.
-DECODING_FIELDS = {"levels": (0, 16)}
+DECODING_FIELDS = {"levels": (int, 0, 16), "guidance": (float, 0.0, 5.0)}   # name: (type, lowest, highest)
 
 
 def decoding_defaults(meta: dict) -> dict:
@@ -171,13 +171,15 @@ def write_decoding_defaults(path: str | os.PathLike, note: str | None = None, **
     for key, value in defaults.items():
         if key not in DECODING_FIELDS:
             raise WeightsError(f"Unknown decoding default {key!r}; known: {', '.join(DECODING_FIELDS)}.")
-        lo, hi = DECODING_FIELDS[key]
+        kind, lo, hi = DECODING_FIELDS[key]
         if value is None:
             decoding.pop(key, None)
-        elif not (isinstance(value, int) and lo <= value <= hi):
+        elif kind is int and not (isinstance(value, int) and lo <= value <= hi):
             raise WeightsError(f"Decoding default {key} must be a whole number from {lo} to {hi}; got {value!r}.")
+        elif kind is float and not (isinstance(value, (int, float)) and lo <= value <= hi):
+            raise WeightsError(f"Decoding default {key} must be a number from {lo:g} to {hi:g}; got {value!r}.")
         else:
-            decoding[key] = value
+            decoding[key] = kind(value)
     if note is not None:
         decoding["note"] = note
     info["decoding"] = decoding

@@ -64,6 +64,9 @@ class TrainConfig:
     #                                 speech by `contrast_margin` nats (a 4th, fully masked pass; under DDP
     #                                 the hinge is averaged over each rank's windows, not the global batch)
     contrast_margin: float = 0.3
+    speech_dropout: float = 0.0     # > 0: share of windows whose three passes see no speech (zero MAM
+    #                                 conditions; the MAM losses keep it): what classifier-free guidance at
+    #                                 decoding (GenerationOptions.guidance) contrasts the speech with
     precision: str = "auto"         # core.precision: auto = bf16 (else fp16 + loss scaling) on CUDA, fp32 elsewhere
 
 
@@ -152,13 +155,19 @@ def _three_pass_loss(g, batch, sqa_mask, norms, tcfg: TrainConfig):
     mam = g.mam.losses(cond, latents, batch["part_mask"], kept=norms["kept"], gather=norms["gather"])
     loss = tcfg.mam_weight * (mam["mam_nce"] + mam["mam_mse"])
     logs = {"mam_nce": mam["mam_nce"].detach(), "mam_mse": mam["mam_mse"].detach()}
+    gen_cond = cond
+    if tcfg.speech_dropout > 0 and g.training:
+        # The same windows lose their speech in all three passes: the model learns p(motion | no speech)
+        # beside p(motion | speech), which guidance contrasts at decoding.
+        keep = (torch.rand(b, device=motion.device) >= tcfg.speech_dropout).to(cond[PARTS[0]].dtype)
+        gen_cond = {p: c * keep[:, None, None] for p, c in cond.items()}
     # The three passes run as one batch of 3B windows (same result as three calls, fewer kernel launches).
     passes = (("full", fmask, True), ("sqa_noinj", sqa_mask, False), ("sqa_inj", sqa_mask, True))
     cat = lambda x: torch.cat([x] * len(passes))
     inject = torch.cat([torch.full((b,), flag, dtype=torch.bool, device=motion.device) for _, _, flag in passes])
     masks = torch.cat([m for _, m, _ in passes])
     known = visible_token_vectors(g, {p: cat(v) for p, v in vectors.items()}, masks)
-    out = g(cat(motion), masks, None, None, inject=inject, cond={p: cat(c) for p, c in cond.items()}, known=known)
+    out = g(cat(motion), masks, None, None, inject=inject, cond={p: cat(c) for p, c in gen_cond.items()}, known=known)
     if tcfg.speech_contrast > 0:   # pass 1 ("full") is the first b rows
         first = lambda d: None if d is None else {p: v[:b] for p, v in d.items()}
         term, gap = speech_contrast_term(g, motion, fmask, cond, first(known), codes, batch, first(out["logits"]),
@@ -635,7 +644,8 @@ def run_cli(args) -> int:
         torch.set_num_threads(args.threads)
     overrides = {k: v for k, v in (("lr", args.lr), ("warmup", args.warmup), ("weight_decay", args.weight_decay),
                                    ("speech_aug", getattr(args, "speech_aug", None)),
-                                   ("speech_contrast", getattr(args, "speech_contrast", None))) if v is not None}
+                                   ("speech_contrast", getattr(args, "speech_contrast", None)),
+                                   ("speech_dropout", getattr(args, "speech_dropout", None))) if v is not None}
     if getattr(args, "score", None):
         overrides["score"] = tuple(c.strip() for c in args.score.split(",") if c.strip())
         if "vis4" in overrides["score"] and len(overrides["score"]) == 1:

@@ -103,6 +103,16 @@ def cmd_build_retrieval_bank(args) -> int:
     return run_cli(args)
 
 
+def _number_or_unset(text: str):
+    """argparse type of `set-decoding --guidance`: a number, or "unset" to remove the recorded value."""
+    if text == "unset":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give a number (1 = no guidance) or unset, not {text!r}") from None
+
+
 def cmd_set_decoding(args) -> int:
     """Record decoding defaults measured for a model's weights in its file (core.model.checkpoint)."""
     from ..model.checkpoint import write_decoding_defaults
@@ -111,7 +121,7 @@ def cmd_set_decoding(args) -> int:
     if args.levels is not None:
         changes["levels"] = None if args.levels == "unset" else int(args.levels)
     if args.guidance is not None:
-        changes["guidance"] = None if args.guidance == "unset" else float(args.guidance)
+        changes["guidance"] = None if args.guidance == "unset" else args.guidance
     if not changes:
         print("Nothing to record: give --levels and/or --guidance.")
         return 2
@@ -369,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--levels", default=None, choices=[str(i) for i in range(17)] + ["unset"],
                    help="RVQ levels generate keeps by default for these weights (0 = every predicted level, "
                    "1 = the coarse level; unset = the product default)")
-    p.add_argument("--guidance", default=None,
+    p.add_argument("--guidance", default=None, type=_number_or_unset, metavar="X|unset",
                    help="speech guidance generate uses by default for these weights (1 = none; unset = the product "
                    "default; only for weights trained with --speech-dropout)")
     p.add_argument("--note", default=None, help="how it was measured (stored beside it)")

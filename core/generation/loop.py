@@ -145,19 +145,15 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
         from .retrieval import load_bank
 
         bank = load_bank(options.retrieval_bank, gen)
+    from ..model.checkpoint import decoding_defaults
+
+    recorded = decoding_defaults(mdl.meta)   # what these weights record as measured best for them
     levels = options.levels
     if levels is None:
-        # The coarse level under a bank's level-0 prior (measured), else what these weights record as measured
-        # best for them (core.model.checkpoint.decoding_defaults), else the coarse level: keeping every level
-        # scored worse than the coarse one for 5 of 6 training runs measured, better for the bundled weights.
-        from ..model.checkpoint import decoding_defaults
-
-        levels = 1 if bank is not None else int(decoding_defaults(mdl.meta).get("levels", 1))
-    guidance = options.guidance
-    if guidance is None:
-        from ..model.checkpoint import decoding_defaults
-
-        guidance = float(decoding_defaults(mdl.meta).get("guidance", 1.0))
+        # The coarse level under a bank's level-0 prior (measured), else the weights' record, else the coarse
+        # level: keeping every level scored worse than the coarse one for 5 of 6 training runs measured.
+        levels = 1 if bank is not None else int(recorded.get("levels", 1))
+    guidance = float(recorded.get("guidance", 1.0)) if options.guidance is None else options.guidance
     sampler = torch.Generator().manual_seed(options.seed)
     tokens = {p: [] for p in PARTS}
     details = []           # per token: weight of the finer RVQ levels in the take (pauses: the coarse motion)

@@ -10,19 +10,20 @@ import math
 
 # Defaults, chosen by measurement on speech no training used (bench/select_checkpoint.py: BEAT2 speaker 2's
 # speech-only clips against the training capture; weights/MODEL_CARD.md), never on the held-out tails that
-# docs/RESULTS.md scores. With the bundled model and every predicted RVQ level, arg-max (0) is calm (0.46x
-# the capture's joint speed); 1.0 moves at 0.83-0.95x with jerk 1.01-1.14x and a lower FGD than 0.85 (106.6 vs
-# 110.7, 5 seeds) or 1.2.
+# docs/RESULTS.md scores. With the bundled model and every predicted RVQ level, arg-max (0) is calm (0.62x
+# the capture's joint speed); 1.0 moves at 0.75-0.87x with jerk 0.96-1.10x; FGD is flat from 0.6 to 1.15
+# (85.1-87.5) and worse at 1.3 (91.4), so 1.0 stays, the speed nearest the capture's without more jerk.
 DEFAULT_TEMPERATURE = 1.0      # "Variation": 0 = the model's most likely motion (arg-max, as in the paper)
-DEFAULT_STEPS = 1              # decoding passes per window (1 = the paper's single pass)
+DEFAULT_STEPS = 1              # decoding passes per window (1 = the paper's single pass; 4-8 passes make the
+#                                bundled model calmer and worse: speed 0.28-0.57x, FGD 133-234 vs 86)
 DEFAULT_TOP_P = 1.0            # nucleus of level-0 sampling (1 = every code)
 DEFAULT_STRATEGY = "refine"    # "refine": mask-predict (all at once, then re-predict the least sure);
 #                                "commit": MaskGIT (keep the surest each pass)
 DEFAULT_LEVELS = None          # RVQ levels kept in the take; None = what the weights record as measured best
 #                                for them (`python -m core set-decoding`), else the coarse level (1); always the
 #                                coarse level with a retrieval bank, whose prior is on that level (tails, 5 seeds:
-#                                FGD 137.1 vs 152.1 with every level). The bundled weights record 0 (every level):
-#                                speech-only clips, 5 seeds, FGD 106.6 vs 121.3, better on every seed; tails a tie
+#                                FGD 137.1 vs 152.1 with every level). The bundled weights record 0 (every level;
+#                                for the weights before them: speech-only clips, 5 seeds, FGD 106.6 vs 121.3)
 DEFAULT_SMOOTHING = 1.0        # Gaussian smoothing of the body's rotations, in frames (0 = none)
 DEFAULT_PAUSE_VARIATION = 0.0  # share of the Variation used where nobody speaks (1 = the same everywhere):
 #                                0 = the model's most likely motion in pauses, its calmest, and the coarse RVQ

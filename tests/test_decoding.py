@@ -265,3 +265,49 @@ def test_weights_carry_their_measured_guidance(tmp_path):
     assert main(["set-decoding", str(path)]) == 2        # nothing to record: nothing written
     assert main(["set-decoding", str(path), "--guidance", "unset"]) == 0
     assert decoding_defaults(load_model(path).meta) == {}
+
+
+def test_weights_carry_their_gesture_gain_and_it_scales_arms_and_hands_only(tmp_path):
+    """set-decoding --gesture-gain records the arm-and-hand amplitude measured for the weights; generate applies
+    it unless --gesture-gain is given: the arms and hands move further from their mean pose, the legs, the pelvis
+    and the face stay as decoded; bad values are refused."""
+    from echomask.core.errors import EchoMaskError, WeightsError
+    from echomask.core.generation.inference import generate
+    from echomask.core.generation.options import GenerationOptions
+    from echomask.core.jobs.cli import main
+    from echomask.core.model.checkpoint import decoding_defaults, load_model, write_decoding_defaults
+    from echomask.core.motion.take_parts import PART_JOINT_INDICES
+
+    path = tiny_bundle(tmp_path / "tiny.safetensors")
+    audio = (0.1 * np.random.default_rng(0).standard_normal(16000 * 3)).astype(np.float32)
+    plain = generate(audio, model=str(path), feature_fn=fake_features, temperature=1.0, seed=3)
+    assert plain.meta["gesture_gain"] == 1.0
+    assert main(["set-decoding", str(path), "--gesture-gain", "1.5"]) == 0
+    assert decoding_defaults(load_model(path).meta) == {"gesture_gain": 1.5}
+    gained = generate(audio, model=str(path), feature_fn=fake_features, temperature=1.0, seed=3)
+    assert gained.meta["gesture_gain"] == 1.5
+
+    from echomask.core.motion import rotations as R
+    from echomask.core.motion.intensity import mean_quaternion
+
+    def spread(take, part):   # mean angle (rad) of the part's joints from their mean rotation
+        q = R.axis_angle_to_quaternion(take.joint_rotations()[:, list(PART_JOINT_INDICES[part])].astype(np.float64))
+        angles = []
+        for j in range(q.shape[1]):
+            dots = np.abs(q[:, j] @ mean_quaternion(q[:, j]))
+            angles.append(2 * np.arccos(np.clip(dots, 0, 1)))
+        return float(np.mean(angles))
+
+    for part in ("upper", "hands"):   # slerp by 1.5 about the mean rotation: 1.5x the angle (up to wrapping)
+        assert spread(gained, part) > 1.3 * spread(plain, part), part
+    lower = list(PART_JOINT_INDICES["lower"])
+    assert np.allclose(gained.joint_rotations()[:, lower], plain.joint_rotations()[:, lower], atol=1e-6)
+    assert np.allclose(gained.expressions, plain.expressions, atol=1e-6)
+    explicit = generate(audio, model=str(path), feature_fn=fake_features, temperature=1.0, seed=3, gesture_gain=1)
+    assert explicit.meta["gesture_gain"] == 1.0 and np.allclose(explicit.poses, plain.poses, atol=1e-6)
+    with pytest.raises(WeightsError, match="number from"):
+        write_decoding_defaults(path, gesture_gain=5.0)
+    with pytest.raises(EchoMaskError, match="Gesture gain"):
+        GenerationOptions(gesture_gain=-1)
+    assert main(["set-decoding", str(path), "--gesture-gain", "unset"]) == 0
+    assert decoding_defaults(load_model(path).meta) == {}

@@ -23,7 +23,7 @@ from ..motion.skeleton import PARTS
 from .decoding import decode_window, refine_window
 from .features import SAMPLE_RATE, FeatureStream, default_feature_fn
 from .options import GenerationOptions
-from .post import apply_intensity, apply_phone_mouth, keep_known, neutral_standing, smooth_body, splice_known
+from .post import apply_gesture_gain, apply_intensity, apply_phone_mouth, keep_known, neutral_standing, smooth_body, splice_known
 
 SPEECH_GROUP = 8   # the MAM speech branch does not depend on motion: run it for 8 windows in one batch
 
@@ -154,6 +154,7 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
         # level: keeping every level scored worse than the coarse one for 5 of 6 training runs measured.
         levels = 1 if bank is not None else int(recorded.get("levels", 1))
     guidance = float(recorded.get("guidance", 1.0)) if options.guidance is None else options.guidance
+    gain = float(recorded.get("gesture_gain", 1.0)) if options.gesture_gain is None else options.gesture_gain
     sampler = torch.Generator().manual_seed(options.seed)
     tokens = {p: [] for p in PARTS}
     details = []           # per token: weight of the finer RVQ levels in the take (pauses: the coarse motion)
@@ -260,6 +261,7 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
     del seqs, tokens
     take = Take(poses=poses, trans=np.zeros((n_frames, 3), np.float32), expressions=expressions, fps=fps)
     take = smooth_body(take, options.smoothing)
+    take = apply_gesture_gain(take, gain)              # the weights' calibration, then the animator's intensity
     take = apply_intensity(take, options.intensity)   # before the root: foot locking sees the final legs
     take.trans = root_translation(take.poses, trans_feat, contacts, fps, travel=options.travel)
     if known_parts is not None:   # what the animator keeps stays exactly as it was
@@ -269,7 +271,7 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
         timings.update(times)
     take.meta = {"generator": "echomask", "config": cfg.name, "weights": mdl.path, "seed": options.seed,
                  "temperature": options.temperature, "top_p": options.top_p, "steps": options.steps,
-                 "strategy": options.strategy, "levels": levels, "guidance": guidance, "smoothing": options.smoothing, "travel": options.travel,
+                 "strategy": options.strategy, "levels": levels, "guidance": guidance, "gesture_gain": gain, "smoothing": options.smoothing, "travel": options.travel,
                  "intensity": options.intensity}
     if "face" in parts_to_generate:
         take = apply_phone_mouth(take, phones, options.lipsync, known_frames)

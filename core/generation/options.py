@@ -58,6 +58,11 @@ class GenerationOptions:
     intensity: float = 1.0                 # gesture amplitude about the take's mean pose (1 = as generated)
     travel: bool = False                   # let the character travel (False: stays in place)
     lipsync: float = DEFAULT_LIPSYNC       # 0 = the model's face alone
+    gesture_gain: float | None = None      # arm and hand amplitude about the mean pose before `intensity` (1 = as
+    #                                        decoded; None = what the weights record, else 1). The bundled weights
+    #                                        record none: 1.35 scored better on the speech-only clips (FGD 76.9 vs
+    #                                        86.1 with 1.5-frame smoothing) but worse on every seed of the held-out
+    #                                        tails (164.3 vs 148.2, speed 1.29x the capture's; weights/MODEL_CARD.md)
     guidance: float | None = None          # classifier-free guidance on the speech (1 = none; None = what the
     #                                        weights record, else 1); needs weights trained with speech dropout
     retrieval_bank: str | None = None      # a bank built from your training data (None = the model alone)
@@ -86,6 +91,10 @@ class GenerationOptions:
                                 f"got {self.pause_variation}.")
         if not (math.isfinite(float(self.retrieval_weight)) and 0.0 <= float(self.retrieval_weight) <= MAX_RETRIEVAL_WEIGHT):
             raise EchoMaskError(f"Retrieval weight must be between 0 and {MAX_RETRIEVAL_WEIGHT:g}; got {self.retrieval_weight}.")
+        if self.gesture_gain is not None and not (math.isfinite(float(self.gesture_gain))
+                                                  and 0.0 <= float(self.gesture_gain) <= MAX_INTENSITY):
+            raise EchoMaskError(f"Gesture gain must be between 0 and {MAX_INTENSITY:g} (1 = as decoded); "
+                                f"got {self.gesture_gain}.")
         if self.guidance is not None and not (math.isfinite(float(self.guidance)) and 0.0 <= float(self.guidance) <= MAX_GUIDANCE):
             raise EchoMaskError(f"Speech guidance must be between 0 and {MAX_GUIDANCE:g} (1 = none); got {self.guidance}.")
         if self.strategy not in STRATEGIES:
@@ -107,6 +116,8 @@ class GenerationOptions:
         object.__setattr__(self, "steps", int(self.steps))
         if self.guidance is not None:
             object.__setattr__(self, "guidance", float(self.guidance))
+        if self.gesture_gain is not None:
+            object.__setattr__(self, "gesture_gain", float(self.gesture_gain))
         object.__setattr__(self, "levels", None if self.levels is None else int(self.levels))
         object.__setattr__(self, "smoothing", float(self.smoothing))
         object.__setattr__(self, "pause_variation", float(self.pause_variation))
@@ -162,6 +173,9 @@ def add_generation_options(p) -> None:
     p.add_argument("--guidance", type=float, default=d.guidance,
                    help="classifier-free guidance on the speech (1 = none; default: what the weights record, else 1; "
                    "only weights trained with --speech-dropout know the no-speech condition it contrasts)")
+    p.add_argument("--gesture-gain", dest="gesture_gain", type=float, default=d.gesture_gain,
+                   help="arm and hand gesture amplitude before --intensity (1 = as decoded; default: what the "
+                   "weights record as measured for them, else 1)")
     p.add_argument("--retrieval-bank", dest="retrieval_bank", default=None,
                    help="a retrieval bank built for these weights from your training data "
                    "(`python -m core build-retrieval-bank`): the model leans towards the motion of the training "
@@ -178,4 +192,4 @@ def generation_options(args) -> GenerationOptions:
                              pause_variation=args.pause_variation,
                              intensity=args.intensity, travel=args.travel, lipsync=args.lipsync, device=args.device,
                              retrieval_bank=args.retrieval_bank, retrieval_weight=args.retrieval_weight,
-                             guidance=args.guidance)
+                             guidance=args.guidance, gesture_gain=args.gesture_gain)

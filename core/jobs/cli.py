@@ -104,13 +104,13 @@ def cmd_build_retrieval_bank(args) -> int:
 
 
 def _number_or_unset(text: str):
-    """argparse type of `set-decoding --guidance`: a number, or "unset" to remove the recorded value."""
+    """argparse type of `set-decoding --guidance / --gesture-gain`: a number, or "unset" to remove the record."""
     if text == "unset":
         return text
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"give a number (1 = no guidance) or unset, not {text!r}") from None
+        raise argparse.ArgumentTypeError(f"give a number (1 = none) or unset, not {text!r}") from None
 
 
 def cmd_set_decoding(args) -> int:
@@ -122,8 +122,10 @@ def cmd_set_decoding(args) -> int:
         changes["levels"] = None if args.levels == "unset" else int(args.levels)
     if args.guidance is not None:
         changes["guidance"] = None if args.guidance == "unset" else args.guidance
+    if args.gesture_gain is not None:
+        changes["gesture_gain"] = None if args.gesture_gain == "unset" else args.gesture_gain
     if not changes:
-        print("Nothing to record: give --levels and/or --guidance.")
+        print("Nothing to record: give --levels, --guidance and/or --gesture-gain.")
         return 2
     recorded = write_decoding_defaults(args.weights, note=args.note, **changes)
     print(f"{args.weights}: decoding defaults {recorded or 'none (the product defaults apply)'}")
@@ -382,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", default=None, type=_number_or_unset, metavar="X|unset",
                    help="speech guidance generate uses by default for these weights (1 = none; unset = the product "
                    "default; only for weights trained with --speech-dropout)")
+    p.add_argument("--gesture-gain", dest="gesture_gain", default=None, type=_number_or_unset, metavar="X|unset",
+                   help="arm and hand amplitude generate applies by default for these weights (1 = as decoded; "
+                   "unset = none; measure with bench/select_checkpoint.py --option gesture_gain=X)")
     p.add_argument("--note", default=None, help="how it was measured (stored beside it)")
     p.set_defaults(func=cmd_set_decoding)
 

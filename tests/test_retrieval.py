@@ -125,3 +125,26 @@ def test_build_retrieval_bank_command_on_a_folder(tiny, tmp_path, capsys):
     assert main(["build-retrieval-bank", "--manifest", str(tmp_path / "empty"), "--weights", str(path),
                  "-o", str(tmp_path / "b2.safetensors")]) == 2          # a clear error, nothing written
     assert not (tmp_path / "b2.safetensors").exists()
+
+
+def test_a_bank_keeps_the_levels_the_weights_record(tiny, tmp_path):
+    """With a bank the take keeps the RVQ levels the weights record as measured best (the bundled weights: every
+    level, better with a bank too), else the coarse level; an explicit --levels wins."""
+    import shutil
+
+    from echomask.core.generation.inference import generate
+    from echomask.core.generation.retrieval import RetrievalBank
+    from echomask.core.model.checkpoint import write_decoding_defaults
+
+    path, model = tiny
+    low, high, tokens = _windows(model, n=4, seed=5)
+    bank = tmp_path / "bank.safetensors"
+    RetrievalBank.from_windows(model, low, high, tokens).save(bank)
+    audio = (0.1 * np.random.default_rng(1).standard_normal(16000 * 3)).astype(np.float32)
+    kw = dict(device="cpu", feature_fn=fake_features, retrieval_bank=str(bank))
+    assert generate(audio, model=path, **kw).meta["levels"] == 1          # no record: the coarse level
+    recorded = tmp_path / "recorded.safetensors"
+    shutil.copy(path, recorded)
+    write_decoding_defaults(recorded, levels=0)
+    assert generate(audio, model=str(recorded), **kw).meta["levels"] == 0
+    assert generate(audio, model=str(recorded), levels=1, **kw).meta["levels"] == 1

@@ -20,10 +20,10 @@ DEFAULT_TOP_P = 1.0            # nucleus of level-0 sampling (1 = every code)
 DEFAULT_STRATEGY = "refine"    # "refine": mask-predict (all at once, then re-predict the least sure);
 #                                "commit": MaskGIT (keep the surest each pass)
 DEFAULT_LEVELS = None          # RVQ levels kept in the take; None = what the weights record as measured best
-#                                for them (`python -m core set-decoding`), else the coarse level (1); always the
-#                                coarse level with a retrieval bank, whose prior is on that level (tails, 5 seeds:
-#                                FGD 137.1 vs 152.1 with every level). The bundled weights record 0 (every level;
-#                                for the weights before them: speech-only clips, 5 seeds, FGD 106.6 vs 121.3)
+#                                for them (`python -m core set-decoding`), else the coarse level (1), with or
+#                                without a retrieval bank. The bundled weights record 0 (every level; speech-only
+#                                clips, 5 seeds, FGD 86.1 vs 111.2; with a bank at λ 8, 67.7 vs 80.9, and on the
+#                                held-out tails 106.7 vs 111.8)
 DEFAULT_SMOOTHING = 1.0        # Gaussian smoothing of the body's rotations, in frames (0 = none)
 DEFAULT_PAUSE_VARIATION = 0.0  # share of the Variation used where nobody speaks (1 = the same everywhere):
 #                                0 = the model's most likely motion in pauses, its calmest, and the coarse RVQ
@@ -31,10 +31,12 @@ DEFAULT_PAUSE_VARIATION = 0.0  # share of the Variation used where nobody speaks
 #                                the speech around it), with no measured cost in speech
 STRATEGIES = ("refine", "commit")
 DEFAULT_LIPSYNC = 0.75         # phone-mouth strength for generated takes (docs/LIPSYNC.md)
-DEFAULT_RETRIEVAL_WEIGHT = 4.0  # level-0 prior from a retrieval bank (core.generation.retrieval), used only with a
-#                                bank. The one default chosen on the held-out tails (best of 2 / 4 / 8 / 16): the
-#                                speech-only clips cannot judge it, their reference being the bank's own capture;
-#                                so its tails figures are optimistic (weights/MODEL_CARD.md)
+DEFAULT_RETRIEVAL_WEIGHT = 8.0  # level-0 prior from a retrieval bank (core.generation.retrieval), used only with a
+#                                bank. Best of 4 / 8 / 16 for the bundled weights on the speech-only clips (67.7 at
+#                                8 vs 74.9 / 68.6, every level) and on the held-out tails (106.7 vs 131.3 / 110.1);
+#                                the speech-only clips favour retrieval (their reference is the bank's own capture)
+#                                and λ was first chosen on the tails (4, for the weights before), so its figures are
+#                                optimistic (weights/MODEL_CARD.md)
 MAX_RETRIEVAL_WEIGHT = 32.0
 MAX_INTENSITY = 2.0
 MAX_TEMPERATURE = 2.0
@@ -51,7 +53,7 @@ class GenerationOptions:
     top_p: float = DEFAULT_TOP_P           # sample level 0 among the most likely codes (when temperature > 0)
     strategy: str = DEFAULT_STRATEGY       # how a window's passes choose tokens (core.generation.decoding)
     levels: int | None = DEFAULT_LEVELS    # RVQ levels kept (1 = the coarse level only; 0 = all predicted;
-    #                                        None = as the weights record, 1 with a retrieval bank)
+    #                                        None = as the weights record, else 1)
     smoothing: float = DEFAULT_SMOOTHING   # body rotations smoothed over this many frames (sigma; 0 = none)
     pause_variation: float = DEFAULT_PAUSE_VARIATION  # Variation in pauses, as a share of `temperature`
     #                                      (needs the built-in speech flag; HuBERT models: one Variation)
@@ -159,7 +161,7 @@ def add_generation_options(p) -> None:
                    "commit = keep the surest (MaskGIT)")
     p.add_argument("--levels", type=int, default=d.levels,
                    help="RVQ levels kept in the take (0 = every level the model predicts, 1 = the coarse level; "
-                   "default: what the weights record as best for them, else 1; 1 with --retrieval-bank; the face "
+                   "default: what the weights record as best for them, else 1; the face "
                    "always shows its coarse level)")
     p.add_argument("--smoothing", type=float, default=d.smoothing,
                    help=f"body rotations smoothed over this many frames (default {d.smoothing:g}; 0 = none)")

@@ -12,9 +12,9 @@ import sys
 
 import numpy as np
 from common import ROOT, import_repo_as_package
+from eval_tails_seeds import GT_CLIPS
 from select_checkpoint import option_value
 
-GT_CLIPS = ("2_scott_0_1_1", "2_scott_0_2_2")
 # SMPL-X joint indices (core.motion.skeleton's order): 0-21 body, 22 jaw, 23-24 eyes, 25-54 fingers
 JOINT_GROUPS = {
     "spine+head": [0, 3, 6, 9, 12, 15],

@@ -27,27 +27,25 @@ def neutral_standing(frames: int) -> Take:
     return take
 
 
-def apply_gesture_gain(take: Take, gain: float) -> Take:
-    """The arm and hand gestures scaled about the take's mean pose by `gain` (core.motion.intensity), the
-    amplitude calibration some weights record for themselves (weights/MODEL_CARD.md); 1 = as decoded."""
-    if gain == 1.0:
+def _scaled_about_mean_pose(take: Take, scale: float, parts) -> Take:
+    if scale == 1.0:
         return take
     from ..motion.intensity import scale_take
 
-    scaled = scale_take(take, gain, GESTURE_GAIN_PARTS)
+    scaled = scale_take(take, scale, parts)
     scaled.meta = dict(take.meta)
     return scaled
+
+
+def apply_gesture_gain(take: Take, gain: float) -> Take:
+    """The arm and hand gestures scaled about the take's mean pose by `gain` (core.motion.intensity), the
+    amplitude calibration some weights record for themselves (weights/MODEL_CARD.md); 1 = as decoded."""
+    return _scaled_about_mean_pose(take, gain, GESTURE_GAIN_PARTS)
 
 
 def apply_intensity(take: Take, intensity: float) -> Take:
     """Gesture amplitude about the take's mean pose (core.motion.intensity: the one meaning of intensity)."""
-    if intensity == 1.0:
-        return take
-    from ..motion.intensity import scale_take
-
-    scaled = scale_take(take, intensity, MODEL_PARTS_FOR_INTENSITY)
-    scaled.meta = dict(take.meta)
-    return scaled
+    return _scaled_about_mean_pose(take, intensity, MODEL_PARTS_FOR_INTENSITY)
 
 
 # The pelvis (the whole body's orientation) and the legs: a talking speaker's stance moves slowly, and token

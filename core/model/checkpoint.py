@@ -147,7 +147,7 @@ def load_model(path: str | os.PathLike, expected_config: str | None = None, devi
 # Decoding defaults a bundle may carry in its info["decoding"], measured for its own weights (the best choice
 # differs between training runs: weights/MODEL_CARD.md). GenerationOptions fields left at None read them.
 DECODING_FIELDS = {"levels": (int, 0, 16), "guidance": (float, 0.0, 5.0),   # name: (type, lowest, highest)
-                   "gesture_gain": (float, 0.5, 2.0)}
+                   "gesture_gain": (float, 0.0, 2.0)}
 
 
 def decoding_defaults(meta: dict) -> dict:

@@ -1,5 +1,7 @@
 """Where a model's L1 diversity (core.metrics.diversity) comes from, against the capture, on the held-out tails:
-the mean deviation from the take's mean pose per joint group (the groups sum to L1div), and, over each whole
+the mean deviation from the take's mean pose per joint group (the groups sum to L1div), for the capture, the
+capture encoded and decoded by the model's tokenizers (the RVQ levels its generator predicts: what the
+tokens can carry) and the generated takes; and, over each whole
 clip, the deviation from each 64-frame window's own mean (within a window) and the spread of the windows'
 means (between windows). A diagnostic for weights/MODEL_CARD.md; needs ../shared/data.
 
@@ -52,7 +54,10 @@ def main(argv=None) -> int:
     from echomask.core.generation.inference import generate
     from echomask.core.metrics.kinematics import take_positions
     from echomask.core.metrics.takeset import tail_start
+    import torch
+
     from echomask.core.model.checkpoint import load_model
+    from echomask.core.motion.motion_repr import parts_to_take, take_to_parts
     from echomask.core.motion.take import load_take
     from echomask.core.speech.audio import load_speech
     from echomask.core.training.data import default_shared_data_dir
@@ -60,22 +65,31 @@ def main(argv=None) -> int:
     options = {k.replace("-", "_"): option_value(v) for k, _, v in (o.partition("=") for o in args.option)}
     data = default_shared_data_dir() / "beat2_samples"
     model = load_model(args.weights)
-    tails = {"capture": [], "generated": []}        # (frames, per-joint deviation sum) per take
+    tails = {"capture": [], "tokenized": [], "generated": []}   # (frames, per-joint deviation sum) per take
+    levels = model.generator.levels
+
+    def through_tokenizers(take):
+        n = take.num_frames // model.tokenizers["upper"].downsample * model.tokenizers["upper"].downsample
+        parts = {p: torch.from_numpy(v[:n]).float()[None] for p, v in take_to_parts(take).items()}
+        with torch.no_grad():
+            codes = model.tokenizers.encode_parts(parts)
+            dec = model.tokenizers.decode_parts({p: c[..., :levels] for p, c in codes.items()})
+        return parts_to_take({p: v[0].numpy() for p, v in dec.items()}, fps=take.fps)
     windows = []                                     # (clip, system, within, between)
     for clip in GT_CLIPS:
         capture = load_take(data / "smplxflame_30" / f"{clip}.npz")
         start, end = tail_start(capture.num_frames, 0.15), capture.num_frames
         speech = load_speech(data / "wave16k" / f"{clip}.wav")
-        takes = [("capture", capture)] + [
+        takes = [("capture", capture), ("tokenized", through_tokenizers(capture))] + [
             ("generated", generate(speech, model=model, seed=s, threads=1, **options)) for s in args.seeds]
         for i, (system, take) in enumerate(takes):
             pos = take_positions(take, with_translation=False)[:end]
             tail = pos[start:end]
             tails[system].append((len(tail), deviation_per_joint(tail) * len(tail)))
-            if i <= 1:  # the whole clip, capture and the first seed
+            if i != 1 and i <= 2:  # the whole clip, capture and the first seed
                 windows.append((clip, system, *within_and_between_windows(pos)))
     print(f"held-out tails, L1 deviation per joint group (weights {args.weights}, seeds {args.seeds}, "
-          f"options {options or 'defaults'})")
+          f"options {options or 'defaults'}; tokenized: the capture through {levels} RVQ levels)")
     print(f"{'system':10s} {'L1div':>7} " + " ".join(f"{g:>11}" for g in JOINT_GROUPS))
     for system, rows in tails.items():
         per_joint = sum(r[1] for r in rows) / sum(r[0] for r in rows)

@@ -94,7 +94,8 @@ def test_options_validate_with_clear_messages():
 
     for bad, word in (({"temperature": -1}, "Variation"), ({"steps": 0}, "passes"), ({"top_p": 0}, "top_p"),
                       ({"strategy": "beam"}, "strategy"), ({"parts": ("tail",)}, "body parts"),
-                      ({"smoothing": -1}, "Smoothing"), ({"intensity": 3}, "Intensity")):
+                      ({"smoothing": -1}, "Smoothing"), ({"intensity": 3}, "Intensity"),
+                      ({"coherence": 1.0}, "Coherence")):
         with pytest.raises(EchoMaskError, match=word):
             GenerationOptions(**bad)
     opts = GenerationOptions.from_dict({"seed": 3, "audio": "x.wav", "lipsync": None})
@@ -311,3 +312,32 @@ def test_weights_carry_their_gesture_gain_and_it_scales_arms_and_hands_only(tmp_
         GenerationOptions(gesture_gain=-1)
     assert main(["set-decoding", str(path), "--gesture-gain", "unset"]) == 0
     assert decoding_defaults(load_model(path).meta) == {}
+
+
+def test_coherent_sampling_keeps_each_tokens_distribution_and_couples_neighbours():
+    """`coherence` correlates neighbouring positions' sampling noise: every position is still drawn from the
+    model's distribution (the Gumbel marginals are exact), but neighbours repeat each other's code more."""
+    import torch
+
+    from echomask.core.generation.decoding import choose_tokens
+
+    p = torch.tensor([0.4, 0.3, 0.2, 0.1])
+    logits = torch.log(p)[None, None, None].repeat(1, 32, 1, 1)            # (1, N 32, L 1, K 4), all alike
+    gen = torch.Generator().manual_seed(0)
+
+    def draws(coherence):
+        return torch.cat([choose_tokens(logits, 1.0, gen, coherence=coherence)[0, :, 0] for _ in range(300)])
+
+    def repeats(codes):
+        c = codes.reshape(300, 32)
+        return (c[:, 1:] == c[:, :-1]).float().mean().item()
+
+    free, coupled = draws(0.0), draws(0.95)
+    for codes in (free, coupled):
+        freq = torch.bincount(codes, minlength=4).float() / len(codes)
+        assert torch.allclose(freq, p, atol=0.04), freq                      # the model's own distribution
+    assert repeats(free) < 0.4 and repeats(coupled) > 0.7                    # independent: sum p^2 = 0.30
+    # nucleus and per-token temperature behave as with independent draws
+    assert set(choose_tokens(logits, 1.0, gen, top_p=0.6, coherence=0.9).flatten().tolist()) <= {0, 1}
+    t = np.array([0.0] * 16 + [1.0] * 16, np.float32)
+    assert (choose_tokens(logits, t, gen, coherence=0.9)[0, :16] == 0).all()

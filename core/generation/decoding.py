@@ -26,30 +26,60 @@ def any_sampling(temperature) -> bool:
     return bool(np.any(np.asarray(temperature) > 0))
 
 
-def choose_tokens(logits, temperature, generator=None, top_p: float = 1.0):
+def coupled_gumbel(shape, coherence: float, generator=None):
+    """Gumbel noise (..., N, K) whose value for each code follows an AR(1) process along the N token
+    positions (a Gaussian copula, correlation `coherence` between neighbours). Each position's noise is
+    still exactly Gumbel, so arg-max(logits / T + noise) samples every position from the model's own
+    distribution; only neighbours' draws are coupled: where the model's distributions agree they tend to pick
+    the same code instead of a fresh one (independent draws make busy, small motion)."""
+    import torch
+
+    n = shape[-2]
+    z = torch.randn(shape, generator=generator)
+    rho = float(coherence)
+    for i in range(1, n):  # stationary AR(1): unit variance at every position
+        z[..., i, :] = rho * z[..., i - 1, :] + math.sqrt(1.0 - rho * rho) * z[..., i, :]
+    u = (0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))).clamp(1e-12, 1 - 1e-7)
+    return -torch.log(-torch.log(u))
+
+
+def choose_tokens(logits, temperature, generator=None, top_p: float = 1.0, coherence: float = 0.0):
     """logits (B, N, L, K) -> codes (B, N, L): arg-max at temperature 0, else sampled at `temperature`
     from the smallest set of codes whose probability reaches `top_p` (nucleus sampling; 1 = all codes).
-    `temperature` is a number or one per token position (N,): positions at 0 take the arg-max."""
+    `temperature` is a number or one per token position (N,): positions at 0 take the arg-max.
+    `coherence` in [0, 1): correlation of neighbouring positions' sampling noise (`coupled_gumbel`;
+    0 = independent draws)."""
     import torch
 
     if not any_sampling(temperature):
         return logits.argmax(-1)
     per_token = np.ndim(temperature) > 0
     t = torch.as_tensor(np.asarray(temperature, np.float32)).reshape(1, -1, 1, 1) if per_token else temperature
-    probs = torch.softmax(logits.float().cpu() / (t.clamp(min=1e-3) if per_token else t), dim=-1)
-    flat = probs.reshape(-1, probs.shape[-1])
-    if top_p < 1.0:  # rare codes are where sampled motion turns jerky
-        sorted_p, order = flat.sort(-1, descending=True)
-        outside = (sorted_p.cumsum(-1) - sorted_p) >= top_p
-        sorted_p = sorted_p.masked_fill(outside, 0.0)
-        flat = torch.zeros_like(flat).scatter_(-1, order, sorted_p)
-    idx = torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
+    scaled = logits.float().cpu() / (t.clamp(min=1e-3) if per_token else t)
+    if coherence > 0:
+        logp = torch.log_softmax(scaled, -1)
+        if top_p < 1.0:
+            sorted_p, order = logp.exp().sort(-1, descending=True)
+            outside = torch.zeros_like(logp, dtype=torch.bool).scatter_(
+                -1, order, (sorted_p.cumsum(-1) - sorted_p) >= top_p)
+            logp = logp.masked_fill(outside, -math.inf)
+        noise = coupled_gumbel(logp.transpose(1, 2).shape, coherence, generator).transpose(1, 2)  # N next to K
+        idx = (logp + noise).argmax(-1)
+    else:
+        probs = torch.softmax(scaled, dim=-1)
+        flat = probs.reshape(-1, probs.shape[-1])
+        if top_p < 1.0:  # rare codes are where sampled motion turns jerky
+            sorted_p, order = flat.sort(-1, descending=True)
+            outside = (sorted_p.cumsum(-1) - sorted_p) >= top_p
+            sorted_p = sorted_p.masked_fill(outside, 0.0)
+            flat = torch.zeros_like(flat).scatter_(-1, order, sorted_p)
+        idx = torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
     if per_token:  # positions at temperature 0: the arg-max, exactly
         idx = torch.where(t[..., 0].expand(idx.shape) > 0, idx, logits.argmax(-1).cpu())
     return idx.to(logits.device)
 
 
-def choose_motion_tokens(logits, temperature: float, generator=None, top_p: float = 1.0):
+def choose_motion_tokens(logits, temperature: float, generator=None, top_p: float = 1.0, coherence: float = 0.0):
     """logits (B, N, L, K) -> (codes (B, N, L), log-probability of each level-0 choice (B, N)).
 
     Level 0 is sampled at `temperature` (arg-max at 0); levels 1.. (detail) by arg-max: sampling the detail
@@ -59,7 +89,7 @@ def choose_motion_tokens(logits, temperature: float, generator=None, top_p: floa
 
     codes = logits.argmax(-1)
     if any_sampling(temperature):
-        codes[..., 0] = choose_tokens(logits[..., :1, :], temperature, generator, top_p)[..., 0]
+        codes[..., 0] = choose_tokens(logits[..., :1, :], temperature, generator, top_p, coherence)[..., 0]
     logp = torch.log_softmax(logits[..., 0, :].float(), -1).gather(-1, codes[..., :1]).squeeze(-1)
     return codes, logp
 
@@ -110,7 +140,7 @@ def hidden_after_pass(hidden: int, step: int, steps: int) -> int:
 
 def decode_window(generator, tokenizers, motion, known, cond, temperature: float = 0.0, sampler=None,
                   steps: int = DEFAULT_STEPS, known_codes=None, to_motion=None, top_p: float = 1.0,
-                  level0_prior=None, guidance: float = 1.0):
+                  level0_prior=None, guidance: float = 1.0, coherence: float = 0.0):
     """Tokens of one window by iterative masked decoding.
 
     motion (T, 337) float32 numpy with the known frames filled in; known (T,) bool; cond: the MAM
@@ -155,7 +185,7 @@ def decode_window(generator, tokenizers, motion, known, cond, temperature: float
                 hints = known_token_vectors(tokenizers, {p: c[None] for p, c in codes.items()}, shown, levels)
             logits = with_level0_prior(window_logits(generator, frames, ~visible, cond, hints, guidance),
                                        level0_prior)
-            picks = {p: choose_motion_tokens(logits[p], temperature, sampler, top_p) for p in PARTS}
+            picks = {p: choose_motion_tokens(logits[p], temperature, sampler, top_p, coherence) for p in PARTS}
         confidence = torch.stack([lp[0] for _, lp in picks.values()]).mean(0).cpu().numpy()   # (N,)
         if any_sampling(temperature):  # MaskGIT: randomise the order a little, less as the window fills
             noise = torch.rand(n, generator=sampler).clamp(1e-9, 1 - 1e-9).numpy()
@@ -185,7 +215,7 @@ def decode_window(generator, tokenizers, motion, known, cond, temperature: float
 
 def refine_window(generator, tokenizers, motion, known, cond, temperature: float = 0.0, sampler=None,
                   steps: int = DEFAULT_STEPS, known_codes=None, to_motion=None, top_p: float = 1.0,
-                  level0_prior=None, guidance: float = 1.0):
+                  level0_prior=None, guidance: float = 1.0, coherence: float = 0.0):
     """Tokens of one window by mask-predict refinement (Ghazvininejad et al. 2019): pass 0 predicts every
     open position at once (the paper's single pass); each later pass hides again the positions whose
     choice is least confident (fewer each pass: open x (steps - s) / steps), shows the model all the others
@@ -230,7 +260,7 @@ def refine_window(generator, tokenizers, motion, known, cond, temperature: float
                                             torch.from_numpy(shown).to(dev)[None], levels)
             logits = with_level0_prior(window_logits(generator, frames, ~visible, cond, hints, guidance),
                                        level0_prior)
-            picks = {p: choose_motion_tokens(logits[p], temperature, sampler, top_p) for p in PARTS}
+            picks = {p: choose_motion_tokens(logits[p], temperature, sampler, top_p, coherence) for p in PARTS}
         conf = torch.stack([lp[0] for _, lp in picks.values()]).mean(0).cpu().numpy()
         sel = torch.from_numpy(hidden).to(dev)
         for p in PARTS:

@@ -206,7 +206,8 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
                 scale = torch.from_numpy(share)[:, None]
                 prior = {p: v * scale for p, v in prior.items()}
         codes = choose(gen, tok, motion, known_here, cond, temperature, sampler, options.steps,
-                       known_codes=given, top_p=options.top_p, level0_prior=prior, guidance=guidance)
+                       known_codes=given, top_p=options.top_p, level0_prior=prior, guidance=guidance,
+                       coherence=options.coherence)
         if 0 < levels < gen.levels:   # finer levels decode as absent (the seed keeps them: it is context)
             for p in PARTS:
                 codes[p][:, levels:] = -1
@@ -271,7 +272,8 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
     if timings is not None:
         timings.update(times)
     take.meta = {"generator": "echomask", "config": cfg.name, "weights": mdl.path, "seed": options.seed,
-                 "temperature": options.temperature, "top_p": options.top_p, "steps": options.steps,
+                 "temperature": options.temperature, "top_p": options.top_p, "coherence": options.coherence,
+                 "steps": options.steps,
                  "strategy": options.strategy, "levels": levels, "guidance": guidance, "gesture_gain": gain, "smoothing": options.smoothing, "travel": options.travel,
                  "intensity": options.intensity}
     if "face" in parts_to_generate:

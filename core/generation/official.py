@@ -65,7 +65,7 @@ def generate_take_official(audio: np.ndarray, model, options: GenerationOptions,
     sampler = torch.Generator().manual_seed(options.seed)
 
     def choose(logits):
-        return choose_motion_tokens(logits, options.temperature, sampler, options.top_p)[0]
+        return choose_motion_tokens(logits, options.temperature, sampler, options.top_p, options.coherence)[0]
 
     def window_done(w, n):
         report(0.05 + 0.85 * w / n, f"Generating gestures ({w}/{n})")

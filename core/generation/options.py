@@ -17,6 +17,8 @@ DEFAULT_TEMPERATURE = 1.0      # "Variation": 0 = the model's most likely motion
 DEFAULT_STEPS = 1              # decoding passes per window (1 = the paper's single pass; 4-8 passes make the
 #                                bundled model calmer and worse: speed 0.28-0.57x, FGD 133-234 vs 86)
 DEFAULT_TOP_P = 1.0            # nucleus of level-0 sampling (1 = every code)
+DEFAULT_COHERENCE = 0.0        # correlation of neighbouring tokens' sampling noise (0 = independent draws)
+MAX_COHERENCE = 0.99
 DEFAULT_STRATEGY = "refine"    # "refine": mask-predict (all at once, then re-predict the least sure);
 #                                "commit": MaskGIT (keep the surest each pass)
 DEFAULT_LEVELS = None          # RVQ levels kept in the take; None = what the weights record as measured best
@@ -51,6 +53,7 @@ class GenerationOptions:
     temperature: float = DEFAULT_TEMPERATURE  # shown as "Variation"
     steps: int = DEFAULT_STEPS
     top_p: float = DEFAULT_TOP_P           # sample level 0 among the most likely codes (when temperature > 0)
+    coherence: float = DEFAULT_COHERENCE   # neighbouring tokens' sampling coupled (core.generation.decoding)
     strategy: str = DEFAULT_STRATEGY       # how a window's passes choose tokens (core.generation.decoding)
     levels: int | None = DEFAULT_LEVELS    # RVQ levels kept (1 = the coarse level only; 0 = all predicted;
     #                                        None = as the weights record, else 1)
@@ -86,6 +89,8 @@ class GenerationOptions:
             raise EchoMaskError(f"Lip-sync strength must be between 0 and 1 (0 = the model's face alone); got {self.lipsync}.")
         if not (0.0 < float(self.top_p) <= 1.0):
             raise EchoMaskError(f"top_p must be above 0 and at most 1 (1 = sample among every code); got {self.top_p}.")
+        if not (math.isfinite(float(self.coherence)) and 0.0 <= float(self.coherence) <= MAX_COHERENCE):
+            raise EchoMaskError(f"Coherence must be between 0 (independent draws) and {MAX_COHERENCE:g}; got {self.coherence}.")
         if not (math.isfinite(float(self.smoothing)) and 0.0 <= float(self.smoothing) <= 10.0):
             raise EchoMaskError(f"Smoothing must be between 0 and 10 frames; got {self.smoothing}.")
         if not (math.isfinite(float(self.pause_variation)) and 0.0 <= float(self.pause_variation) <= 1.0):
@@ -127,6 +132,7 @@ class GenerationOptions:
         object.__setattr__(self, "intensity", i)
         object.__setattr__(self, "lipsync", ls)
         object.__setattr__(self, "top_p", float(self.top_p))
+        object.__setattr__(self, "coherence", float(self.coherence))
         object.__setattr__(self, "retrieval_weight", float(self.retrieval_weight))
         if self.retrieval_bank is not None:
             object.__setattr__(self, "retrieval_bank", str(self.retrieval_bank) or None)
@@ -156,6 +162,9 @@ def add_generation_options(p) -> None:
                    help=f"decoding passes per window (default {d.steps}; 1 = the paper's single pass)")
     p.add_argument("--top-p", dest="top_p", type=float, default=d.top_p,
                    help=f"sample among the most likely motion tokens covering this probability (default {d.top_p:g})")
+    p.add_argument("--coherence", type=float, default=d.coherence,
+                   help=f"correlation of neighbouring motion tokens' sampling noise, 0..{MAX_COHERENCE:g} "
+                   f"(default {d.coherence:g} = independent draws; higher holds a sampled gesture longer)")
     p.add_argument("--strategy", choices=("refine", "commit"), default=d.strategy,
                    help="how passes after the first choose tokens: refine = re-predict the least sure (mask-predict), "
                    "commit = keep the surest (MaskGIT)")
@@ -189,7 +198,7 @@ def add_generation_options(p) -> None:
 
 def generation_options(args) -> GenerationOptions:
     """GenerationOptions from the flags of `add_generation_options`."""
-    return GenerationOptions(seed=args.seed, temperature=args.temperature, steps=args.steps, top_p=args.top_p,
+    return GenerationOptions(seed=args.seed, temperature=args.temperature, steps=args.steps, top_p=args.top_p, coherence=args.coherence,
                              strategy=args.strategy, levels=args.levels, smoothing=args.smoothing,
                              pause_variation=args.pause_variation,
                              intensity=args.intensity, travel=args.travel, lipsync=args.lipsync, device=args.device,

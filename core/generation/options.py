@@ -198,7 +198,8 @@ def add_generation_options(p) -> None:
 
 def generation_options(args) -> GenerationOptions:
     """GenerationOptions from the flags of `add_generation_options`."""
-    return GenerationOptions(seed=args.seed, temperature=args.temperature, steps=args.steps, top_p=args.top_p, coherence=args.coherence,
+    return GenerationOptions(seed=args.seed, temperature=args.temperature, steps=args.steps, top_p=args.top_p,
+                             coherence=args.coherence,
                              strategy=args.strategy, levels=args.levels, smoothing=args.smoothing,
                              pause_variation=args.pause_variation,
                              intensity=args.intensity, travel=args.travel, lipsync=args.lipsync, device=args.device,

@@ -55,24 +55,16 @@ def choose_tokens(logits, temperature, generator=None, top_p: float = 1.0, coher
         return logits.argmax(-1)
     per_token = np.ndim(temperature) > 0
     t = torch.as_tensor(np.asarray(temperature, np.float32)).reshape(1, -1, 1, 1) if per_token else temperature
-    scaled = logits.float().cpu() / (t.clamp(min=1e-3) if per_token else t)
-    if coherence > 0:
-        logp = torch.log_softmax(scaled, -1)
-        if top_p < 1.0:
-            sorted_p, order = logp.exp().sort(-1, descending=True)
-            outside = torch.zeros_like(logp, dtype=torch.bool).scatter_(
-                -1, order, (sorted_p.cumsum(-1) - sorted_p) >= top_p)
-            logp = logp.masked_fill(outside, -math.inf)
-        noise = coupled_gumbel(logp.transpose(1, 2).shape, coherence, generator).transpose(1, 2)  # N next to K
-        idx = (logp + noise).argmax(-1)
+    probs = torch.softmax(logits.float().cpu() / (t.clamp(min=1e-3) if per_token else t), dim=-1)
+    if top_p < 1.0:  # rare codes are where sampled motion turns jerky
+        sorted_p, order = probs.sort(-1, descending=True)
+        outside = torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, order, (sorted_p.cumsum(-1) - sorted_p) >= top_p)
+        probs = probs.masked_fill(outside, 0.0)
+    if coherence > 0:  # Gumbel-max with noise coupled along the positions (N next to K)
+        noise = coupled_gumbel(probs.transpose(1, 2).shape, coherence, generator).transpose(1, 2)
+        idx = (probs.log() + noise).argmax(-1)
     else:
-        probs = torch.softmax(scaled, dim=-1)
         flat = probs.reshape(-1, probs.shape[-1])
-        if top_p < 1.0:  # rare codes are where sampled motion turns jerky
-            sorted_p, order = flat.sort(-1, descending=True)
-            outside = (sorted_p.cumsum(-1) - sorted_p) >= top_p
-            sorted_p = sorted_p.masked_fill(outside, 0.0)
-            flat = torch.zeros_like(flat).scatter_(-1, order, sorted_p)
         idx = torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
     if per_token:  # positions at temperature 0: the arg-max, exactly
         idx = torch.where(t[..., 0].expand(idx.shape) > 0, idx, logits.argmax(-1).cpu())

@@ -15,6 +15,7 @@ core.motion.root_motion.
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import numpy as np
@@ -84,6 +85,28 @@ def token_temperatures(speech_flag: np.ndarray, unit: int, temperature: float, p
     a speech frame), `temperature * pause_share` in pauses. speech_flag (window,) -> (window // unit,)."""
     per_token = speaking_share(speech_flag, unit, fps)
     return (temperature * (pause_share + (1.0 - pause_share) * per_token)).astype(np.float32)
+
+
+def write_head_face(out: np.ndarray, head, mam, tok, cond_face, low: np.ndarray, high: np.ndarray, start: int,
+                    overlap: int) -> None:
+    """The speech face head's face for one window, written into out[start:start + window] (raw face
+    features); the first `overlap` frames (the seed, which the previous window also covered) cross-fade
+    from the previous window's face to this one's."""
+    import torch
+
+    from ..model.face_head import standardised_speech
+
+    dev = cond_face.device
+    with torch.inference_mode():
+        sl, sh = standardised_speech(mam, torch.from_numpy(low)[None].to(dev), torch.from_numpy(high)[None].to(dev))
+        face = tok.denormalize("face", head(cond_face, sl, sh))[0].float().cpu().numpy()   # (window, 106)
+    n = len(face)
+    if start == 0 or overlap <= 0:
+        out[start:start + n] = face
+        return
+    ramp = ((np.arange(overlap) + 1.0) / (overlap + 1.0))[:, None]
+    out[start:start + overlap] = (1 - ramp) * out[start:start + overlap] + ramp * face[:overlap]
+    out[start + overlap:start + n] = face[overlap:]
 
 
 def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None, progress=None, cancel=None,
@@ -157,6 +180,14 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
     guidance = float(recorded.get("guidance", 1.0)) if options.guidance is None else options.guidance
     gain = float(recorded.get("gesture_gain", 1.0)) if options.gesture_gain is None else options.gesture_gain
     sampler = torch.Generator().manual_seed(options.seed)
+    face_head = mdl.face_head if options.face_source in ("auto", "head") else None
+    if options.face_source == "head" and face_head is None:
+        from ..errors import EchoMaskError
+
+        raise EchoMaskError(f"These weights ({os.path.basename(mdl.path or 'the model')}) have no speech face head; "
+                            f"use the face tokens (face source 'tokens' or 'auto') or train one "
+                            f"(`python -m core train-face-head`).")
+    head_face = np.zeros((total, face_head.cfg.out_dim), np.float32) if face_head is not None else None
     tokens = {p: [] for p in PARTS}
     details = []           # per token: weight of the finer RVQ levels in the take (pauses: the coarse motion)
     seed_motion = neutral
@@ -176,6 +207,8 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
                                                    torch.from_numpy(np.stack(highs)).to(dev))
         j = w % SPEECH_GROUP
         cond = {p: c[j:j + 1] for p, c in cond_group.items()}
+        if head_face is not None:
+            write_head_face(head_face, face_head, gen.mam, tok, cond["face"], lows[j], highs[j], start, seed_frames)
         t_feat = stream.seconds - f0
         motion = np.zeros((window, neutral.shape[1]), np.float32)
         motion[:seed_frames] = seed_motion
@@ -252,6 +285,8 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
         if first >= n_frames:
             break
         feats = {p: c[1][: n_frames - first] for p, c in zip(PARTS, chunks)}
+        if head_face is not None:   # the face frame by frame from the speech instead of its tokens
+            feats["face"] = head_face[first:first + len(feats["face"])]
         if known_parts is not None:
             sl = slice(first, first + len(feats["face"]))
             feats = splice_known(feats, {p: v[sl] for p, v in known_parts.items()}, known_frames[sl],
@@ -275,7 +310,7 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
                  "temperature": options.temperature, "top_p": options.top_p, "coherence": options.coherence,
                  "steps": options.steps,
                  "strategy": options.strategy, "levels": levels, "guidance": guidance, "gesture_gain": gain, "smoothing": options.smoothing, "travel": options.travel,
-                 "intensity": options.intensity}
+                 "intensity": options.intensity, "face": "head" if head_face is not None else "tokens"}
     if "face" in parts_to_generate:
         take = apply_phone_mouth(take, phones, options.lipsync, known_frames)
     return take

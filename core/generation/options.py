@@ -32,6 +32,7 @@ DEFAULT_PAUSE_VARIATION = 0.0  # share of the Variation used where nobody speaks
 #                                level only there (a 4 s pause: 0.12 m/s mean joint speed, 5 seeds, vs 0.34 in
 #                                the speech around it), with no measured cost in speech
 STRATEGIES = ("refine", "commit")
+FACE_SOURCES = ("auto", "head", "tokens")  # auto = the speech face head when the weights have one, else tokens
 DEFAULT_LIPSYNC = 0.75         # phone-mouth strength for generated takes (docs/LIPSYNC.md)
 DEFAULT_RETRIEVAL_WEIGHT = 8.0  # level-0 prior from a retrieval bank (core.generation.retrieval), used only with a
 #                                bank. Best of 4 / 8 / 16 for the bundled weights on the speech-only clips (67.7 at
@@ -63,6 +64,9 @@ class GenerationOptions:
     intensity: float = 1.0                 # gesture amplitude about the take's mean pose (1 = as generated)
     travel: bool = False                   # let the character travel (False: stays in place)
     lipsync: float = DEFAULT_LIPSYNC       # 0 = the model's face alone
+    face_source: str = "auto"              # the model's face: "head" = the speech face head (core.model.face_head),
+    #                                        "tokens" = the generator's face tokens, "auto" = the head when the
+    #                                        weights have one
     gesture_gain: float | None = None      # arm and hand amplitude about the mean pose before `intensity` (1 = as
     #                                        decoded; None = what the weights record, else 1). The bundled weights
     #                                        record none: 1.35 scored better on the speech-only clips (FGD 76.9 vs
@@ -104,6 +108,8 @@ class GenerationOptions:
                                 f"got {self.gesture_gain}.")
         if self.guidance is not None and not (math.isfinite(float(self.guidance)) and 0.0 <= float(self.guidance) <= MAX_GUIDANCE):
             raise EchoMaskError(f"Speech guidance must be between 0 and {MAX_GUIDANCE:g} (1 = none); got {self.guidance}.")
+        if self.face_source not in FACE_SOURCES:
+            raise EchoMaskError(f"Unknown face source {self.face_source!r}; choose {', '.join(FACE_SOURCES)}.")
         if self.strategy not in STRATEGIES:
             raise EchoMaskError(f"Unknown decoding strategy {self.strategy!r}; choose {' or '.join(STRATEGIES)}.")
         if self.levels is not None and not (0 <= int(self.levels) <= 16):
@@ -181,6 +187,9 @@ def add_generation_options(p) -> None:
     p.add_argument("--travel", action="store_true", help="let the character travel (default: stays in place)")
     p.add_argument("--lipsync", type=float, default=d.lipsync,
                    help=f"phone-accurate mouth strength 0..1 combined with the model's face (default {d.lipsync:g}; 0 = off)")
+    p.add_argument("--face-source", dest="face_source", choices=FACE_SOURCES, default=d.face_source,
+                   help="the model's face: head = frame by frame from the speech (the weights' speech face head), "
+                   "tokens = the generator's face tokens; default auto: the head when the weights have one")
     p.add_argument("--guidance", type=float, default=d.guidance,
                    help="classifier-free guidance on the speech (1 = none; default: what the weights record, else 1; "
                    "only weights trained with --speech-dropout know the no-speech condition it contrasts)")
@@ -202,6 +211,7 @@ def generation_options(args) -> GenerationOptions:
                              coherence=args.coherence,
                              strategy=args.strategy, levels=args.levels, smoothing=args.smoothing,
                              pause_variation=args.pause_variation,
-                             intensity=args.intensity, travel=args.travel, lipsync=args.lipsync, device=args.device,
+                             intensity=args.intensity, travel=args.travel, lipsync=args.lipsync,
+                             face_source=args.face_source, device=args.device,
                              retrieval_bank=args.retrieval_bank, retrieval_weight=args.retrieval_weight,
                              guidance=args.guidance, gesture_gain=args.gesture_gain)

@@ -6,6 +6,7 @@ clear line (no traceback) and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ..errors import EchoMaskError
@@ -85,6 +86,13 @@ def cmd_train_tokenizers(args) -> int:
 def cmd_train(args) -> int:
     """Stage 2: train the EchoMask generator (MAM + SQA masked model) on frozen tokenizers."""
     from ..training.train import run_cli
+
+    return run_cli(args)
+
+
+def cmd_train_face_head(args) -> int:
+    """Stage 3: the speech face head on a trained model (core.model.face_head)."""
+    from ..training.train_face_head import run_cli
 
     return run_cli(args)
 
@@ -267,6 +275,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
     p.set_defaults(func=cmd_train_fgd_evaluator)
+
+    p = sub.add_parser("train-face-head", help="train the speech face head of a trained model (stage 3: the face "
+                       "frame by frame from the speech; the model stays as it is)")
+    p.add_argument("--weights", default=os.path.join("weights", "echomask_small.safetensors"),
+                   help="the trained model (.safetensors) to add a face head to (default: the bundled weights)")
+    p.add_argument("--manifest", default="shared", help=_MANIFEST_HELP)
+    _data_arguments(p)
+    p.add_argument("--model-output-weight", type=float, default=0.6,
+                   help="--manifest shared: loss weight of the published models' outputs (default 0.6)")
+    p.add_argument("--out", required=True, help="output folder (face_head.safetensors, train_log.jsonl)")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-every", type=int, default=50)
+    p.add_argument("--patience", type=int, default=5, help="stop after this many validations without a better loss")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p.set_defaults(func=cmd_train_face_head)
 
     p = sub.add_parser("train-tokenizers", help="train the four motion tokenizers (RVQ-VAEs), stage 1")
     p.add_argument("--manifest", default="shared", help=_MANIFEST_HELP)

@@ -27,10 +27,13 @@ class EchoMaskModel:
     generator: object         # core.model.generator.EchoMaskGenerator
     meta: dict
     path: str | None = None
+    face_head: object = None  # core.model.face_head.SpeechFaceHead, when the bundle has one (stage 3)
 
     def to(self, device):
         self.tokenizers.to(device)
         self.generator.to(device)
+        if self.face_head is not None:
+            self.face_head.to(device)
         return self
 
     @property
@@ -140,8 +143,52 @@ def load_model(path: str | os.PathLike, expected_config: str | None = None, devi
     sd = {k[len("generator."):]: v for k, v in tensors.items() if k.startswith("generator.")}
     _load_strict(generator, sd, f"{name}: the generator", config.name)
     info = json.loads(header.get("info", "{}") or "{}")
-    model = EchoMaskModel(config, tokenizers.eval(), generator.eval(), info, path)
+    face_head = _load_face_head(tensors, info, name)
+    model = EchoMaskModel(config, tokenizers.eval(), generator.eval(), info, path, face_head)
     return model.to(device)
+
+
+FACE_HEAD_PREFIX = "face_head."
+
+
+def _load_face_head(tensors: dict, info: dict, name: str):
+    """The bundle's speech face head (core.model.face_head), or None when it has none."""
+    sd = {k[len(FACE_HEAD_PREFIX):]: v for k, v in tensors.items() if k.startswith(FACE_HEAD_PREFIX)}
+    if not sd:
+        return None
+    from .face_head import FaceHeadConfig, SpeechFaceHead
+
+    try:
+        cfg = FaceHeadConfig.from_dict((info.get("face_head") or {})["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WeightsError(f"{name}: its face head has no readable configuration ({exc}); the file is damaged. "
+                           f"Train the face head again (`python -m core train-face-head`).") from None
+    head = SpeechFaceHead(cfg)
+    _load_strict(head, sd, f"{name}: the face head", "face head")
+    return head.eval()
+
+
+def write_face_head(source: str | os.PathLike, path: str | os.PathLike, head, info: dict) -> None:
+    """Copy the bundle `source` to `path` with `head`'s tensors and info["face_head"] = info (atomically);
+    a face head already in `source` is replaced."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    header = read_header(source)
+    if header.get("kind") != MODEL_KIND:
+        raise WeightsError(f"{os.path.basename(os.fspath(source))} is not an EchoMask model file.")
+    with safe_open(os.fspath(source), framework="pt", device="cpu") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys() if not k.startswith(FACE_HEAD_PREFIX)}
+    for k, t in head.state_dict().items():
+        tensors[FACE_HEAD_PREFIX + k] = t.detach().cpu().contiguous()
+    meta = json.loads(header.get("info", "{}") or "{}")
+    meta["face_head"] = info
+    header["info"] = json.dumps(meta)
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".partial"
+    save_file(tensors, tmp, metadata=header)
+    os.replace(tmp, path)
 
 
 # Decoding defaults a bundle may carry in its info["decoding"], measured for its own weights (the best choice

@@ -11,7 +11,10 @@ latents window by window, and decodes the face from each readout through the fac
 - arg-max: the most likely level-0 code;
 - expected: the level-0 code vectors weighted by their probability;
 - regressed: the generator's own level-0 latent regression (and, `regressed, every level`, the sum over
-  the levels it predicts).
+  the levels it predicts);
+- speech face head: the face the bundle's face head gives (core.model.face_head; when the weights have one);
+  each of these with the phone mouth (recognised phones) at 0.5 and 0.75, and the published model's face on
+  the same speech (SemTalk fork / MambaTalk) for scale.
 Scored with bench/eval_lipsync.py's measures, the closure detector fitted on the other take, on the whole
 take and on its held-out tail (the last 15 %, never trained on). Needs ../shared/data.
 """
@@ -27,12 +30,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
-from eval_lipsync import OUR_WEIGHTS, TAKES, score  # noqa: E402
+from eval_lipsync import OUR_WEIGHTS, PUBLISHED, TAKES, score  # noqa: E402
 
 from core.face.fit import SHARED_DATA, FitConfig, beat2_take, fit_face, recognised_phones  # noqa: E402
 from core.face.lipsync import apply_phone_mouth  # noqa: E402
 from core.face.signals import face_vector, with_face  # noqa: E402
-from core.motion.take import Take  # noqa: E402
+from core.motion.take import Take, load_take  # noqa: E402
 
 TAIL = 0.15
 
@@ -110,6 +113,8 @@ def main(argv=None) -> int:
         phones = takes[test].phones
         for seed in args.seeds:
             _, faces = record_face_readouts(wav, args.weights, seed)
+            if test in PUBLISHED and os.path.isfile(os.path.join(args.data, PUBLISHED[test][1])):
+                faces["published model (same speech)"] = face_vector(load_take(os.path.join(args.data, PUBLISHED[test][1])))
             rec = recognised_phones(wav)
             for name in [k for k in faces if k in ("sampled", "speech face head")]:
                 for strength in (0.5, 0.75):   # the product's mouth: recognised phones on top
@@ -119,6 +124,7 @@ def main(argv=None) -> int:
                                           expressions=np.zeros((len(face), 100), np.float32), fps=takes[test].fps), face)
                     faces[f"{name} + phones {strength:g}"] = face_vector(apply_phone_mouth(take, rec, strength, fit))
             for name, face in faces.items():
+                face = np.concatenate([face, np.repeat(face[-1:], max(0, n - len(face)), 0)])
                 whole = score(face[:n], gt, phones, takes[test].fps, fit)
                 t0 = tail / takes[test].fps
                 shifted = [(a - t0, b - t0, ph) for a, b, ph in phones if a >= t0]

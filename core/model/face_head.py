@@ -2,11 +2,11 @@
 
 The generator predicts the face as tokens of 4 frames, sampled one window at a time; with minutes of data the
 face tokens carry the slow expressions but barely the jaw (the model's own mouth: jaw correlation with the
-capture 0.01-0.12, weights/MODEL_CARD.md), while a mouth follows syllables at 3-6 Hz. This head reads the
-face's motion-aligned speech feature, the very `cond_face` the MAM speech branch gives the generator (the
-paper's idea: the same features drive generation), next to the standardised speech features it was built
-from, and regresses the 106-d face features (jaw rot6d + 100 expressions, the face tokenizer's normalised
-space) at 30 fps with a few dilated temporal convolutions (receptive field ~0.5 s: coarticulation).
+capture 0.00-0.12, weights/MODEL_CARD.md), while a mouth follows syllables at 3-6 Hz. This head reads the
+speech features (standardised as the MAM standardises them; optionally also the face's motion-aligned speech
+feature `cond_face` from the MAM speech branch, `use_cond`, which measured no better) and regresses the 106-d
+face features (jaw rot6d + 100 expressions, the face tokenizer's normalised space) at 30 fps with a few dilated
+temporal convolutions (receptive field 29 frames, ~1 s: coarticulation).
 
 It is trained after the generator, which stays frozen (`python -m core train-face-head`), and is stored in
 the same bundle ('face_head.<name>' tensors, its config in info["face_head"]); bundles without one keep the

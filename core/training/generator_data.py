@@ -86,6 +86,18 @@ class GeneratorData:
         raw = self.ds.batch(idx)
         parts = raw["parts"]
         motion = parts_to_motion337(parts)
+        lows, highs = self.speech_rows(idx)
+        t = lambda a, dt=torch.float32: torch.as_tensor(np.asarray(a), dtype=dt, device=device)
+        return {
+            "motion": t(motion), "low": t(lows), "high": t(highs),
+            "codes": {p: self.codes[p][torch.as_tensor(np.asarray(idx))].to(device) for p in PARTS},
+            "part_mask": {p: t(raw["part_mask"][p], torch.bool) for p in PARTS},
+            "weight": t(raw["weight"]),
+        }
+
+    def speech_rows(self, idx) -> tuple[np.ndarray, np.ndarray]:
+        """(low (B, T, ·), high (B, T, ·)) raw speech features of windows `idx`, sampled at each window's
+        source frames (a time-stretched window hears its speech stretched the same way)."""
         lows, highs = [], []
         for i in idx:
             tid = self.ds.variants[self.ds.windows[int(i)].variant].take_id
@@ -93,13 +105,7 @@ class GeneratorData:
             pos = self.ds.source_frames(int(i))
             lows.append(sample_rows(low, pos))
             highs.append(sample_rows(high, pos, nearest=True))
-        t = lambda a, dt=torch.float32: torch.as_tensor(np.asarray(a), dtype=dt, device=device)
-        return {
-            "motion": t(motion), "low": t(np.stack(lows)), "high": t(np.stack(highs)),
-            "codes": {p: self.codes[p][torch.as_tensor(np.asarray(idx))].to(device) for p in PARTS},
-            "part_mask": {p: t(raw["part_mask"][p], torch.bool) for p in PARTS},
-            "weight": t(raw["weight"]),
-        }
+        return np.stack(lows), np.stack(highs)
 
     def motion_stats(self):
         """Mean and std of the generator's 337-d input frames over every training frame."""

@@ -42,19 +42,11 @@ def face_batch(data, idx, device):
     `idx` of a GeneratorData, the face's weight 0 where the take's face is missing."""
     import torch
 
-    from .generator_data import sample_rows
-
     raw = data.ds.batch(idx)
-    lows, highs = [], []
-    for i in idx:
-        tid = data.ds.variants[data.ds.windows[int(i)].variant].take_id
-        low, high = data.speech[tid]
-        pos = data.ds.source_frames(int(i))
-        lows.append(sample_rows(low, pos))
-        highs.append(sample_rows(high, pos, nearest=True))
+    lows, highs = data.speech_rows(idx)
     w = raw["weight"] * raw["part_mask"]["face"].astype(np.float32)
     t = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=device)
-    return {"low": t(np.stack(lows)), "high": t(np.stack(highs)), "face": t(raw["parts"]["face"]), "weight": t(w)}
+    return {"low": t(lows), "high": t(highs), "face": t(raw["parts"]["face"]), "weight": t(w)}
 
 
 def head_inputs(mam, low, high):

@@ -99,3 +99,15 @@ def test_speech_sampling_follows_time_stretch():
     assert np.allclose(rows[:, 0], np.arange(5) / 1.1 + 2)
     near = sample_rows(feats, np.array([0.4, 0.6, 25.0]), nearest=True)
     assert near[:, 0].tolist() == [0, 1, 19]
+
+
+def test_dropout_option_is_trained_with_and_recorded(setup):
+    """`train --dropout X` builds the generator with that dropout, and its bundle records it."""
+    from echomask.core.model.checkpoint import load_model
+    from echomask.core.training.train import TrainConfig, train_generator
+
+    root, data = setup
+    tcfg = TrainConfig(steps=1, batch_size=3, val_every=1, ckpt_every=1, log_every=1, warmup=1)
+    res = train_generator(str(data), "tiny", str(root / "tok.safetensors"), str(root / "drop"), tcfg, device="cpu",
+                          feature_fn=fake_feature_fn_path, log=lambda *a: None, progress_bar=False, dropout=0.3)
+    assert load_model(res["model"]).config.generator.dropout == 0.3

@@ -407,7 +407,7 @@ def _validation_score(probes: dict, tcfg: TrainConfig) -> float | None:
 def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: str, tcfg: TrainConfig,
                     device: str = "auto", resume: bool = False, feature_fn=None, log=print,
                     progress_bar: bool = True, cache_dir: str | None = None, init: str | None = None,
-                    data_options=None) -> dict:
+                    data_options=None, dropout: float | None = None) -> dict:
     """Train (or resume) a generator; returns the final validation metrics and paths.
 
     Under torchrun (WORLD_SIZE > 1) every process trains its share of each global batch with DDP (core.
@@ -446,6 +446,8 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
     local_batch = dist.shard(tcfg.batch_size)
 
     config = get_config(config_name)
+    if dropout is not None:   # the generator's dropout (its bundle records it; resume with the same value)
+        config = dataclasses.replace(config, generator=dataclasses.replace(config.generator, dropout=float(dropout)))
     tokenizers = TokenizerSet.load(tokenizers_path, expected_config=config).to(dev).eval()
     for prm in tokenizers.parameters():
         prm.requires_grad_(False)
@@ -657,7 +659,7 @@ def run_cli(args) -> int:
                        **overrides)
     res = train_generator(args.manifest, args.config, args.tokenizers, args.out, tcfg, device=args.device,
                           resume=args.resume, progress_bar=not args.no_progress, init=args.init,
-                          data_options=DataOptions.from_args(args))
+                          data_options=DataOptions.from_args(args), dropout=getattr(args, "dropout", None))
     if int(os.environ.get("RANK", "0")) == 0:
         val = res.get("val") or {}
         print(f"Trained {res['steps']} steps in {res['minutes']:.1f} min -> {res['model']}"

@@ -64,6 +64,7 @@ def neutral_seed_codes(tokenizers, window: int = 64, seed_frames: int = 4) -> di
 # hints, as in training). The face: with its finer levels the model's own mouth got worse on held-out speech
 # (docs/LIPSYNC.md: opening error 89 -> 101 ms, jaw MSE 0.77 -> 0.85, expression MSE with the phone mouth
 # 0.236 -> 0.259), while the body's finer levels scored better on unseen speech (weights/MODEL_CARD.md).
+# (Weights with a speech face head take the face from it instead: this applies to face source "tokens".)
 COARSE_LEVEL_PARTS = ("face",)
 
 PAUSE_MARGIN_S = 0.3   # speech keeps its Variation this long around each word: short gaps are not pauses

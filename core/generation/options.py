@@ -176,8 +176,8 @@ def add_generation_options(p) -> None:
                    "commit = keep the surest (MaskGIT)")
     p.add_argument("--levels", type=int, default=d.levels,
                    help="RVQ levels kept in the take (0 = every level the model predicts, 1 = the coarse level; "
-                   "default: what the weights record as best for them, else 1; the face "
-                   "always shows its coarse level)")
+                   "default: what the weights record as best for them, else 1; face tokens "
+                   "always show their coarse level)")
     p.add_argument("--smoothing", type=float, default=d.smoothing,
                    help=f"body rotations smoothed over this many frames (default {d.smoothing:g}; 0 = none)")
     p.add_argument("--pause-variation", dest="pause_variation", type=float, default=d.pause_variation,

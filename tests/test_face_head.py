@@ -48,13 +48,15 @@ def test_face_head_is_stored_in_the_bundle_and_loads_back(tmp_path):
 
 
 def test_the_window_loop_takes_the_face_from_the_head(tmp_path):
+    import torch
+
     from echomask.core.errors import EchoMaskError
     from echomask.core.generation.inference import generate
     from echomask.core.model.checkpoint import load_model, write_face_head
 
     src = tiny_bundle(tmp_path / "tiny.safetensors")
     head = _head_for(src)
-    with torch_no_grad():
+    with torch.no_grad():
         for prm in head.parameters():   # a visible face: the random head's output scaled up
             prm.mul_(3.0)
     out = tmp_path / "with_head.safetensors"
@@ -76,17 +78,6 @@ def test_the_window_loop_takes_the_face_from_the_head(tmp_path):
     assert steps[59:61].max() < 4 * np.percentile(steps, 95) + 1e-6
     with pytest.raises(EchoMaskError, match="no speech face head"):
         generate(speech, model=load_model(src), feature_fn=fake_features, face_source="head")
-
-
-class torch_no_grad:
-    def __enter__(self):
-        import torch
-
-        self._ctx = torch.no_grad()
-        return self._ctx.__enter__()
-
-    def __exit__(self, *exc):
-        return self._ctx.__exit__(*exc)
 
 
 def _speech_driven_takes(folder, n_takes=3, frames=600, seed=0):

@@ -6,10 +6,10 @@ clear line (no traceback) and exit with status 2.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from ..errors import EchoMaskError
+from ..paths import DEFAULT_MODEL
 from ..generation.options import add_generation_options
 from ..precision import PRECISIONS
 
@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-face-head", help="train the speech face head of a trained model (stage 3: the face "
                        "frame by frame from the speech; the model stays as it is)")
-    p.add_argument("--weights", default=os.path.join("weights", "echomask_small.safetensors"),
+    p.add_argument("--weights", default=str(DEFAULT_MODEL),
                    help="the trained model (.safetensors) to add a face head to (default: the bundled weights)")
     p.add_argument("--manifest", default="shared", help=_MANIFEST_HELP)
     _data_arguments(p)

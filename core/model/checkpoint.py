@@ -51,7 +51,6 @@ def resolved_config(config, generator) -> object:
 def save_model(path: str | os.PathLike, config, tokenizers, generator, info: dict | None = None) -> None:
     """Write a bundle atomically (temp file, then rename)."""
     import torch
-    from safetensors.torch import save_file
 
     from .config import MODEL_FORMAT_VERSION
     from ..motion.skeleton import PARTS
@@ -68,10 +67,25 @@ def save_model(path: str | os.PathLike, config, tokenizers, generator, info: dic
     cfg = resolved_config(config, generator)
     header = {"kind": MODEL_KIND, "format_version": str(MODEL_FORMAT_VERSION), "config_name": cfg.name,
               "config": json.dumps(cfg.to_dict()), "info": json.dumps(info or {})}
+    _save_bundle(tensors, path, header)
+
+
+def _save_bundle(tensors: dict, path: str, header: dict) -> None:
+    """Write a bundle's tensors and metadata atomically (a temp file, then rename): a reader never sees half a file."""
+    from safetensors.torch import save_file
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".partial"
     save_file(tensors, tmp, metadata=header)
     os.replace(tmp, path)
+
+
+def _bundle_tensors(path: str, without_prefix: str | None = None) -> dict:
+    """Every tensor of the bundle at `path` (but those whose name starts with `without_prefix`)."""
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt", device="cpu") as f:
+        return {k: f.get_tensor(k) for k in f.keys() if not (without_prefix and k.startswith(without_prefix))}
 
 
 def read_header(path: str | os.PathLike) -> dict:
@@ -89,8 +103,6 @@ def read_header(path: str | os.PathLike) -> dict:
 
 def load_model(path: str | os.PathLike, expected_config: str | None = None, device="cpu") -> EchoMaskModel:
     """Load and check a bundle; raises WeightsError with what is wrong and what to do."""
-    from safetensors import safe_open
-
     from .config import MODEL_FORMAT_VERSION, ModelConfig
     from .generator import EchoMaskGenerator
     from .tokenizer import FILE_KIND as TOKENIZER_KIND
@@ -126,8 +138,7 @@ def load_model(path: str | os.PathLike, expected_config: str | None = None, devi
     if expected_config is not None and expected_config != config.name:
         raise WeightsError(f"{name} holds a '{config.name}' model, but '{expected_config}' was asked for; "
                            f"choose weights trained with '{expected_config}' or select '{config.name}'.")
-    with safe_open(path, framework="pt", device="cpu") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    tensors = _bundle_tensors(path)
     try:
         stats = NormStats.from_arrays({k: v.numpy() for k, v in tensors.items() if k.startswith("stats.")})
     except (KeyError, ValueError) as exc:
@@ -171,24 +182,16 @@ def _load_face_head(tensors: dict, info: dict, name: str):
 def write_face_head(source: str | os.PathLike, path: str | os.PathLike, head, info: dict) -> None:
     """Copy the bundle `source` to `path` with `head`'s tensors and info["face_head"] = info (atomically);
     a face head already in `source` is replaced."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
     header = read_header(source)
     if header.get("kind") != MODEL_KIND:
         raise WeightsError(f"{os.path.basename(os.fspath(source))} is not an EchoMask model file.")
-    with safe_open(os.fspath(source), framework="pt", device="cpu") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys() if not k.startswith(FACE_HEAD_PREFIX)}
+    tensors = _bundle_tensors(os.fspath(source), without_prefix=FACE_HEAD_PREFIX)
     for k, t in head.state_dict().items():
         tensors[FACE_HEAD_PREFIX + k] = t.detach().cpu().contiguous()
     meta = json.loads(header.get("info", "{}") or "{}")
     meta["face_head"] = info
     header["info"] = json.dumps(meta)
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".partial"
-    save_file(tensors, tmp, metadata=header)
-    os.replace(tmp, path)
+    _save_bundle(tensors, os.fspath(path), header)
 
 
 # Decoding defaults a bundle may carry in its info["decoding"], measured for its own weights (the best choice
@@ -206,9 +209,6 @@ def decoding_defaults(meta: dict) -> dict:
 def write_decoding_defaults(path: str | os.PathLike, note: str | None = None, **defaults) -> dict:
     """Record decoding defaults measured for the weights in `path` (e.g. levels=0) in its info; a value of None
     removes one. The file is rewritten atomically with the same tensors. Returns the recorded defaults."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
     path = os.fspath(path)
     header = read_header(path)
     if header.get("kind") != MODEL_KIND:
@@ -232,11 +232,7 @@ def write_decoding_defaults(path: str | os.PathLike, note: str | None = None, **
         decoding["note"] = note
     info["decoding"] = decoding
     header["info"] = json.dumps(info)
-    with safe_open(path, framework="pt", device="cpu") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    tmp = path + ".partial"
-    save_file(tensors, tmp, metadata=header)
-    os.replace(tmp, path)
+    _save_bundle(_bundle_tensors(path), path, header)
     return decoding_defaults(info)
 
 

@@ -1,4 +1,4 @@
-"""The speech face head (ours, docs/METHOD.md §9): the face, frame by frame, from the motion-aligned speech.
+"""The speech face head (ours, docs/METHOD.md §9): the face, frame by frame, from the speech.
 
 The generator predicts the face as tokens of 4 frames, sampled one window at a time; with minutes of data the
 face tokens carry the slow expressions but barely the jaw (the model's own mouth: jaw correlation with the
@@ -22,9 +22,9 @@ from torch import nn
 
 @dataclasses.dataclass
 class FaceHeadConfig:
-    cond_dim: int = 96        # the MAM feature size (config.generator.mam_dim)
+    cond_dim: int = 96        # the MAM feature size (generator.mam.d), read only with use_cond
     low_dim: int = 84         # speech features (the built-in backend's low / high sizes)
-    high_dim: int = 44
+    high_dim: int = 43
     out_dim: int = 106        # face features (core.motion.motion_repr)
     width: int = 128
     kernel: int = 5

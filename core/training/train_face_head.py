@@ -1,8 +1,9 @@
 """Stage 3 (ours): the speech face head (core.model.face_head) on a trained, frozen EchoMask model.
 
 Each step takes a batch of 64-frame training windows (the generator's windows: mirrored and time-stretched
-variants, the speech sampled at each window's source frames), runs the frozen MAM speech branch for the
-face's motion-aligned feature and regresses the window's face features (normalised by the face tokenizer's
+variants, the speech sampled at each window's source frames), standardises the speech as the frozen MAM does
+(and, with `use_cond`, runs its speech branch for the face's motion-aligned feature) and regresses the window's
+face features (normalised by the face tokenizer's
 statistics) with an MSE on values and on frame-to-frame velocity (a mouth that is right on average but
 lags or smears its openings is the failure to avoid). Windows whose face is missing (CHGS's zero face)
 do not teach. Early stopping on the validation windows (the held-out tails) by the same loss.
@@ -30,7 +31,7 @@ class FaceHeadTrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup: int = 50
-    velocity_weight: float = 1.0    # MSE of frame-to-frame differences (x fps / 30, normalised units)
+    velocity_weight: float = 1.0    # weight of the MSE of frame-to-frame differences (normalised units)
     val_every: int = 100
     patience: int = 5
     speech_aug: float = 0.3         # the generator's speech augmentation (train.augment_speech)
@@ -49,14 +50,15 @@ def face_batch(data, idx, device):
     return {"low": t(lows), "high": t(highs), "face": t(raw["parts"]["face"]), "weight": t(w)}
 
 
-def head_inputs(mam, low, high):
-    """(cond_face, standardised low, standardised high) for the head; the MAM is frozen."""
+def head_inputs(mam, low, high, use_cond: bool):
+    """(cond_face or None, standardised low, standardised high) for the head; the MAM is frozen, and its speech
+    branch runs only for a head that reads `cond_face`."""
     import torch
 
     from ..model.face_head import standardised_speech
 
     with torch.no_grad():
-        cond = mam.speech_branch(low, high)["face"]
+        cond = mam.speech_branch(low, high)["face"] if use_cond else None
         sl, sh = standardised_speech(mam, low, high)
     return cond, sl, sh
 
@@ -118,7 +120,7 @@ def train_face_head(weights: str, out_dir: str, cfg: FaceHeadTrainConfig, manife
                                               0.5 * (1 + np.cos(np.pi * min(1.0, s / cfg.steps))))
     norm = lambda x: tok.normalize("face", x)
     val_batches = [face_batch(val, np.arange(i, min(len(val), i + 64)), "cpu") for i in range(0, len(val), 64)]
-    val_inputs = [(head_inputs(gen.mam, b["low"], b["high"]), norm(b["face"]), b["weight"]) for b in val_batches]
+    val_inputs = [(head_inputs(gen.mam, b["low"], b["high"], head_cfg.use_cond), norm(b["face"]), b["weight"]) for b in val_batches]
 
     val_jaw = np.concatenate([jaw_opening(b["face"].numpy()).ravel() for b in val_batches])
 
@@ -152,7 +154,7 @@ def train_face_head(weights: str, out_dir: str, cfg: FaceHeadTrainConfig, manife
         b = face_batch(train, idx, "cpu")
         if cfg.speech_aug > 0:
             b = augment_speech(gen, b, cfg.speech_aug, aug_gen)
-        c, sl, sh = head_inputs(gen.mam, b["low"], b["high"])
+        c, sl, sh = head_inputs(gen.mam, b["low"], b["high"], head_cfg.use_cond)
         loss = face_head_loss(head(c, sl, sh), norm(b["face"]), b["weight"], cfg.velocity_weight)
         opt.zero_grad()
         loss.backward()
@@ -178,7 +180,8 @@ def train_face_head(weights: str, out_dir: str, cfg: FaceHeadTrainConfig, manife
                     break
     head.load_state_dict(best_state)
     info = {"config": head_cfg.to_dict(), "train": dataclasses.asdict(cfg), "best_step": best_step,
-            "val_loss": best, "val_jaw_corr": best_corr, "val_loss_still_face": still, "minutes": (time.time() - t0) / 60, "weights": os.path.basename(weights)}
+            "val_loss": best, "val_jaw_corr": best_corr, "val_loss_still_face": still,
+            "minutes": (time.time() - t0) / 60, "weights": os.path.basename(weights)}
     path = out / "face_head.safetensors"
     from ..model.checkpoint import write_face_head
 

@@ -106,10 +106,21 @@ class BuiltinBackend:
         return LOW_DIM, HIGH_DIM
 
     def compute(self, audio: np.ndarray, fps: float, n_frames: int):
-        raw = self.lowlevel.compute(audio, n_frames, fps)
-        low = normalise_low(raw, fps)
+        low, rms_db = self.low_features(audio, fps, n_frames)
         phones = recognise_phones(audio, self.recogniser)
+        return low, self.high_features(phones, fps, n_frames, rms_db), phones
+
+    # compute() in two halves, so that the phones can come from another process (core.speech.phone_process)
+    def low_features(self, audio: np.ndarray, fps: float, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """(low (n_frames, LOW_DIM), rms_db (n_frames,)): the acoustics, and the level high_features needs."""
+        raw = self.lowlevel.compute(audio, n_frames, fps)
+        return normalise_low(raw, fps), raw["rms_db"]
+
+    @staticmethod
+    def high_features(phones, fps: float, n_frames: int, rms_db: np.ndarray) -> np.ndarray:
+        """(n_frames, HIGH_DIM): phone shares and the speech flag. Row t depends only on the phones that
+        overlap frame t (and the clip's level), so rows before the recognised time are final."""
         high = np.zeros((n_frames, HIGH_DIM), dtype=np.float32)
         high[:, PHONE_POSTERIORS] = phones_to_frames(phones, n_frames, fps)
-        high[:, SPEECH_FLAG] = speech_flags(high[:, PHONE_POSTERIORS], raw["rms_db"])
-        return low, high, phones
+        high[:, SPEECH_FLAG] = speech_flags(high[:, PHONE_POSTERIORS], rms_db)
+        return high

@@ -117,14 +117,25 @@ def recognise_phones(audio: np.ndarray, config: RecogniserConfig = RecogniserCon
 
     Gaps the recogniser leaves (none in practice) are not filled here; `phones_to_frames` counts uncovered
     time as silence."""
-    audio = np.asarray(audio, dtype=np.float32)
     segments: list[tuple[float, float, str]] = []
+    for _, found in recognise_phone_pieces(audio, config):
+        segments.extend(found)
+    return segments
+
+
+def recognise_phone_pieces(audio: np.ndarray, config: RecogniserConfig = RecogniserConfig()):
+    """recognise_phones piece by piece: yields (piece_end_s, [(start_s, end_s, phone)]) for each ~30 s piece
+    in order, as soon as it is decoded (core.speech.phone_process streams them to the generation loop).
+    Every segment of a piece lies before its piece_end_s and after the previous piece's."""
+    audio = np.asarray(audio, dtype=np.float32)
     if len(audio) < SAMPLE_RATE // 10:  # under 0.1 s: too short for the recogniser's feature windows
-        return [(0.0, len(audio) / SAMPLE_RATE, "SIL")] if len(audio) else []
+        yield len(audio) / SAMPLE_RATE, ([(0.0, len(audio) / SAMPLE_RATE, "SIL")] if len(audio) else [])
+        return
     # A new decoder for every clip: a decoder adapts as it goes (its front end's estimates carry over from
     # utterance to utterance, even through reinit_feat, and reinit() does not restore a new one's state), so
     # with a shared one a clip's phones would depend on what this process recognised before; content-keyed
-    # feature caches and sharded batch generation need them to depend on the clip alone.
+    # feature caches and sharded batch generation need them to depend on the clip alone. (The same carry-over
+    # makes a clip's pieces depend on each other: they are decoded in order, never in parallel.)
     decoder = _decoder(config, fresh=True)
     for start, end in split_points(len(audio), audio, target_s=config.chunk_s):
         offset = start / SAMPLE_RATE
@@ -134,13 +145,14 @@ def recognise_phones(audio: np.ndarray, config: RecogniserConfig = RecogniserCon
         decoder.end_utt()
         found = [(seg.word, seg.start_frame, seg.end_frame) for seg in decoder.seg()]
         piece_end = end / SAMPLE_RATE
+        segments = []
         for word, first, last in found:
             label = word if word in PHONE_INDEX else _normalise_label(word)
             seg_start = offset + first / RECOGNISER_FPS
             seg_end = min(offset + (last + 1) / RECOGNISER_FPS, piece_end)
             if seg_end > seg_start:
                 segments.append((seg_start, seg_end, label))
-    return segments
+        yield piece_end, segments
 
 
 def _normalise_label(word: str) -> str:

@@ -38,7 +38,11 @@ _BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
 
 def helper_wanted() -> bool:
     """The helper pays off with a second core to run on; the switch turns it off."""
-    return os.environ.get(ENV_SWITCH, "1") != "0" and (os.cpu_count() or 1) >= 2
+    try:
+        cores = len(os.sched_getaffinity(0))   # the cores this process may use (containers, taskset)
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return os.environ.get(ENV_SWITCH, "1") != "0" and cores >= 2
 
 
 class PhoneJob:

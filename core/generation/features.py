@@ -173,9 +173,9 @@ class FeatureStream:
     @property
     def phones(self) -> list[tuple[float, float, str]]:
         """The phones of every chunk started so far (waits for those still being recognised)."""
-        started = [k for k in self._pending] + [k for k in self._chunks]
-        if started:
-            self._collect(max(started))
+        last = max([*self._pending, *self._chunks], default=None)
+        if last is not None:
+            self._collect(last)
         return self._phones
 
     def _sample(self, frame: int) -> int:
@@ -247,8 +247,7 @@ class FeatureStream:
             low, high = self._chunks[k]
             return low[a:b], high[a:b]
         low = pending.low()           # the acoustics here while the helper decodes the phones
-        high = pending.high_rows(stop)
-        return low[off + a:stop].copy(), high[off + a:stop].copy()
+        return low[off + a:stop], pending.high_rows(stop)[off + a:stop]   # rows() concatenates: a copy
 
     def rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         import time

@@ -180,6 +180,25 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
         levels = int(recorded.get("levels", 1))
     guidance = float(recorded.get("guidance", 1.0)) if options.guidance is None else options.guidance
     gain = float(recorded.get("gesture_gain", 1.0)) if options.gesture_gain is None else options.gesture_gain
+    prior_strength = float(recorded.get("token_prior", 0.0)) if options.token_prior is None else options.token_prior
+    token_prior = None
+    if bank is None and prior_strength > 0:   # a bank's nearest window replaces the synthetic prior
+        token_prior = mdl.token_prior
+        if token_prior is None and options.token_prior is not None:
+            from ..errors import EchoMaskError
+
+            raise EchoMaskError(f"These weights ({os.path.basename(mdl.path or 'the model')}) have no token prior; "
+                                f"set the token prior to 0 or add one (`python -m core build-token-prior`).")
+        if token_prior is not None and token_prior.n_codes != cfg.tokenizer.nb_code:
+            from ..errors import EchoMaskError
+
+            raise EchoMaskError("The token prior in these weights does not fit their tokenizers; build it again "
+                                "(`python -m core build-token-prior`).")
+    prior_sampler = None
+    if token_prior is not None:
+        from .token_prior import prior_rng
+
+        prior_sampler = prior_rng(options.seed)
     sampler = torch.Generator().manual_seed(options.seed)
     face_head = mdl.face_head if options.face_source in ("auto", "head") else None
     if options.face_source == "head" and face_head is None:
@@ -234,11 +253,16 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
         prior = None
         if bank is not None:
             prior = bank.token_prior(cond, options.retrieval_weight, cfg.tokenizer.nb_code)
+        elif token_prior is not None:   # a chain from this window's seed token (windows join)
+            prior = token_prior.window_prior(n_tok, prior_strength, prior_sampler,
+                                             {p: int(given[p][0, 0]) for p in PARTS})
+        if prior is not None:
             if calm_pauses:
                 # Pauses keep the model's calm: the bank's windows were retrieved for speech (measured: with
                 # the prior everywhere a 4 s pause moved faster than the speech around it).
                 scale = torch.from_numpy(share)[:, None]
                 prior = {p: v * scale for p, v in prior.items()}
+            prior = {p: v.to(dev) for p, v in prior.items()}
         codes = choose(gen, tok, motion, known_here, cond, temperature, sampler, options.steps,
                        known_codes=given, top_p=options.top_p, level0_prior=prior, guidance=guidance,
                        coherence=options.coherence)
@@ -310,7 +334,8 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
     take.meta = {"generator": "echomask", "config": cfg.name, "weights": mdl.path, "seed": options.seed,
                  "temperature": options.temperature, "top_p": options.top_p, "coherence": options.coherence,
                  "steps": options.steps,
-                 "strategy": options.strategy, "levels": levels, "guidance": guidance, "gesture_gain": gain, "smoothing": options.smoothing, "travel": options.travel,
+                 "strategy": options.strategy, "levels": levels, "guidance": guidance, "gesture_gain": gain,
+                 "token_prior": prior_strength if token_prior is not None else 0.0, "smoothing": options.smoothing, "travel": options.travel,
                  "intensity": options.intensity, "face": "head" if head_face is not None else "tokens"}
     if "face" in parts_to_generate:
         take = apply_phone_mouth(take, phones, options.lipsync, known_frames)

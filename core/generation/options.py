@@ -41,6 +41,7 @@ DEFAULT_RETRIEVAL_WEIGHT = 8.0  # level-0 prior from a retrieval bank (core.gene
 #                                and λ was first chosen on the tails (4, for the weights before), so its figures are
 #                                optimistic (weights/MODEL_CARD.md)
 MAX_RETRIEVAL_WEIGHT = 32.0
+MAX_TOKEN_PRIOR = 32.0          # strength of the weights' token bigram prior (core.generation.token_prior)
 MAX_INTENSITY = 2.0
 MAX_TEMPERATURE = 2.0
 MAX_STEPS = 16
@@ -76,6 +77,8 @@ class GenerationOptions:
     #                                        weights record, else 1); needs weights trained with speech dropout
     retrieval_bank: str | None = None      # a bank built from your training data (None = the model alone)
     retrieval_weight: float = DEFAULT_RETRIEVAL_WEIGHT  # strength of the bank's token prior
+    token_prior: float | None = None       # strength of the weights' token bigram prior (core.generation.token_prior;
+    #                                        0 = off; None = what the weights record, else off); a bank replaces it
     parts: tuple[str, ...] | None = None   # None = every part
     device: str = "auto"                   # auto, cpu, cuda, mps
     threads: int = 1                       # torch CPU threads while generating
@@ -102,6 +105,10 @@ class GenerationOptions:
                                 f"got {self.pause_variation}.")
         if not (math.isfinite(float(self.retrieval_weight)) and 0.0 <= float(self.retrieval_weight) <= MAX_RETRIEVAL_WEIGHT):
             raise EchoMaskError(f"Retrieval weight must be between 0 and {MAX_RETRIEVAL_WEIGHT:g}; got {self.retrieval_weight}.")
+        if self.token_prior is not None and not (math.isfinite(float(self.token_prior))
+                                                 and 0.0 <= float(self.token_prior) <= MAX_TOKEN_PRIOR):
+            raise EchoMaskError(f"Token prior strength must be between 0 (off) and {MAX_TOKEN_PRIOR:g}; "
+                                f"got {self.token_prior}.")
         if self.gesture_gain is not None and not (math.isfinite(float(self.gesture_gain))
                                                   and 0.0 <= float(self.gesture_gain) <= MAX_INTENSITY):
             raise EchoMaskError(f"Gesture gain must be between 0 and {MAX_INTENSITY:g} (1 = as decoded); "
@@ -131,6 +138,8 @@ class GenerationOptions:
             object.__setattr__(self, "guidance", float(self.guidance))
         if self.gesture_gain is not None:
             object.__setattr__(self, "gesture_gain", float(self.gesture_gain))
+        if self.token_prior is not None:
+            object.__setattr__(self, "token_prior", float(self.token_prior))
         object.__setattr__(self, "levels", None if self.levels is None else int(self.levels))
         object.__setattr__(self, "smoothing", float(self.smoothing))
         object.__setattr__(self, "pause_variation", float(self.pause_variation))
@@ -202,6 +211,10 @@ def add_generation_options(p) -> None:
                    "window whose speech is nearest")
     p.add_argument("--retrieval-weight", dest="retrieval_weight", type=float, default=d.retrieval_weight,
                    help=f"strength of the bank's lean (default {d.retrieval_weight:g}; 0 = off)")
+    p.add_argument("--token-prior", dest="token_prior", type=float, default=d.token_prior,
+                   help="strength of the weights' token bigram prior, a lean towards this speaker's own sequences "
+                   "of coarse motion (0 = off, the model alone; default: what the weights record, else off; "
+                   "`python -m core build-token-prior` adds the tables to weights)")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda or mps")
 
 
@@ -214,4 +227,4 @@ def generation_options(args) -> GenerationOptions:
                              intensity=args.intensity, travel=args.travel, lipsync=args.lipsync,
                              face_source=args.face_source, device=args.device,
                              retrieval_bank=args.retrieval_bank, retrieval_weight=args.retrieval_weight,
-                             guidance=args.guidance, gesture_gain=args.gesture_gain)
+                             guidance=args.guidance, gesture_gain=args.gesture_gain, token_prior=args.token_prior)

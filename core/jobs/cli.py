@@ -111,6 +111,13 @@ def cmd_build_retrieval_bank(args) -> int:
     return run_cli(args)
 
 
+def cmd_build_token_prior(args) -> int:
+    """The token bigram prior's tables from training takes, into a weights file (core.generation.token_prior)."""
+    from ..generation.token_prior import run_cli
+
+    return run_cli(args)
+
+
 def _number_or_unset(text: str):
     """argparse type of `set-decoding --guidance / --gesture-gain`: a number, or "unset" to remove the record."""
     if text == "unset":
@@ -132,8 +139,10 @@ def cmd_set_decoding(args) -> int:
         changes["guidance"] = None if args.guidance == "unset" else args.guidance
     if args.gesture_gain is not None:
         changes["gesture_gain"] = None if args.gesture_gain == "unset" else args.gesture_gain
+    if args.token_prior is not None:
+        changes["token_prior"] = None if args.token_prior == "unset" else args.token_prior
     if not changes:
-        print("Nothing to record: give --levels, --guidance and/or --gesture-gain.")
+        print("Nothing to record: give --levels, --guidance, --gesture-gain and/or --token-prior.")
         return 2
     recorded = write_decoding_defaults(args.weights, note=args.note, **changes)
     print(f"{args.weights}: decoding defaults {recorded or 'none (the product defaults apply)'}")
@@ -403,6 +412,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True, help="bank file to write (.safetensors)")
     p.set_defaults(func=cmd_build_retrieval_bank)
 
+    p = sub.add_parser("build-token-prior", help="add a token bigram prior (generate --token-prior) to weights: "
+                       "statistics of consecutive coarse motion tokens in your training takes")
+    p.add_argument("--manifest", default="shared", help="'shared' (the shared data's captured takes) or a folder of "
+                   "takes (.npz + .wav)")
+    p.add_argument("--weights", default=None, help="model weights to add it to (default: the bundled small model)")
+    p.add_argument("--all-takes", action="store_true", help="--manifest shared: also the published models' outputs")
+    p.add_argument("-o", "--out", default=None, help="weights file to write (default: --weights itself, rewritten "
+                   "atomically)")
+    p.set_defaults(func=cmd_build_token_prior)
+
     p = sub.add_parser("set-decoding", help="record decoding defaults measured for a model's weights in its file "
                        "(measure them with bench/select_checkpoint.py --option levels=0 / levels=1)")
     p.add_argument("weights", help="model weights (.safetensors made by `python -m core train`)")
@@ -415,6 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gesture-gain", dest="gesture_gain", default=None, type=_number_or_unset, metavar="X|unset",
                    help="arm and hand amplitude generate applies by default for these weights (1 = as decoded; "
                    "unset = none; measure with bench/select_checkpoint.py --option gesture_gain=X)")
+    p.add_argument("--token-prior", dest="token_prior", default=None, type=_number_or_unset, metavar="X|unset",
+                   help="token prior strength generate uses by default for these weights (0 = off; unset = off unless "
+                   "asked; needs the tables: build-token-prior)")
     p.add_argument("--note", default=None, help="how it was measured (stored beside it)")
     p.set_defaults(func=cmd_set_decoding)
 

@@ -28,6 +28,7 @@ class EchoMaskModel:
     meta: dict
     path: str | None = None
     face_head: object = None  # core.model.face_head.SpeechFaceHead, when the bundle has one (stage 3)
+    token_prior: object = None  # core.generation.token_prior.TokenPrior, when the bundle has one
 
     def to(self, device):
         self.tokenizers.to(device)
@@ -155,8 +156,36 @@ def load_model(path: str | os.PathLike, expected_config: str | None = None, devi
     _load_strict(generator, sd, f"{name}: the generator", config.name)
     info = json.loads(header.get("info", "{}") or "{}")
     face_head = _load_face_head(tensors, info, name)
-    model = EchoMaskModel(config, tokenizers.eval(), generator.eval(), info, path, face_head)
+    token_prior = _load_token_prior(tensors, info, name)
+    model = EchoMaskModel(config, tokenizers.eval(), generator.eval(), info, path, face_head, token_prior)
     return model.to(device)
+
+
+def _load_token_prior(tensors: dict, info: dict, name: str):
+    """The bundle's token bigram prior (core.generation.token_prior), or None when it has none."""
+    from ..errors import EchoMaskError
+    from .token_prior import TokenPrior
+
+    try:
+        return TokenPrior.from_tensors(tensors, info.get("token_prior"))
+    except EchoMaskError as exc:
+        raise WeightsError(f"{name}: {exc}") from None
+
+
+def write_token_prior(source: str | os.PathLike, path: str | os.PathLike, prior) -> None:
+    """Copy the bundle `source` to `path` (may be the same file) with `prior`'s tables and info["token_prior"]
+    = prior.meta (atomically); a prior already in `source` is replaced."""
+    from .token_prior import TENSOR_PREFIX
+
+    header = read_header(source)
+    if header.get("kind") != MODEL_KIND:
+        raise WeightsError(f"{os.path.basename(os.fspath(source))} is not an EchoMask model file.")
+    tensors = _bundle_tensors(os.fspath(source), without_prefix=TENSOR_PREFIX)
+    tensors.update({k: t.contiguous() for k, t in prior.tensors().items()})
+    meta = json.loads(header.get("info", "{}") or "{}")
+    meta["token_prior"] = prior.meta
+    header["info"] = json.dumps(meta)
+    _save_bundle(tensors, os.fspath(path), header)
 
 
 FACE_HEAD_PREFIX = "face_head."
@@ -197,7 +226,7 @@ def write_face_head(source: str | os.PathLike, path: str | os.PathLike, head, in
 # Decoding defaults a bundle may carry in its info["decoding"], measured for its own weights (the best choice
 # differs between training runs: weights/MODEL_CARD.md). GenerationOptions fields left at None read them.
 DECODING_FIELDS = {"levels": (int, 0, 16), "guidance": (float, 0.0, 5.0),   # name: (type, lowest, highest)
-                   "gesture_gain": (float, 0.0, 2.0)}
+                   "gesture_gain": (float, 0.0, 2.0), "token_prior": (float, 0.0, 32.0)}
 
 
 def decoding_defaults(meta: dict) -> dict:

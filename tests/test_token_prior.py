@@ -1,0 +1,177 @@
+"""The token bigram prior (core.generation.token_prior): tables of consecutive level-0 tokens from training takes,
+stored in the weights bundle, sampled per window from the window's seed token and seeded by the take's seed,
+strong enough to steer the decoder, off at 0, absent from pauses, and clear errors for weights without it."""
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import requires_torch
+from model_helpers import fake_features, one_thread, synthetic_takes, tiny_bundle
+
+pytestmark = requires_torch
+
+_threads = pytest.fixture(scope="module", autouse=True)(one_thread)
+PARTS = ("face", "upper", "hands", "lower")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = tiny_bundle(tmp_path_factory.mktemp("w") / "tiny.safetensors")
+    return path
+
+
+def _cycle_prior(n_codes=8, length=400):
+    """A prior whose training tokens cycle 0 -> 1 -> ... -> n_codes - 1 -> 0 in every part."""
+    from echomask.core.generation.token_prior import TokenPrior
+
+    seq = np.arange(length) % n_codes
+    return TokenPrior.from_sequences({p: [seq] for p in PARTS}, n_codes, {"takes": ["cycle.npz"]})
+
+
+def test_counts_and_chains_follow_the_training_transitions():
+    from echomask.core.generation.token_prior import TokenPrior, prior_rng
+
+    prior = _cycle_prior()
+    assert prior.counts["upper"][3, 4] == 50 and prior.counts["upper"][3].sum() == 50
+    assert np.allclose(prior.transitions["hands"].sum(1), 1.0)
+    chain = prior.sample(200, prior_rng(0), first={p: 5 for p in PARTS})
+    for p in PARTS:
+        assert chain[p][0] == 5                                        # starts from the seed token
+        follows = np.mean(chain[p][1:] == (chain[p][:-1] + 1) % 8)
+        assert follows > 0.95                                          # the training transitions, nearly always
+    again = prior.sample(200, prior_rng(0), first={p: 5 for p in PARTS})
+    other = prior.sample(200, prior_rng(1))
+    assert all(np.array_equal(chain[p], again[p]) for p in PARTS)     # same seed, same chain
+    assert any(not np.array_equal(chain[p], other[p]) for p in PARTS)
+    with pytest.raises(Exception, match="too short"):
+        TokenPrior.from_sequences({p: [np.array([1])] for p in PARTS}, 8)
+
+
+def test_a_strong_prior_decides_the_level0_tokens(tiny):
+    from echomask.core.generation.decoding import refine_window
+    from echomask.core.generation.token_prior import prior_rng
+    from echomask.core.model.checkpoint import load_model
+
+    model = load_model(tiny)
+    k = model.config.tokenizer.nb_code
+    from echomask.core.generation.token_prior import TokenPrior
+
+    prior = TokenPrior.from_sequences({p: [np.arange(600) % k] for p in PARTS}, k)
+    t = model.config.window
+    n_tok = t // model.tokenizers["upper"].downsample
+    rng = np.random.default_rng(0)
+    import torch
+
+    with torch.inference_mode():
+        cond = model.generator.mam.speech_branch(torch.from_numpy(rng.standard_normal((1, t, 84)).astype(np.float32)),
+                                                 torch.from_numpy(rng.standard_normal((1, t, 43)).astype(np.float32)))
+    known = np.zeros(t, bool)
+    known[:model.config.seed_frames] = True
+    args = (model.generator, model.tokenizers, np.zeros((t, 337), np.float32), known, cond)
+    logits = prior.window_prior(n_tok, 1e3, prior_rng(0), {p: 3 for p in PARTS})
+    steered = refine_window(*args, level0_prior=logits)
+    plain = refine_window(*args)
+    for p in PARTS:
+        assert np.array_equal(steered[p][:, 0].numpy(), logits[p].argmax(-1).numpy())
+    assert any(not np.array_equal(plain[p][:, 0].numpy(), steered[p][:, 0].numpy()) for p in PARTS)
+
+
+def test_prior_lives_in_the_bundle_and_survives_other_rewrites(tiny, tmp_path):
+    from echomask.core.model.checkpoint import load_model, write_decoding_defaults, write_token_prior
+
+    path = tmp_path / "with_prior.safetensors"
+    write_token_prior(tiny, path, _cycle_prior(n_codes=16))
+    assert load_model(tiny).token_prior is None                       # the source is untouched
+    write_decoding_defaults(path, token_prior=6.0)
+    m = load_model(path)
+    assert m.token_prior is not None and m.token_prior.meta["takes"] == ["cycle.npz"]
+    assert m.token_prior.counts["lower"][15, 0] > 0 and m.meta["decoding"]["token_prior"] == 6.0
+    write_token_prior(path, path, _cycle_prior(n_codes=16, length=100))   # replaced in place
+    assert load_model(path).token_prior.counts["lower"].sum() == 99
+
+
+def test_generate_reads_the_recorded_strength_and_is_off_at_zero(tiny, tmp_path):
+    from echomask.core.errors import EchoMaskError
+    from echomask.core.generation.inference import generate
+    from echomask.core.generation.options import GenerationOptions
+    from echomask.core.generation.token_prior import TokenPrior
+    from echomask.core.model.checkpoint import load_model, write_decoding_defaults, write_token_prior
+
+    k = load_model(tiny).config.tokenizer.nb_code
+    prior = TokenPrior.from_sequences({p: [np.random.default_rng(2).integers(0, k, 500)] for p in PARTS}, k)
+    path = tmp_path / "w.safetensors"
+    write_token_prior(tiny, path, prior)
+    audio = (0.1 * np.random.default_rng(0).standard_normal(16000 * 5)).astype(np.float32)
+    kw = dict(device="cpu", feature_fn=fake_features, pause_variation=1.0)
+    plain = generate(audio, model=str(tiny), **kw)
+    assert plain.meta["token_prior"] == 0.0
+    assert np.array_equal(generate(audio, model=str(path), **kw).poses, plain.poses)   # no record: off
+    steered = generate(audio, model=str(path), token_prior=16.0, **kw)
+    assert steered.meta["token_prior"] == 16.0 and np.isfinite(steered.poses).all()
+    assert not np.allclose(steered.poses, plain.poses)
+    assert np.array_equal(generate(audio, model=str(path), token_prior=16.0, **kw).poses, steered.poses)
+    assert not np.allclose(generate(audio, model=str(path), token_prior=16.0, seed=1, **kw).poses, steered.poses)
+    recorded = tmp_path / "recorded.safetensors"
+    shutil.copy(path, recorded)
+    write_decoding_defaults(recorded, token_prior=16.0)
+    assert np.array_equal(generate(audio, model=str(recorded), **kw).poses, steered.poses)   # the record
+    assert np.array_equal(generate(audio, model=str(recorded), token_prior=0.0, **kw).poses, plain.poses)
+    with pytest.raises(EchoMaskError, match="no token prior"):
+        generate(audio, model=str(tiny), token_prior=8.0, **kw)
+    with pytest.raises(EchoMaskError, match="Token prior strength"):
+        GenerationOptions(token_prior=-1)
+
+
+def test_pauses_get_no_prior(tiny, tmp_path, monkeypatch):
+    """With the default pause Variation (0) the prior is scaled away where nobody speaks, as a bank's is."""
+    from echomask.core.generation import loop
+    from echomask.core.generation.inference import generate
+    from echomask.core.generation.token_prior import TokenPrior
+    from echomask.core.model.checkpoint import load_model, write_token_prior
+    from echomask.core.speech.builtin import SPEECH_FLAG
+
+    k = load_model(tiny).config.tokenizer.nb_code
+    path = tmp_path / "w.safetensors"
+    write_token_prior(tiny, path, TokenPrior.from_sequences({p: [np.arange(300) % k] for p in PARTS}, k))
+    seen = []
+    real = loop.refine_window
+
+    def spy(*a, level0_prior=None, **kw):
+        seen.append({p: v.clone() for p, v in level0_prior.items()})
+        return real(*a, level0_prior=level0_prior, **kw)
+
+    monkeypatch.setattr(loop, "refine_window", spy)
+
+    def silent_features(audio, fps=30.0):   # the built-in backend's speech flag says nobody speaks
+        low, high = fake_features(audio, fps)
+        high[:, SPEECH_FLAG] = 0.0
+        return low, high
+
+    model = load_model(path)
+    monkeypatch.setattr(loop, "default_feature_fn", lambda backend: silent_features)
+    if model.config.generator.speech_backend != "builtin" or model.config.generator.speech_high_dim <= SPEECH_FLAG:
+        pytest.skip("the tiny config has no built-in speech flag")
+    generate(np.zeros(16000 * 3, np.float32), model=model, device="cpu", token_prior=8.0)
+    assert seen and all(float(v.abs().sum()) == 0.0 for w in seen for v in w.values())
+
+
+def test_build_token_prior_command_on_a_folder(tiny, tmp_path, capsys):
+    from echomask.core.jobs.cli import main
+    from echomask.core.model.checkpoint import load_model
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "short").mkdir()
+    data = synthetic_takes(tmp_path / "data", n_takes=2, frames=300)
+    out = tmp_path / "w.safetensors"
+    assert main(["build-token-prior", "--manifest", str(data), "--weights", str(tiny), "-o", str(out)]) == 0
+    prior = load_model(out).token_prior
+    assert prior.meta["takes"] == ["take0.npz", "take1.npz"]
+    assert "token prior from 2 takes" in capsys.readouterr().out
+    per_take = 300 // 4 - 1
+    assert all(0 < prior.counts[p].sum() <= 2 * per_take for p in PARTS)
+    synthetic_takes(tmp_path / "short", n_takes=1, frames=40)             # shorter than a window
+    out2 = tmp_path / "w2.safetensors"
+    assert main(["build-token-prior", "--manifest", str(tmp_path / "short"), "--weights", str(tiny),
+                 "-o", str(out2)]) == 2                                # a clear error, nothing written
+    assert not out2.exists()

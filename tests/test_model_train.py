@@ -60,6 +60,10 @@ def test_two_steps_resume_and_repeatable(setup):
     assert model.meta["step"] == 2 and not model.meta["final"]
     # The speech standardisation learned from the data is part of the weights.
     assert float(model.generator.mam.speech_low.std.mean()) != 1.0
+    # So are the token bigram prior's tables (core.generation.token_prior), off until asked for or recorded.
+    assert model.token_prior is not None and model.token_prior.meta["takes"] == ["take0.npz", "take1.npz"]
+    assert all(model.token_prior.counts[p].sum() > 0 for p in model.token_prior.counts)
+    assert "token_prior" not in (model.meta.get("decoding") or {})
 
     # Resume from step 2 to 3, compare with an uninterrupted 3-step run of the same seed.
     _run(root, data, out, steps=3, resume=True)

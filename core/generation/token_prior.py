@@ -24,7 +24,7 @@ from ..model.token_prior import TokenPrior, prior_rng  # noqa: F401  (public her
 from ..motion.skeleton import PARTS
 
 
-def training_token_sequences(model, entries, log=print) -> tuple[dict, list[str]]:
+def training_token_sequences(tokenizers, window: int, entries, log=print) -> tuple[dict, list[str]]:
     """Level-0 tokens of each take's training frames (before its held-out tail; not mirrored or stretched),
     {part: [(n_tok,) int64, ...]}, and the takes used."""
     import torch
@@ -33,7 +33,8 @@ def training_token_sequences(model, entries, log=print) -> tuple[dict, list[str]
     from ..motion.take import load_take
     from ..training.data import variant_plan
 
-    tok, window = model.tokenizers, model.config.window
+    tok = tokenizers
+    device = next(iter(tok.parameters())).device
     sequences = {p: [] for p in PARTS}
     used = []
     for entry in entries:
@@ -46,7 +47,7 @@ def training_token_sequences(model, entries, log=print) -> tuple[dict, list[str]
         hi = lo + (hi - lo) // tok[PARTS[0]].downsample * tok[PARTS[0]].downsample   # whole tokens
         parts = take_to_parts(take.slice(lo, hi))
         with torch.inference_mode():
-            codes = tok.encode_parts({p: torch.from_numpy(v[None]).to(model.device) for p, v in parts.items()})
+            codes = tok.encode_parts({p: torch.from_numpy(v[None]).to(device) for p, v in parts.items()})
         masked = set(getattr(entry, "masked_parts", ()) or ())
         for p in PARTS:
             if p not in masked:
@@ -57,13 +58,21 @@ def training_token_sequences(model, entries, log=print) -> tuple[dict, list[str]
     return sequences, used
 
 
-def build_token_prior(model, entries, log=print) -> TokenPrior:
-    """The bigram prior of `entries`' training frames (core.training.data manifest entries) in `model`'s tokens."""
+def prior_entries(entries) -> list:
+    """The takes a prior is built from: the captured ones when there are any (other models' outputs carry their
+    artefacts), else all."""
+    captured = [e for e in entries if getattr(e, "kind", "gt") == "gt"]
+    return captured or list(entries)
+
+
+def build_token_prior(tokenizers, config, entries, log=print) -> TokenPrior:
+    """The bigram prior of `entries`' training frames (core.training.data manifest entries) in `tokenizers`' level-0
+    tokens (config: the model's ModelConfig)."""
     import os
 
-    sequences, used = training_token_sequences(model, entries, log)
+    sequences, used = training_token_sequences(tokenizers, config.window, entries, log)
     n_tokens = int(sum(len(s) for s in sequences[PARTS[1]]))
-    return TokenPrior.from_sequences(sequences, model.config.tokenizer.nb_code,
+    return TokenPrior.from_sequences(sequences, config.tokenizer.nb_code,
                                      {"takes": sorted(os.path.basename(u) for u in used), "tokens": n_tokens,
                                       "source": "level-0 tokens of the training frames (held-out tails excluded)"})
 
@@ -79,13 +88,10 @@ def run_cli(args) -> int:
 
     weights = os.fspath(args.weights or DEFAULT_MODEL)
     model = load_model(weights)
-    if args.manifest == "shared":
-        entries = shared_training_manifest()
-        if not args.all_takes:   # the capture only: other models' outputs carry their artefacts
-            entries = [e for e in entries if e.kind == "gt"]
-    else:
-        entries = folder_manifest(args.manifest)
-    prior = build_token_prior(model, entries, log=print)
+    entries = shared_training_manifest() if args.manifest == "shared" else folder_manifest(args.manifest)
+    if not args.all_takes:
+        entries = prior_entries(entries)
+    prior = build_token_prior(model.tokenizers, model.config, entries, log=print)
     out = args.out or weights
     write_token_prior(weights, out, prior)
     print(f"wrote {out}: token prior from {len(prior.meta['takes'])} takes ({prior.meta['tokens']} tokens per part); "

@@ -49,8 +49,10 @@ def resolved_config(config, generator) -> object:
     return cfg
 
 
-def save_model(path: str | os.PathLike, config, tokenizers, generator, info: dict | None = None) -> None:
-    """Write a bundle atomically (temp file, then rename)."""
+def save_model(path: str | os.PathLike, config, tokenizers, generator, info: dict | None = None,
+               token_prior=None) -> None:
+    """Write a bundle atomically (temp file, then rename); token_prior: a core.model.token_prior.TokenPrior to
+    store with it (its tables, and its meta as info["token_prior"])."""
     import torch
 
     from .config import MODEL_FORMAT_VERSION
@@ -65,9 +67,13 @@ def save_model(path: str | os.PathLike, config, tokenizers, generator, info: dic
         tensors[name] = torch.from_numpy(arr.copy())
     for name, t in generator.state_dict().items():
         tensors[f"generator.{name}"] = t.detach().cpu().contiguous()
+    info = dict(info or {})
+    if token_prior is not None:
+        tensors.update({k: t.contiguous() for k, t in token_prior.tensors().items()})
+        info["token_prior"] = token_prior.meta
     cfg = resolved_config(config, generator)
     header = {"kind": MODEL_KIND, "format_version": str(MODEL_FORMAT_VERSION), "config_name": cfg.name,
-              "config": json.dumps(cfg.to_dict()), "info": json.dumps(info or {})}
+              "config": json.dumps(cfg.to_dict()), "info": json.dumps(info)}
     _save_bundle(tensors, path, header)
 
 

@@ -461,6 +461,14 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
     if len(train) == 0:
         raise EchoMaskError("No training window: takes must be longer than 64 frames (2.1 s).")
     log(f"data ready in {time.time() - t0:.0f} s")
+    token_prior = None
+    if main:   # the token bigram prior's tables travel with the weights (off until asked for or recorded)
+        from ..generation.token_prior import build_token_prior, prior_entries
+
+        try:
+            token_prior = build_token_prior(tokenizers, config, prior_entries(entries), log=log)
+        except (EchoMaskError, OSError, ValueError) as exc:   # optional: training goes on without it
+            log(f"no token prior for these weights: {exc}")
     nb = config.tokenizer.nb_code
     probe_windows = np.sort(np.random.default_rng(1234).choice(len(train), min(96, len(train)), replace=False))
     baselines = {"val": token_baselines(train.codes, val.codes, nb) if len(val) else {},
@@ -522,7 +530,7 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
             info["val"] = metrics
         if probes:
             info["probes"] = probes
-        save_model(model_path, config, tokenizers, model, info)
+        save_model(model_path, config, tokenizers, model, info, token_prior)
         torch.save({"optimizer": opt.state_dict(), "ema": teacher.state_dict(), "torch_rng": torch.get_rng_state(),
                     "mask_rng": mask_gen.get_state(), "step": torch.tensor(step), "epoch": torch.tensor(sampler.epoch),
                     "pos": torch.tensor(sampler.pos)}, str(state_path) + ".partial")
@@ -554,7 +562,7 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
             if score is not None and (best["score"] is None or score < best["score"]):
                 best.update(score=score, step=step)
                 save_model(best_path, config, tokenizers, model, dict(info_base, step=step, best=best, val=metrics,
-                                                                      probes=probes))
+                                                                      probes=probes), token_prior)
             t = round(time.time() - started, 1)
             logf.write(json.dumps({"step": step, "split": "val", "time": t, **metrics}) + "\n")
             logf.write(json.dumps({"step": step, "split": "probe", "time": t, "score": score, **probes}) + "\n")

@@ -104,6 +104,9 @@ def generate(audio, options: GenerationOptions | None = None, *, model=None, kno
             if options.retrieval_bank and options.retrieval_weight > 0:
                 raise EchoMaskError("Retrieval banks work with this project's models, not the converted official "
                                     "release; leave the bank empty for it.")
+            if options.token_prior:
+                raise EchoMaskError("The token prior works with this project's models, not the converted official "
+                                    "release; set it to 0 or leave it unset for it.")
 
             take = generate_take_official(audio, mdl, options, known, progress, check_cancel, timings,
                                           feature_fn=None if feature_fn is None else (lambda a, n: feature_fn(a, fps)))

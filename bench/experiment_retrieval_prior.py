@@ -55,7 +55,8 @@ def main(argv=None) -> int:
     cap_speed, cap_jerk = speed_and_jerk(capture)
     systems = []
     for lam in args.lam:
-        kw = dict(model=m, retrieval_bank=str(bank), retrieval_weight=lam, threads=1, levels=args.levels)
+        # token_prior 0: λ 0 is the model alone (the weights' token prior would otherwise stand in for the bank)
+        kw = dict(model=m, retrieval_bank=str(bank), retrieval_weight=lam, threads=1, levels=args.levels, token_prior=0)
         for seed in args.seeds:
             name = f"lam{lam:g}_seed{seed}"
             (out / name).mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,8 @@ class EchoMaskSettings(bpy.types.PropertyGroup):
     seed: bpy.props.IntProperty(name="Seed", default=0, min=0, description="Same seed, same take")
     temperature: bpy.props.FloatProperty(
         name="Variation", default=DEFAULTS.temperature, min=0.0, max=MAX_TEMPERATURE, soft_max=1.5,
-        description="0 = the model's single most likely motion; higher = more varied takes per seed")
+        description="0 = the model's single most likely motion (the bundled model also draws a run of "
+                    "coarse motion from the Seed, so seeds still differ); higher = more varied takes per seed")
     model: bpy.props.EnumProperty(
         name="Model",
         items=(("BUNDLED", "Bundled Model", "The small EchoMask model shipped with the extension"),

@@ -156,6 +156,40 @@ def test_pauses_get_no_prior(tiny, tmp_path, monkeypatch):
     assert seen and all(float(v.abs().sum()) == 0.0 for w in seen for v in w.values())
 
 
+def test_a_face_shown_from_its_tokens_gets_no_prior(tiny, tmp_path, monkeypatch):
+    """Without a speech face head the take's face is its tokens, which keep the model's own choice; the body's get
+    the prior where someone speaks."""
+    from echomask.core.generation import loop
+    from echomask.core.generation.inference import generate
+    from echomask.core.generation.token_prior import TokenPrior
+    from echomask.core.model.checkpoint import load_model, write_token_prior
+    from echomask.core.speech.builtin import SPEECH_FLAG
+
+    k = load_model(tiny).config.tokenizer.nb_code
+    path = tmp_path / "w.safetensors"
+    write_token_prior(tiny, path, TokenPrior.from_sequences({p: [np.arange(300) % k] for p in PARTS}, k))
+    seen = []
+    real = loop.refine_window
+
+    def spy(*a, level0_prior=None, **kw):
+        seen.append({p: v.clone() for p, v in level0_prior.items()})
+        return real(*a, level0_prior=level0_prior, **kw)
+
+    def speaking_features(audio, fps=30.0):
+        low, high = fake_features(audio, fps)
+        high[:, SPEECH_FLAG] = 1.0
+        return low, high
+
+    monkeypatch.setattr(loop, "refine_window", spy)
+    monkeypatch.setattr(loop, "default_feature_fn", lambda backend: speaking_features)
+    model = load_model(path)
+    assert model.face_head is None
+    generate((0.1 * np.random.default_rng(4).standard_normal(16000 * 3)).astype(np.float32), model=model,
+             device="cpu", token_prior=8.0)
+    assert seen and all(float(w["face"].abs().sum()) == 0.0 for w in seen)
+    assert all(float(w[p].sum()) == 8.0 * w[p].shape[0] for w in seen for p in ("upper", "hands", "lower"))
+
+
 def test_build_token_prior_command_on_a_folder(tiny, tmp_path, capsys):
     from echomask.core.jobs.cli import main
     from echomask.core.model.checkpoint import load_model

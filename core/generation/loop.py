@@ -256,6 +256,11 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
         elif token_prior is not None:   # a chain from this window's seed token (windows join)
             prior = token_prior.window_prior(n_tok, prior_strength, prior_sampler,
                                              {p: int(given[p][0, 0]) for p in PARTS})
+            if head_face is None:
+                # A face shown from its tokens keeps the model's own choice: the face tokens are the part that
+                # reads the speech most (another window's speech raises their CE most), and a speech-blind
+                # chain would drive the take's face. (With the face head their tokens are only context.)
+                prior["face"] = torch.zeros_like(prior["face"])
         if prior is not None:
             if calm_pauses:
                 # Pauses keep the model's calm: the bank's windows were retrieved for speech (measured: with

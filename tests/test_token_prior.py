@@ -89,6 +89,22 @@ def test_prior_lives_in_the_bundle_and_survives_other_rewrites(tiny, tmp_path):
     assert m.token_prior.counts["lower"][15, 0] > 0 and m.meta["decoding"]["token_prior"] == 6.0
     write_token_prior(path, path, _cycle_prior(n_codes=16, length=100))   # replaced in place
     assert load_model(path).token_prior.counts["lower"].sum() == 99
+    from echomask.core.errors import WeightsError
+    from echomask.core.model.token_prior import TokenPrior
+
+    bad = _cycle_prior(n_codes=16)
+    bad.counts["hands"][0, 0] = float("nan")
+    with pytest.raises(Exception, match="non-finite"):
+        TokenPrior(bad.counts)
+    broken = tmp_path / "broken.safetensors"
+    write_token_prior(tiny, broken, _cycle_prior(n_codes=16))
+    from echomask.core.model.checkpoint import _bundle_tensors, _save_bundle, read_header
+
+    tensors = _bundle_tensors(str(broken))
+    del tensors["token_prior.hands.bigram"]
+    _save_bundle(tensors, str(broken), read_header(broken))
+    with pytest.raises(WeightsError, match="lacks hands"):
+        load_model(broken)                                             # damaged: said, never silently off
 
 
 def test_generate_reads_the_recorded_strength_and_is_off_at_zero(tiny, tmp_path):

@@ -7,13 +7,17 @@ a plausible sequence of this speaker's coarse motion, with the capture's transit
 Why (weights/MODEL_CARD.md, "A token bigram prior"): on the held-out tails about 15 of a bank's 41 FGD points
 came from leaning on *any* real token sequence, and a bank is the capture itself in token form (not ours to
 ship for BEAT2). The bigram keeps only aggregate statistics, like the weights, and is stored in the weights
-bundle. The cost, measured: with λ 8 the model keeps the prior's choice for about two thirds of the coarse
-body tokens where someone speaks, so that share of the body follows a speech-blind chain.
+bundle. The bundled weights record λ 8 (`set-decoding --token-prior 8`): on speech no training used FGD 80.1 vs
+86.1 at Variation 1 and 80.0 vs 143.1 at Variation 0, where arg-max alone is nearly still. The cost, measured:
+the model keeps the prior's choice for about two thirds of the coarse body tokens where someone speaks, so that
+share of the body follows a speech-blind chain (a probe on the motion, bench/probe_speech_following.py, saw no
+speech-following lost: there was none to see). Pauses get no prior (with the default pause Variation), nor does
+a face shown from its tokens; a retrieval bank replaces it.
 
-The tables come from the training split only (held-out tails excluded; no mirroring or time-stretch), built
-with `python -m core build-token-prior`. Sampling is seeded by the take's seed (same seed, same take). Each
-window's chain starts from its seed token (the previous window's last), so consecutive windows join.
-Pure torch + numpy, no bpy.
+The tables come from the training frames only (held-out tails excluded; no mirroring or time-stretch; the
+captured takes when there are any), built by `train` with every bundle it writes and by `python -m core
+build-token-prior`. Sampling is seeded by the take's seed (same seed, same take). Each window's chain starts
+from its seed token (the previous window's last), so consecutive windows join. Pure torch + numpy, no bpy.
 """
 from __future__ import annotations
 

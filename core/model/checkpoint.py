@@ -28,7 +28,7 @@ class EchoMaskModel:
     meta: dict
     path: str | None = None
     face_head: object = None  # core.model.face_head.SpeechFaceHead, when the bundle has one (stage 3)
-    token_prior: object = None  # core.generation.token_prior.TokenPrior, when the bundle has one
+    token_prior: object = None  # core.model.token_prior.TokenPrior (core.generation.token_prior), when the bundle has one
 
     def to(self, device):
         self.tokenizers.to(device)

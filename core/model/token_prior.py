@@ -23,6 +23,9 @@ class TokenPrior:
         if len(n) != 1 or len(next(iter(n))) != 2 or next(iter(n))[0] != next(iter(n))[1]:
             raise EchoMaskError("The token prior's tables are malformed; build them again "
                                 "(`python -m core build-token-prior`).")
+        if not all(np.isfinite(c).all() and (c >= 0).all() for c in self.counts.values()):
+            raise EchoMaskError("The token prior's tables hold negative or non-finite counts; build them again "
+                                "(`python -m core build-token-prior`).")
         self.n_codes = next(iter(n))[0]
         self.meta = dict(meta or {})
         # Row-normalised transitions and the first token's distribution (the token frequencies).

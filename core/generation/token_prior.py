@@ -87,10 +87,9 @@ def run_cli(args) -> int:
     import os
 
     from ..model.checkpoint import load_model, write_token_prior
-    from ..paths import DEFAULT_MODEL
     from ..training.data import folder_manifest, shared_training_manifest
 
-    weights = os.fspath(args.weights or DEFAULT_MODEL)
+    weights = os.fspath(args.weights)
     model = load_model(weights)
     entries = shared_training_manifest() if args.manifest == "shared" else folder_manifest(args.manifest)
     if not args.all_takes:

@@ -416,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "statistics of consecutive coarse motion tokens in your training takes")
     p.add_argument("--manifest", default="shared", help="'shared' (the shared data's captured takes) or a folder of "
                    "takes (.npz + .wav)")
-    p.add_argument("--weights", default=None, help="model weights to add it to (default: the bundled small model)")
+    p.add_argument("--weights", required=True, help="model weights to add it to (rewritten unless --out is given)")
     p.add_argument("--all-takes", action="store_true", help="also takes of other models' outputs (default: the "
                    "captured takes when there are any)")
     p.add_argument("-o", "--out", default=None, help="weights file to write (default: --weights itself, rewritten "

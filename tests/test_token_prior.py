@@ -139,8 +139,9 @@ def test_generate_reads_the_recorded_strength_and_is_off_at_zero(tiny, tmp_path)
         GenerationOptions(token_prior=-1)
 
 
-def test_pauses_get_no_prior(tiny, tmp_path, monkeypatch):
-    """With the default pause Variation (0) the prior is scaled away where nobody speaks, as a bank's is."""
+def _priors_seen(tiny, tmp_path, monkeypatch, speaking: bool) -> tuple[list, object]:
+    """The level-0 priors the decoder receives, window by window, for 3 s whose built-in speech flag says someone
+    speaks throughout (speaking) or nobody does; and the model (the tiny bundle with a cycle prior, no face head)."""
     from echomask.core.generation import loop
     from echomask.core.generation.inference import generate
     from echomask.core.generation.token_prior import TokenPrior
@@ -150,6 +151,9 @@ def test_pauses_get_no_prior(tiny, tmp_path, monkeypatch):
     k = load_model(tiny).config.tokenizer.nb_code
     path = tmp_path / "w.safetensors"
     write_token_prior(tiny, path, TokenPrior.from_sequences({p: [np.arange(300) % k] for p in PARTS}, k))
+    model = load_model(path)
+    if model.config.generator.speech_backend != "builtin" or model.config.generator.speech_high_dim <= SPEECH_FLAG:
+        pytest.skip("the tiny config has no built-in speech flag")
     seen = []
     real = loop.refine_window
 
@@ -157,52 +161,31 @@ def test_pauses_get_no_prior(tiny, tmp_path, monkeypatch):
         seen.append({p: v.clone() for p, v in level0_prior.items()})
         return real(*a, level0_prior=level0_prior, **kw)
 
-    monkeypatch.setattr(loop, "refine_window", spy)
-
-    def silent_features(audio, fps=30.0):   # the built-in backend's speech flag says nobody speaks
+    def flagged_features(audio, fps=30.0):
         low, high = fake_features(audio, fps)
-        high[:, SPEECH_FLAG] = 0.0
+        high[:, SPEECH_FLAG] = 1.0 if speaking else 0.0
         return low, high
 
-    model = load_model(path)
-    monkeypatch.setattr(loop, "default_feature_fn", lambda backend: silent_features)
-    if model.config.generator.speech_backend != "builtin" or model.config.generator.speech_high_dim <= SPEECH_FLAG:
-        pytest.skip("the tiny config has no built-in speech flag")
-    generate(np.zeros(16000 * 3, np.float32), model=model, device="cpu", token_prior=8.0)
-    assert seen and all(float(v.abs().sum()) == 0.0 for w in seen for v in w.values())
+    monkeypatch.setattr(loop, "refine_window", spy)
+    monkeypatch.setattr(loop, "default_feature_fn", lambda backend: flagged_features)
+    audio = (0.1 * np.random.default_rng(4).standard_normal(16000 * 3)).astype(np.float32)
+    generate(audio if speaking else np.zeros_like(audio), model=model, device="cpu", token_prior=8.0)
+    assert seen
+    return seen, model
+
+
+def test_pauses_get_no_prior(tiny, tmp_path, monkeypatch):
+    """With the default pause Variation (0) the prior is scaled away where nobody speaks, as a bank's is."""
+    seen, _ = _priors_seen(tiny, tmp_path, monkeypatch, speaking=False)
+    assert all(float(v.abs().sum()) == 0.0 for w in seen for v in w.values())
 
 
 def test_a_face_shown_from_its_tokens_gets_no_prior(tiny, tmp_path, monkeypatch):
     """Without a speech face head the take's face is its tokens, which keep the model's own choice; the body's get
     the prior where someone speaks."""
-    from echomask.core.generation import loop
-    from echomask.core.generation.inference import generate
-    from echomask.core.generation.token_prior import TokenPrior
-    from echomask.core.model.checkpoint import load_model, write_token_prior
-    from echomask.core.speech.builtin import SPEECH_FLAG
-
-    k = load_model(tiny).config.tokenizer.nb_code
-    path = tmp_path / "w.safetensors"
-    write_token_prior(tiny, path, TokenPrior.from_sequences({p: [np.arange(300) % k] for p in PARTS}, k))
-    seen = []
-    real = loop.refine_window
-
-    def spy(*a, level0_prior=None, **kw):
-        seen.append({p: v.clone() for p, v in level0_prior.items()})
-        return real(*a, level0_prior=level0_prior, **kw)
-
-    def speaking_features(audio, fps=30.0):
-        low, high = fake_features(audio, fps)
-        high[:, SPEECH_FLAG] = 1.0
-        return low, high
-
-    monkeypatch.setattr(loop, "refine_window", spy)
-    monkeypatch.setattr(loop, "default_feature_fn", lambda backend: speaking_features)
-    model = load_model(path)
+    seen, model = _priors_seen(tiny, tmp_path, monkeypatch, speaking=True)
     assert model.face_head is None
-    generate((0.1 * np.random.default_rng(4).standard_normal(16000 * 3)).astype(np.float32), model=model,
-             device="cpu", token_prior=8.0)
-    assert seen and all(float(w["face"].abs().sum()) == 0.0 for w in seen)
+    assert all(float(w["face"].abs().sum()) == 0.0 for w in seen)
     assert all(float(w[p].sum()) == 8.0 * w[p].shape[0] for w in seen for p in ("upper", "hands", "lower"))
 
 

@@ -35,17 +35,37 @@ def test_counts_and_chains_follow_the_training_transitions():
     prior = _cycle_prior()
     assert prior.counts["upper"][3, 4] == 50 and prior.counts["upper"][3].sum() == 50
     assert np.allclose(prior.transitions["hands"].sum(1), 1.0)
-    chain = prior.sample(200, prior_rng(0), first={p: 5 for p in PARTS})
+    start = {p: np.r_[5, np.full(199, -1)] for p in PARTS}
+    chain = prior.sample(200, prior_rng(0), start)
     for p in PARTS:
         assert chain[p][0] == 5                                        # starts from the seed token
         follows = np.mean(chain[p][1:] == (chain[p][:-1] + 1) % 8)
         assert follows > 0.95                                          # the training transitions, nearly always
-    again = prior.sample(200, prior_rng(0), first={p: 5 for p in PARTS})
+    again = prior.sample(200, prior_rng(0), start)
     other = prior.sample(200, prior_rng(1))
     assert all(np.array_equal(chain[p], again[p]) for p in PARTS)     # same seed, same chain
     assert any(not np.array_equal(chain[p], other[p]) for p in PARTS)
     with pytest.raises(Exception, match="too short"):
         TokenPrior.from_sequences({p: [np.array([1])] for p in PARTS}, 8)
+
+
+def test_chains_pass_through_pinned_tokens():
+    """An animator's kept tokens later in the window: the chain is drawn conditioned on them, so it reaches them
+    (here: the cycle must get from 1 at position 0 to 6 at position 9) and goes on from them."""
+    from echomask.core.generation.token_prior import prior_rng
+
+    prior = _cycle_prior()
+    pins = np.full(12, -1)
+    pins[0], pins[9] = 1, 6
+    leaves = []
+    for seed in range(20):
+        chain = prior.sample(12, prior_rng(seed), {p: pins for p in PARTS})
+        for p in PARTS:
+            assert chain[p][0] == 1 and chain[p][9] == 6
+            leaves.append(int(np.sum(chain[p][1:10] != (chain[p][:9] + 1) % 8)))
+    # Nine cycle steps from 1 land on 2: the way to 6 leaves the cycle once (anywhere on the way), exactly as the
+    # smoothed bigram weighs it (twice in about 2 % of chains); an unconditioned chain would miss the pin.
+    assert min(leaves) >= 1 and sum(x == 1 for x in leaves) >= 0.9 * len(leaves) and max(leaves) <= 3
 
 
 def test_a_strong_prior_decides_the_level0_tokens(tiny):
@@ -69,7 +89,7 @@ def test_a_strong_prior_decides_the_level0_tokens(tiny):
     known = np.zeros(t, bool)
     known[:model.config.seed_frames] = True
     args = (model.generator, model.tokenizers, np.zeros((t, 337), np.float32), known, cond)
-    logits = prior.window_prior(n_tok, 1e3, prior_rng(0), {p: 3 for p in PARTS})
+    logits = prior.window_prior(n_tok, 1e3, prior_rng(0), {p: np.r_[3, np.full(n_tok - 1, -1)] for p in PARTS})
     steered = refine_window(*args, level0_prior=logits)
     plain = refine_window(*args)
     for p in PARTS:
@@ -208,3 +228,44 @@ def test_build_token_prior_command_on_a_folder(tiny, tmp_path, capsys):
     assert main(["build-token-prior", "--manifest", str(tmp_path / "short"), "--weights", str(tiny),
                  "-o", str(out2)]) == 2                                # a clear error, nothing written
     assert not out2.exists()
+
+
+def test_kept_frames_pin_the_chain_and_stay_exact(tiny, tmp_path, monkeypatch):
+    """Re-keying with the prior: the animator's frames come back unchanged, and at every token whose frames are all
+    kept the prior's chain takes that token's own code (it leads into the keys)."""
+    from echomask.core.generation import loop
+    from echomask.core.generation.inference import generate
+    from echomask.core.generation.token_prior import TokenPrior
+    from echomask.core.model.checkpoint import load_model, write_token_prior
+    from echomask.core.motion.take import Take
+
+    k = load_model(tiny).config.tokenizer.nb_code
+    path = tmp_path / "w.safetensors"
+    write_token_prior(tiny, path, TokenPrior.from_sequences({p: [np.random.default_rng(5).integers(0, k, 600)]
+                                                            for p in PARTS}, k))
+    seen = []
+    real = loop.refine_window
+
+    def spy(generator, tokenizers, motion, known, *a, level0_prior=None, known_codes=None, **kw):
+        seen.append((np.asarray(known).copy(), {p: v.clone() for p, v in known_codes.items()},
+                     {p: v.clone() for p, v in level0_prior.items()}))
+        return real(generator, tokenizers, motion, known, *a, level0_prior=level0_prior, known_codes=known_codes, **kw)
+
+    monkeypatch.setattr(loop, "refine_window", spy)
+    n = 150
+    rng = np.random.default_rng(0)
+    kept = Take(poses=(0.2 * rng.standard_normal((n, 165))).astype(np.float32),
+                trans=np.tile(np.float32([0, 1.3, 0]), (n, 1)), expressions=np.zeros((n, 100), np.float32))
+    mask = np.zeros(n, bool)
+    mask[70:100] = True
+    audio = (0.1 * rng.standard_normal(16000 * 5)).astype(np.float32)
+    take = generate(audio, model=str(path), device="cpu", feature_fn=fake_features, token_prior=8.0,
+                    pause_variation=1.0, known_take=kept, known_mask=mask)
+    assert np.allclose(take.poses[72:98, 3:66], kept.poses[72:98, 3:66], atol=1e-4)
+    pinned_later = 0
+    for known, codes, prior in seen:
+        full = known.reshape(-1, 4).all(1)
+        for p in ("upper", "hands", "lower"):
+            assert np.array_equal(prior[p].argmax(-1).numpy()[full], codes[p][full, 0].numpy())
+        pinned_later += int(full[1:].sum())
+    assert pinned_later > 0                                              # keys inside a window were pinned

@@ -253,9 +253,13 @@ def generate_take(audio: np.ndarray, mdl, options: GenerationOptions, known=None
         prior = None
         if bank is not None:
             prior = bank.token_prior(cond, options.retrieval_weight, cfg.tokenizer.nb_code)
-        elif token_prior is not None:   # a chain from this window's seed token (windows join)
+        elif token_prior is not None:
+            # A chain through this window's known tokens: its seed token (windows join) and any token whose frames
+            # the animator keeps (the prior leads into the keys instead of past them).
+            pinned = torch.from_numpy(known_here.reshape(n_tok, unit).all(1))
             prior = token_prior.window_prior(n_tok, prior_strength, prior_sampler,
-                                             {p: int(given[p][0, 0]) for p in PARTS})
+                                             {p: torch.where(pinned, given[p][:, 0].cpu(), -1).numpy()
+                                              for p in PARTS})
             if head_face is None:
                 # A face shown from its tokens keeps the model's own choice: the face tokens are the part that
                 # reads the speech most (another window's speech raises their CE most), and a speech-blind

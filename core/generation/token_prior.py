@@ -17,7 +17,8 @@ a face shown from its tokens; a retrieval bank replaces it.
 The tables come from the training frames only (held-out tails excluded; no mirroring or time-stretch; the
 captured takes when there are any), built by `train` with every bundle it writes and by `python -m core
 build-token-prior`. Sampling is seeded by the take's seed (same seed, same take). Each window's chain starts
-from its seed token (the previous window's last), so consecutive windows join. Pure torch + numpy, no bpy.
+from its seed token (the previous window's last), so consecutive windows join, and passes through any token whose
+frames the animator keeps (drawn conditioned on them), so it leads into the keys. Pure torch + numpy, no bpy.
 """
 from __future__ import annotations
 

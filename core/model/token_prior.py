@@ -49,28 +49,61 @@ class TokenPrior:
             raise EchoMaskError("No token pairs to build a token prior from: the takes are too short.")
         return cls(counts, meta)
 
-    def sample(self, n_tok: int, rng: np.random.Generator, first: dict | None = None) -> dict:
-        """{part: (n_tok,) int64} a chain per part; first {part: int}: the chain's first token (e.g. the window's
-        seed token), else drawn from the token frequencies."""
+    def sample(self, n_tok: int, rng: np.random.Generator, fixed: dict | None = None) -> dict:
+        """{part: (n_tok,) int64} a chain per part. fixed {part: (n_tok,) int, -1 = free}: tokens the chain must
+        pass through (the window's seed token, an animator's kept frames); the chain is then drawn from the bigram
+        conditioned on them (backward messages, forward sampling), so it joins them instead of running past
+        them. A free first token is drawn from the token frequencies."""
         out = {}
         for p in PARTS:
+            pins = np.full(n_tok, -1, np.int64) if fixed is None or fixed.get(p) is None else \
+                np.asarray(fixed[p], np.int64)[:n_tok]
+            pins = np.where((pins >= 0) & (pins < self.n_codes), pins, -1)
             seq = np.empty(n_tok, np.int64)
-            start = None if first is None else first.get(p)
-            seq[0] = int(start) if start is not None and 0 <= int(start) < self.n_codes else \
-                min(int(np.searchsorted(np.cumsum(self.unigram[p]), rng.random())), self.n_codes - 1)
+            later = np.flatnonzero(pins[1:] >= 0)
+            back = self._backward(p, pins) if later.size else None
+            if pins[0] >= 0:
+                seq[0] = pins[0]
+            else:
+                first = self.unigram[p] if back is None else self.unigram[p] * back[0]
+                seq[0] = min(int(np.searchsorted(np.cumsum(first / first.sum()), rng.random())), self.n_codes - 1)
             draws = rng.random(n_tok)
             cdf = self._cdf[p]
             for i in range(1, n_tok):
-                seq[i] = min(int(np.searchsorted(cdf[seq[i - 1]], draws[i])), self.n_codes - 1)
+                if back is None:   # only the start is pinned: plain forward sampling
+                    seq[i] = min(int(np.searchsorted(cdf[seq[i - 1]], draws[i])), self.n_codes - 1)
+                elif pins[i] >= 0:
+                    seq[i] = pins[i]
+                else:
+                    q = self.transitions[p][seq[i - 1]] * back[i]
+                    seq[i] = min(int(np.searchsorted(np.cumsum(q / q.sum()), draws[i])), self.n_codes - 1)
             out[p] = seq
         return out
 
-    def window_prior(self, n_tok: int, weight: float, rng: np.random.Generator, first: dict | None = None) -> dict:
-        """{part: (n_tok, n_codes) float32 torch} additive level-0 logits: `weight` on a sampled chain's tokens."""
+    def _backward(self, part: str, pins: np.ndarray) -> np.ndarray:
+        """(n_tok, n_codes) b[t, k] ∝ P(the pinned tokens after t | token k at t), each row normalised; rows of
+        pinned positions are their indicator. An unreachable pin (count 0 everywhere) cannot happen: smoothing
+        keeps every transition possible."""
+        n, k = len(pins), self.n_codes
+        back = np.ones((n, k))
+        trans = self.transitions[part]
+        for t in range(n - 1, -1, -1):
+            if t < n - 1:
+                back[t] = trans @ back[t + 1]
+            if pins[t] >= 0:
+                keep = back[t, pins[t]]
+                back[t] = 0.0
+                back[t, pins[t]] = keep
+            back[t] /= back[t].sum()
+        return back
+
+    def window_prior(self, n_tok: int, weight: float, rng: np.random.Generator, fixed: dict | None = None) -> dict:
+        """{part: (n_tok, n_codes) float32 torch} additive level-0 logits: `weight` on a sampled chain's tokens
+        (fixed: as `sample`)."""
         import torch
 
         return {p: torch.nn.functional.one_hot(torch.from_numpy(seq), self.n_codes).float() * float(weight)
-                for p, seq in self.sample(n_tok, rng, first).items()}
+                for p, seq in self.sample(n_tok, rng, fixed).items()}
 
     def tensors(self) -> dict:
         """Bundle tensors (core.model.checkpoint.write_token_prior)."""

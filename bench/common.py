@@ -72,3 +72,23 @@ def speed_and_jerk(takes):
         speed.append(np.linalg.norm(np.diff(pos, axis=0), axis=-1).mean() * t.fps)
         jerk.append(np.linalg.norm(np.diff(pos, 3, axis=0), axis=-1).mean() * t.fps ** 3)
     return float(np.mean(speed)), float(np.mean(jerk))
+
+
+def add_decoding_experiment_args(ap) -> None:
+    """The flags of the decoding experiments that patch the product in-process and score it with
+    `score_decoding_in_process`: --seeds, --tails, --options."""
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--tails", action="store_true", help="also score the held-out tails (report only)")
+    ap.add_argument("--options", default="", help='generation options "name=value ..." for both sets')
+
+
+def score_decoding_in_process(weights: str, args) -> None:
+    """The speech-only clips (bench/select_checkpoint.py, the choice) and with args.tails the held-out tails
+    (bench/eval_tails_seeds.py, the report) for `weights`, generated in this process, so a patch applies."""
+    import eval_tails_seeds
+    import select_checkpoint
+
+    opts = [x for item in args.options.split() for x in ("--option", item)]
+    select_checkpoint.main([weights, "--seeds", ",".join(map(str, args.seeds)), *opts])
+    if args.tails:
+        eval_tails_seeds.main(["--weights", weights, "--seeds", *map(str, args.seeds), "--options", args.options])

@@ -17,7 +17,7 @@ import argparse
 import sys
 
 import numpy as np
-from common import ROOT, import_repo_as_package, training_capture
+from common import ROOT, add_decoding_experiment_args, import_repo_as_package, score_decoding_in_process, training_capture
 
 
 def spherical_kmeans(keys: np.ndarray, c: int, rng, iters: int = 30) -> tuple[np.ndarray, np.ndarray]:
@@ -37,9 +37,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clusters", type=int, default=8)
     ap.add_argument("--gamma", type=float, default=1.0)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    ap.add_argument("--tails", action="store_true", help="also score the held-out tails (report only)")
-    ap.add_argument("--options", default="", help='generation options "name=value ..." for both sets')
+    add_decoding_experiment_args(ap)
     args = ap.parse_args(argv)
     import_repo_as_package()
     import torch
@@ -98,16 +96,7 @@ def main(argv=None) -> int:
         return run
 
     loop.refine_window = reweighted(loop.refine_window)
-    import select_checkpoint
-
-    opts = ["--option", f"temperature={1.0}"] if not args.options else []
-    for item in args.options.split():
-        opts += ["--option", item]
-    select_checkpoint.main([weights, "--seeds", ",".join(map(str, args.seeds)), *opts])
-    if args.tails:
-        import eval_tails_seeds
-
-        eval_tails_seeds.main(["--seeds", *map(str, args.seeds), "--options", args.options])
+    score_decoding_in_process(weights, args)
     return 0
 
 

@@ -119,7 +119,8 @@ def cmd_build_token_prior(args) -> int:
 
 
 def _number_or_unset(text: str):
-    """argparse type of `set-decoding --guidance / --gesture-gain`: a number, or "unset" to remove the record."""
+    """argparse type of `set-decoding --guidance / --gesture-gain / --token-prior`: a number, or "unset" to remove
+    the record."""
     if text == "unset":
         return text
     try:

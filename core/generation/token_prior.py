@@ -9,7 +9,7 @@ came from leaning on *any* real token sequence, and a bank is the capture itself
 ship for BEAT2). The bigram keeps only aggregate statistics, like the weights, and is stored in the weights
 bundle. The bundled weights record λ 8 (`set-decoding --token-prior 8`): on speech no training used FGD 80.1 vs
 86.1 at Variation 1 and 80.0 vs 143.1 at Variation 0, where arg-max alone is nearly still. The cost, measured:
-the model keeps the prior's choice for about two thirds of the coarse body tokens where someone speaks, so that
+the model keeps the prior's choice for about three quarters of the coarse body tokens where someone speaks, so that
 share of the body follows a speech-blind chain (a probe on the motion, bench/probe_speech_following.py, saw no
 speech-following lost: there was none to see). Pauses get no prior (with the default pause Variation), nor does
 a face shown from its tokens; a retrieval bank replaces it.

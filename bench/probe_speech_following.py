@@ -6,7 +6,7 @@ training used (BEAT2 speaker 2's speech-only clips), and the correlation of the 
 speech's loudness over time, likewise. Matched minus mismatched is how much the timing of the motion comes from
 the speech; the training capture with its own speech is the reference. Needs ../shared/data.
 
-    python bench/probe_speech_following.py [--weights W] [--seeds 0 1 2 3 4] [--options "" "token_prior=8"]
+    python bench/probe_speech_following.py [--weights W] [--seeds 0 1 2 3 4] [--options "token_prior=0" ""]
 """
 from __future__ import annotations
 

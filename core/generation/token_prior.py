@@ -44,7 +44,7 @@ def training_token_sequences(tokenizers, window: int, entries, log=print) -> tup
     used = []
     for entry in entries:
         take = load_take(entry.npz)
-        plan = [r for r in variant_plan(entry, take.num_frames, "train", window, mirror=False, stretch_factors=())]
+        plan = variant_plan(entry, take.num_frames, "train", window, mirror=False, stretch_factors=())
         if not plan:
             log(f"  {entry.npz}: no training frames (shorter than a window before its held-out tail), skipped")
             continue

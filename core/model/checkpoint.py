@@ -183,15 +183,21 @@ def write_token_prior(source: str | os.PathLike, path: str | os.PathLike, prior)
     = prior.meta (atomically); a prior already in `source` is replaced."""
     from .token_prior import TENSOR_PREFIX
 
+    _rewrite_bundle(source, path, TENSOR_PREFIX, prior.tensors(), "token_prior", prior.meta)
+
+
+def _rewrite_bundle(source, path, prefix: str, tensors: dict, info_key: str, info_value) -> None:
+    """Copy the bundle `source` to `path` (atomically) with its tensors under `prefix` replaced by `tensors` (full
+    names) and info[info_key] = info_value: how a stage added after training (face head, token prior) is stored."""
     header = read_header(source)
     if header.get("kind") != MODEL_KIND:
         raise WeightsError(f"{os.path.basename(os.fspath(source))} is not an EchoMask model file.")
-    tensors = _bundle_tensors(os.fspath(source), without_prefix=TENSOR_PREFIX)
-    tensors.update({k: t.contiguous() for k, t in prior.tensors().items()})
+    kept = _bundle_tensors(os.fspath(source), without_prefix=prefix)
+    kept.update({k: t.detach().cpu().contiguous() for k, t in tensors.items()})
     meta = json.loads(header.get("info", "{}") or "{}")
-    meta["token_prior"] = prior.meta
+    meta[info_key] = info_value
     header["info"] = json.dumps(meta)
-    _save_bundle(tensors, os.fspath(path), header)
+    _save_bundle(kept, os.fspath(path), header)
 
 
 FACE_HEAD_PREFIX = "face_head."
@@ -217,16 +223,8 @@ def _load_face_head(tensors: dict, info: dict, name: str):
 def write_face_head(source: str | os.PathLike, path: str | os.PathLike, head, info: dict) -> None:
     """Copy the bundle `source` to `path` with `head`'s tensors and info["face_head"] = info (atomically);
     a face head already in `source` is replaced."""
-    header = read_header(source)
-    if header.get("kind") != MODEL_KIND:
-        raise WeightsError(f"{os.path.basename(os.fspath(source))} is not an EchoMask model file.")
-    tensors = _bundle_tensors(os.fspath(source), without_prefix=FACE_HEAD_PREFIX)
-    for k, t in head.state_dict().items():
-        tensors[FACE_HEAD_PREFIX + k] = t.detach().cpu().contiguous()
-    meta = json.loads(header.get("info", "{}") or "{}")
-    meta["face_head"] = info
-    header["info"] = json.dumps(meta)
-    _save_bundle(tensors, os.fspath(path), header)
+    _rewrite_bundle(source, path, FACE_HEAD_PREFIX,
+                    {FACE_HEAD_PREFIX + k: t for k, t in head.state_dict().items()}, "face_head", info)
 
 
 # Decoding defaults a bundle may carry in its info["decoding"], measured for its own weights (the best choice

@@ -92,3 +92,13 @@ def score_decoding_in_process(weights: str, args) -> None:
     select_checkpoint.main([weights, "--seeds", ",".join(map(str, args.seeds)), *opts])
     if args.tails:
         eval_tails_seeds.main(["--weights", weights, "--seeds", *map(str, args.seeds), "--options", args.options])
+
+
+def bundled_model_and_capture():
+    """(path of the bundled weights, the loaded model, the training capture's manifest entries): the set-up of
+    the decoding experiments. Needs ../shared/data and the repository imported as `echomask`."""
+    from echomask.core.model.checkpoint import load_model
+
+    weights = str(ROOT / "weights" / "echomask_small.safetensors")
+    _, entries = training_capture()
+    return weights, load_model(weights), entries

@@ -17,7 +17,7 @@ import argparse
 import sys
 
 import numpy as np
-from common import ROOT, add_decoding_experiment_args, import_repo_as_package, score_decoding_in_process, training_capture
+from common import add_decoding_experiment_args, bundled_model_and_capture, import_repo_as_package, score_decoding_in_process
 
 
 def spherical_kmeans(keys: np.ndarray, c: int, rng, iters: int = 30) -> tuple[np.ndarray, np.ndarray]:
@@ -44,12 +44,9 @@ def main(argv=None) -> int:
 
     from echomask.core.generation import loop
     from echomask.core.generation.retrieval import build_retrieval_bank, speech_keys
-    from echomask.core.model.checkpoint import load_model
     from echomask.core.motion.skeleton import PARTS
 
-    weights = str(ROOT / "weights" / "echomask_small.safetensors")
-    model = load_model(weights)
-    _, gt = training_capture()
+    weights, model, gt = bundled_model_and_capture()
     bank = build_retrieval_bank(model, gt, log=lambda *a: None)
     keys = bank.keys.numpy().astype(np.float64)
     rng = np.random.default_rng(0)

@@ -15,7 +15,7 @@ import argparse
 import sys
 
 import numpy as np
-from common import ROOT, add_decoding_experiment_args, import_repo_as_package, score_decoding_in_process, training_capture
+from common import add_decoding_experiment_args, bundled_model_and_capture, import_repo_as_package, score_decoding_in_process
 
 LEADER = "upper"
 FOLLOWERS = ("hands", "lower")
@@ -29,12 +29,9 @@ def main(argv=None) -> int:
     import_repo_as_package()
 
     from echomask.core.generation.token_prior import prior_entries, training_token_sequences
-    from echomask.core.model.checkpoint import load_model
     from echomask.core.model.token_prior import ADDITIVE_SMOOTHING, TokenPrior
 
-    weights = str(ROOT / "weights" / "echomask_small.safetensors")
-    model = load_model(weights)
-    _, gt = training_capture()
+    weights, model, gt = bundled_model_and_capture()
     seqs, _ = training_token_sequences(model.tokenizers, model.config.window, prior_entries(gt), log=lambda *a: None)
     k = model.config.tokenizer.nb_code
     tilt = {}

@@ -1,0 +1,90 @@
+"""Does the MAM's joint speech-motion space tell which motion goes with which speech, on speech it was not
+trained on? Per part, each window's motion-aligned speech feature (the MAM speech branch, pooled to the token
+rate) is compared (mean cosine over the window's tokens) with the MAM motion branch's encoding of every
+window's motion: AUC = the share of (window, other window) pairs where the window's own motion scores higher
+than the other's (0.5 = chance), and top-1 = the share of windows whose own motion scores highest. Training
+windows (no mirroring or stretch) against held-out windows (the tails of the ground-truth takes). Also the
+score of chains drawn from the bundled token bigram prior, against the windows' own motion: whether the
+space could rank speech-blind candidates. And, token by token: the share of speech tokens whose best-scoring
+motion token (among every token of every window) is in the same window, and the share where it sits at the same
+time index of another window (a space that encodes the time within the window, not the speech). Needs
+../shared/data.
+
+    python bench/probe_mam_alignment.py [--weights weights/echomask_small.safetensors] [--chains 64]
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+import numpy as np
+from common import import_repo_as_package
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", default=str(ROOT / "weights" / "echomask_small.safetensors"))
+    ap.add_argument("--chains", type=int, default=64, help="token-prior chains scored per window (0: none)")
+    args = ap.parse_args(argv)
+    import_repo_as_package()
+    import torch
+    import torch.nn.functional as F
+
+    from echomask.core.model.checkpoint import load_model
+    from echomask.core.motion.skeleton import PARTS
+    from echomask.core.training import train as T
+    from echomask.core.training.data import shared_training_manifest
+
+    torch.manual_seed(0)
+    m = load_model(args.weights)
+    g = m.generator.eval()
+    features = T.builtin_feature_fn(m.config.generator.speech_backend, T.default_cache_dir())
+    entries = [e for e in shared_training_manifest() if e.kind == "gt"]
+    train = T.GeneratorData(entries, m.tokenizers, m.config, features, "train", log=lambda *a: None,
+                            mirror=False, stretch=())
+    val = T.GeneratorData(entries, m.tokenizers, m.config, features, "val", takes=train.ds.takes,
+                          log=lambda *a: None)
+    rng = np.random.default_rng(0)
+    prior = m.token_prior if args.chains > 0 else None
+
+    def motion_space(part, codes):   # (B, N, L) codes -> (B, N, d) unit vectors in the joint space
+        return F.normalize(g.mam.motion_branch(part, m.tokenizers[part].latent_per_level(codes).sum(2)), dim=-1)
+
+    print(f"{'windows':9s} {'part':6s} {'N':>4} {'AUC':>6} {'AUC L0':>7} {'top-1':>6} {'own':>6} {'others':>7}"
+          + (f" {'chains':>7} {'best chain':>11}" if prior is not None else "") + f" {'same win':>9} {'same time':>10}")
+    for name, data in (("training", train), ("held-out", val)):
+        b = data.batch(np.arange(len(data)), "cpu")
+        with torch.inference_mode():
+            cond = g.mam.speech_branch(b["low"], b["high"])
+            for p in PARTS:
+                codes = b["codes"][p]                                          # (N, n_tok, L)
+                n, n_tok = codes.shape[:2]
+                s = F.normalize(F.adaptive_avg_pool1d(cond[p].transpose(1, 2), n_tok).transpose(1, 2), dim=-1)
+                full = torch.einsum("itd,jtd->ij", s, motion_space(p, codes)) / n_tok   # speech i x motion j
+                l0 = torch.einsum("itd,jtd->ij", s, motion_space(p, codes[..., :1])) / n_tok
+                pairs = n * (n - 1)
+                auc = float((full.diag()[:, None] > full).float().sum()) / pairs
+                auc0 = float((l0.diag()[:, None] > l0).float().sum()) / pairs
+                top1 = float((full.argmax(1) == torch.arange(n)).float().mean())
+                row = (f"{name:9s} {p:6s} {n:4d} {auc:6.3f} {auc0:7.3f} {top1:6.3f} {float(l0.diag().mean()):6.3f} "
+                       f"{float(l0.mean()):7.3f}")
+                if prior is not None:
+                    chains = torch.from_numpy(np.stack([prior.sample(n_tok, rng)[p] for _ in range(args.chains)]))
+                    sc = torch.einsum("itd,jtd->ij", s, motion_space(p, chains[..., None])) / n_tok
+                    row += f" {float(sc.mean()):7.3f} {float(sc.max(1).values.mean()):11.3f}"
+                top = (s.reshape(n * n_tok, -1) @ motion_space(p, codes).reshape(n * n_tok, -1).T).argmax(1)
+                own = torch.arange(n * n_tok)
+                same_window = top // n_tok == own // n_tok
+                same_time = (top % n_tok == own % n_tok) & ~same_window
+                row += f" {float(same_window.float().mean()):9.3f} {float(same_time.float().mean()):10.3f}"
+                print(row)
+    print("AUC: own motion (every level) scores above another window's; AUC L0 and the scores: level 0 only, "
+          "as the prior's chains have; own / others / chains: mean cosine; best chain: mean of each window's best; "
+          f"same win / same time: where each speech token's best motion token is (chance: same window 1/N).")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -43,11 +43,12 @@ def main(argv=None) -> int:
     from echomask.core.generation.inference import generate
     from echomask.core.speech.audio import load_speech
 
+    from select_checkpoint import option_value
+
     opts = {}
     for item in args.option:
         k, v = item.split("=", 1)
-        opts[k] = type(getattr(__import__("echomask.core.generation.options", fromlist=["GenerationOptions"])
-                               .GenerationOptions(), k))(v)
+        opts[k.strip().replace("-", "_")] = option_value(v.strip())
     audio = load_speech(args.audio)
     ranges = [tuple(int(x) for x in r.split(":")) for r in args.ranges]
     rows = []

@@ -3,8 +3,8 @@ take's own, for the bundled model on the bundled example speech (as an animator 
 
     python bench/bench_rekey_seams.py [--seeds 0 1 2] [--ranges 90:180 300:390] [--option name=value ...]
 
-Per seed: a take is generated, then each range is re-keyed (every other frame kept, as the panel's
-"Re-key range" does) with another seed. Printed: the mean joint speed (body joints, no translation) in the
+Per seed: a take is generated, then the ranges are re-keyed with another seed, every frame outside them kept
+(as the panel's Re-key does with the frames outside its range). Printed: the mean joint speed (body joints, no translation) in the
 frames around each seam (`--around` either side) over the take's median frame speed, for the re-keyed take
 and, at the same frames, for the take before re-keying (the motion's own peaks there); and the largest
 one-frame speed ratio at a seam. A ratio near the original's means the seam does not show.

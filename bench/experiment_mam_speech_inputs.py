@@ -8,7 +8,7 @@ features, or with some of them replaced by their training mean (no information):
     bands      prosody + the log-mel averaged into 8 bands (coarse timbre; what motion matching reads)
     nophones   full without the phone posteriors
 
-and scored, every --eval-every steps, by bench/probe_mam_alignment.py's AUC: per part, the share of pairs of
+and scored, every --eval-every steps, by bench/probe_mam_alignment.py's AUC (its functions): per part, the share of pairs of
 windows where a window's own motion scores above another's under its speech (0.5 = chance), on training and
 held-out windows. A research script: nothing here changes the product. Needs ../shared/data.
 
@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 from common import import_repo_as_package
+from probe_mam_alignment import own_motion_auc, speech_motion_scores
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -40,7 +41,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import_repo_as_package()
     import torch
-    import torch.nn.functional as F
 
     from echomask.core.model.checkpoint import load_model
     from echomask.core.model.generator import EchoMaskGenerator
@@ -83,12 +83,8 @@ def main(argv=None) -> int:
             with torch.inference_mode():
                 cond = mam.speech_branch(*blind(b["low"], b["high"], inputs))
                 for p in PARTS:
-                    codes = b["codes"][p]
-                    n, n_tok = codes.shape[:2]
-                    s = F.normalize(F.adaptive_avg_pool1d(cond[p].transpose(1, 2), n_tok).transpose(1, 2), dim=-1)
-                    mot = F.normalize(mam.motion_branch(p, m.tokenizers[p].latent_per_level(codes).sum(2)), dim=-1)
-                    sim = torch.einsum("itd,jtd->ij", s, mot) / n_tok
-                    out[name, p] = float((sim.diag()[:, None] > sim).float().sum()) / (n * (n - 1))
+                    sim = speech_motion_scores(mam, m.tokenizers[p], p, cond[p], b["codes"][p])
+                    out[name, p] = own_motion_auc(sim)
         return out
 
     results = {}

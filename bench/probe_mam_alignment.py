@@ -23,6 +23,27 @@ from common import import_repo_as_package
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
+def speech_motion_scores(mam, tokenizer, part: str, cond_part, codes, per_token: bool = False):
+    """The MAM's joint-space scores of windows' speech against windows' motion: cond_part (B, T, d) speech
+    branch output, codes (B', N, L) -> (B, B') mean cosine over the N tokens, or with per_token the token-level
+    (B N, B' N) cosines. Also the unit motion vectors (B', N, d)."""
+    import torch
+    import torch.nn.functional as F
+
+    n_tok = codes.shape[1]
+    s = F.normalize(F.adaptive_avg_pool1d(cond_part.transpose(1, 2), n_tok).transpose(1, 2), dim=-1)
+    motion = F.normalize(mam.motion_branch(part, tokenizer.latent_per_level(codes).sum(2)), dim=-1)
+    if per_token:
+        return s.reshape(-1, s.shape[-1]) @ motion.reshape(-1, motion.shape[-1]).T
+    return torch.einsum("itd,jtd->ij", s, motion) / n_tok
+
+
+def own_motion_auc(sim) -> float:
+    """Share of (window, other window) pairs where the window's own motion (the diagonal) scores higher."""
+    n = sim.shape[0]
+    return float((sim.diag()[:, None] > sim).float().sum()) / (n * (n - 1))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", default=str(ROOT / "weights" / "echomask_small.safetensors"))
@@ -30,7 +51,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import_repo_as_package()
     import torch
-    import torch.nn.functional as F
 
     from echomask.core.model.checkpoint import load_model
     from echomask.core.motion.skeleton import PARTS
@@ -49,9 +69,6 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     prior = m.token_prior if args.chains > 0 else None
 
-    def motion_space(part, codes):   # (B, N, L) codes -> (B, N, d) unit vectors in the joint space
-        return F.normalize(g.mam.motion_branch(part, m.tokenizers[part].latent_per_level(codes).sum(2)), dim=-1)
-
     print(f"{'windows':9s} {'part':6s} {'N':>4} {'AUC':>6} {'AUC L0':>7} {'top-1':>6} {'own':>6} {'others':>7}"
           + (f" {'chains':>7} {'best chain':>11}" if prior is not None else "") + f" {'same win':>9} {'same time':>10}")
     for name, data in (("training", train), ("held-out", val)):
@@ -61,20 +78,16 @@ def main(argv=None) -> int:
             for p in PARTS:
                 codes = b["codes"][p]                                          # (N, n_tok, L)
                 n, n_tok = codes.shape[:2]
-                s = F.normalize(F.adaptive_avg_pool1d(cond[p].transpose(1, 2), n_tok).transpose(1, 2), dim=-1)
-                full = torch.einsum("itd,jtd->ij", s, motion_space(p, codes)) / n_tok   # speech i x motion j
-                l0 = torch.einsum("itd,jtd->ij", s, motion_space(p, codes[..., :1])) / n_tok
-                pairs = n * (n - 1)
-                auc = float((full.diag()[:, None] > full).float().sum()) / pairs
-                auc0 = float((l0.diag()[:, None] > l0).float().sum()) / pairs
+                full = speech_motion_scores(g.mam, m.tokenizers[p], p, cond[p], codes)   # speech i x motion j
+                l0 = speech_motion_scores(g.mam, m.tokenizers[p], p, cond[p], codes[..., :1])
                 top1 = float((full.argmax(1) == torch.arange(n)).float().mean())
-                row = (f"{name:9s} {p:6s} {n:4d} {auc:6.3f} {auc0:7.3f} {top1:6.3f} {float(l0.diag().mean()):6.3f} "
-                       f"{float(l0.mean()):7.3f}")
+                row = (f"{name:9s} {p:6s} {n:4d} {own_motion_auc(full):6.3f} {own_motion_auc(l0):7.3f} {top1:6.3f} "
+                       f"{float(l0.diag().mean()):6.3f} {float(l0.mean()):7.3f}")
                 if prior is not None:
                     chains = torch.from_numpy(np.stack([prior.sample(n_tok, rng)[p] for _ in range(args.chains)]))
-                    sc = torch.einsum("itd,jtd->ij", s, motion_space(p, chains[..., None])) / n_tok
+                    sc = speech_motion_scores(g.mam, m.tokenizers[p], p, cond[p], chains[..., None])
                     row += f" {float(sc.mean()):7.3f} {float(sc.max(1).values.mean()):11.3f}"
-                top = (s.reshape(n * n_tok, -1) @ motion_space(p, codes).reshape(n * n_tok, -1).T).argmax(1)
+                top = speech_motion_scores(g.mam, m.tokenizers[p], p, cond[p], codes, per_token=True).argmax(1)
                 own = torch.arange(n * n_tok)
                 same_window = top // n_tok == own // n_tok
                 same_time = (top % n_tok == own % n_tok) & ~same_window

@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     from echomask.core.model.checkpoint import load_model
     from echomask.core.model.generator import EchoMaskGenerator
     from echomask.core.motion.skeleton import PARTS
-    from echomask.core.speech.builtin import LOG_F0, MEL, ONSET, PHONE_POSTERIORS, RMS, VOICING
+    from echomask.core.speech.builtin import MEL, PHONE_POSTERIORS   # the other columns: onset, RMS, pitch, voicing
     from echomask.core.training import train as T
     from echomask.core.training.data import shared_training_manifest
 

@@ -116,6 +116,42 @@ def test_mam_losses_and_gradients_reach_shared_encoders():
     assert params["mam.speech_query_lower"].grad.abs().sum() > 0
 
 
+def test_body_speech_bands_hides_fine_spectrum_and_phones_from_the_body_only():
+    """body_speech="bands": the body's condition is blind to detail inside a mel band and to the phones,
+    yet follows band energy; the face still reads every feature."""
+    import dataclasses
+
+    import torch
+
+    from echomask.core.model.config import get_config
+    from echomask.core.model.generator import EchoMaskGenerator
+    from echomask.core.speech.builtin import MEL, PHONE_POSTERIORS
+
+    cfg = get_config("tiny")
+    cfg = dataclasses.replace(cfg, generator=dataclasses.replace(cfg.generator, body_speech="bands"))
+    torch.manual_seed(0)
+    g = EchoMaskGenerator(cfg).eval()
+    _, low, high = _inputs(g)
+    # Same band means, different bins inside each band; different phones.
+    detail = torch.randn(B, T, 8, 10)
+    detail = detail - detail.mean(-1, keepdim=True)
+    low2, high2 = low.clone(), high.clone()
+    low2[..., MEL] = low[..., MEL] + detail.reshape(B, T, 80)
+    high2[..., PHONE_POSTERIORS] = torch.randn_like(high[..., PHONE_POSTERIORS])
+    louder = low.clone()
+    louder[..., MEL] = low[..., MEL] + 1.0
+    with torch.no_grad():
+        a, b, c = (g.mam.speech_branch(*x) for x in ((low, high), (low2, high2), (louder, high)))
+    for p in ("upper", "hands", "lower"):
+        assert torch.allclose(a[p], b[p], atol=1e-5)
+        assert (a[p] - c[p]).abs().max() > 1e-3
+    assert (a["face"] - b["face"]).abs().max() > 1e-3
+    paper = get_config("paper")
+    with pytest.raises(ValueError, match="built-in speech"):
+        EchoMaskGenerator(dataclasses.replace(paper, generator=dataclasses.replace(paper.generator,
+                                                                                   body_speech="bands")))
+
+
 def test_sqa_mask_top_share_plus_random_share():
     import torch
 

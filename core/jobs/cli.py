@@ -334,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--dropout", type=float, default=None,
                    help="the generator's dropout (default: the config's, 0.1 for small); give the same value with --resume")
+    p.add_argument("--body-speech", default=None, choices=("full", "bands"),
+                   help="what the body's speech branch reads: full (every built-in feature; the config's default) "
+                   "or bands (8 mel bands + prosody, no phones); give the same value with --resume")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch per process (0: torch's default)")

@@ -31,9 +31,13 @@ from torch import nn
 
 from ..motion.motion_repr import MOTION_DIM
 from ..motion.skeleton import PARTS
+from ..speech.builtin import HIGH_DIM as BUILTIN_HIGH_DIM
+from ..speech.builtin import LOW_DIM as BUILTIN_LOW_DIM
 from .gen_layers import MLP, ConvMotionEncoder, HalveTime, PeriodicPositionalEncoding, decoder, encoder
 from .mam import MAM, Standardize
 from .sqa import SQA_PARTS, SQABlock
+
+BUILTIN_DIMS = (BUILTIN_LOW_DIM, BUILTIN_HIGH_DIM)
 
 BODY_PARTS = ("upper", "hands", "lower")
 
@@ -89,7 +93,10 @@ class EchoMaskGenerator(nn.Module):
         drop = g.dropout
 
         self.mam = MAM(d, low_dim, high_dim, g.mam_layers, g.mam_heads, g.mam_ff, g.mam_dec_layers, drop,
-                       g.nce_temperature)
+                       g.nce_temperature, body_speech=g.body_speech)
+        if g.body_speech != "full" and (g.speech_backend != "builtin" or (low_dim, high_dim) != BUILTIN_DIMS):
+            raise ValueError(f'body_speech="{g.body_speech}" coarsens the built-in speech features; '
+                             f'this config uses the {g.speech_backend!r} backend')
         self.motion_input = Standardize(MOTION_DIM)
         self.mask_embeddings = nn.Parameter(torch.randn(1, 1, MOTION_DIM) * 0.02)
         self.motion_encoder = ConvMotionEncoder(MOTION_DIM, d, g.motion_stages)

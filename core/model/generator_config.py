@@ -55,6 +55,9 @@ class GeneratorConfig:
     #                                 per window, cos(pi/2 u) with u ~ U(0, 1) (MaskGIT), so the model learns
     #                                 to fill any share of hidden tokens, as iterative decoding asks
     nce_temperature: float = 0.1    # MAM InfoNCE
+    body_speech: str = "full"       # what the body parts' MAM speech branch reads: "full" (paper) or
+    #                                 "bands" (ours, built-in features only: 8 mel bands + prosody, no
+    #                                 phones; see core/model/mam.py MAM.coarse_speech)
 
 
 def paper_generator() -> GeneratorConfig:

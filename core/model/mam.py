@@ -18,7 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..motion.skeleton import PARTS
+from ..speech.builtin import MEL, PHONE_POSTERIORS
 from .gen_layers import MLP, PeriodicPositionalEncoding, decoder, encoder
+
+# What the body parts' speech branch reads: "full" = every feature (paper); "bands" = the built-in
+# features coarsened (MAM.coarse_speech), the face still reading them all.
+BODY_SPEECH = ("full", "bands")
+COARSE_BANDS = 8
 
 
 class Standardize(nn.Module):
@@ -52,9 +58,12 @@ class SpeechInput(Standardize):
 
 class MAM(nn.Module):
     def __init__(self, d: int, low_dim: int, high_dim: int, layers: int, heads: int, ff: int, dec_layers: int,
-                 dropout: float, temperature: float = 0.1):
+                 dropout: float, temperature: float = 0.1, body_speech: str = "full"):
         super().__init__()
         self.d, self.temperature = d, temperature
+        if body_speech not in BODY_SPEECH:
+            raise ValueError(f"body_speech must be one of {BODY_SPEECH}, not {body_speech!r}")
+        self.body_speech = body_speech
         self.speech_low = SpeechInput(low_dim, d)
         self.speech_high = SpeechInput(high_dim, d)
         self.position_embeddings_speech = PeriodicPositionalEncoding(d, dropout)  # queries and speech
@@ -74,16 +83,35 @@ class MAM(nn.Module):
         """low (B, T, LOW), high (B, T, HIGH) -> {part: cond_p (B, T, d)}."""
         pe = self.position_embeddings_speech
         low_m, high_m = pe(self.speech_low(low)), pe(self.speech_high(high))
+        body_low_m, body_high_m = low_m, high_m
+        if self.body_speech == "bands":
+            coarse_low, coarse_high = self.coarse_speech(low, high)
+            body_low_m, body_high_m = pe(self.speech_low(coarse_low)), pe(self.speech_high(coarse_high))
         b, t = low.shape[:2]
         cond = {}
         for p in PARTS:
+            lm, hm = (low_m, high_m) if p == "face" else (body_low_m, body_high_m)
             h = pe(getattr(self, f"speech_query_{p}").expand(b, t, -1))
             h = self._enc(p, 1)(h)
-            h = getattr(self, f"{p}_decoder_low")(h, low_m)
+            h = getattr(self, f"{p}_decoder_low")(h, lm)
             h = self._enc(p, 2)(h)
-            h = getattr(self, f"{p}_decoder_high")(h, high_m)
+            h = getattr(self, f"{p}_decoder_high")(h, hm)
             cond[p] = self._enc(p, 3)(h)
         return cond
+
+    def coarse_speech(self, low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The built-in features as the body reads them with body_speech="bands": the 80 log-mel bins
+        averaged into 8 bands of 10 (every bin set to its band's mean), prosody kept, phone posteriors
+        set to their training mean (no information). Why: on minutes of one speaker, the MAM's body
+        space learnt from the full spectrum and phones did not carry over to unseen speech (held-out
+        AUC 0.47-0.50); with coarse bands it did slightly better (0.54-0.55, bench/experiment_mam_speech_inputs.py)."""
+        low, high = low.clone(), high.clone()
+        mel = low[..., MEL]
+        bands = mel.reshape(*mel.shape[:-1], COARSE_BANDS, -1).mean(-1, keepdim=True).expand(
+            *mel.shape[:-1], COARSE_BANDS, mel.shape[-1] // COARSE_BANDS)
+        low[..., MEL] = bands.reshape(mel.shape)
+        high[..., PHONE_POSTERIORS] = self.speech_high.mean[PHONE_POSTERIORS]
+        return low, high
 
     def motion_branch(self, part: str, latent: torch.Tensor) -> torch.Tensor:
         """Ground-truth RVQ latent (B, N, d) -> motion tokens (B, N, d) through the shared encoders."""

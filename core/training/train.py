@@ -407,7 +407,7 @@ def _validation_score(probes: dict, tcfg: TrainConfig) -> float | None:
 def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: str, tcfg: TrainConfig,
                     device: str = "auto", resume: bool = False, feature_fn=None, log=print,
                     progress_bar: bool = True, cache_dir: str | None = None, init: str | None = None,
-                    data_options=None, dropout: float | None = None) -> dict:
+                    data_options=None, dropout: float | None = None, body_speech: str | None = None) -> dict:
     """Train (or resume) a generator; returns the final validation metrics and paths.
 
     Under torchrun (WORLD_SIZE > 1) every process trains its share of each global batch with DDP (core.
@@ -448,6 +448,8 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
     config = get_config(config_name)
     if dropout is not None:   # the generator's dropout (its bundle records it; resume with the same value)
         config = dataclasses.replace(config, generator=dataclasses.replace(config.generator, dropout=float(dropout)))
+    if body_speech is not None:   # what the body's MAM speech branch reads (GeneratorConfig.body_speech)
+        config = dataclasses.replace(config, generator=dataclasses.replace(config.generator, body_speech=body_speech))
     tokenizers = TokenizerSet.load(tokenizers_path, expected_config=config).to(dev).eval()
     for prm in tokenizers.parameters():
         prm.requires_grad_(False)
@@ -667,7 +669,8 @@ def run_cli(args) -> int:
                        **overrides)
     res = train_generator(args.manifest, args.config, args.tokenizers, args.out, tcfg, device=args.device,
                           resume=args.resume, progress_bar=not args.no_progress, init=args.init,
-                          data_options=DataOptions.from_args(args), dropout=getattr(args, "dropout", None))
+                          data_options=DataOptions.from_args(args), dropout=getattr(args, "dropout", None),
+                          body_speech=getattr(args, "body_speech", None))
     if int(os.environ.get("RANK", "0")) == 0:
         val = res.get("val") or {}
         print(f"Trained {res['steps']} steps in {res['minutes']:.1f} min -> {res['model']}"

@@ -115,3 +115,28 @@ def test_dropout_option_is_trained_with_and_recorded(setup):
     res = train_generator(str(data), "tiny", str(root / "tok.safetensors"), str(root / "drop"), tcfg, device="cpu",
                           feature_fn=fake_feature_fn_path, log=lambda *a: None, progress_bar=False, dropout=0.3)
     assert load_model(res["model"]).config.generator.dropout == 0.3
+
+
+def test_body_speech_is_recorded_kept_on_resume_and_a_change_refused(setup):
+    from echomask.core.errors import EchoMaskError
+    from echomask.core.model.checkpoint import load_model
+    from echomask.core.training.train import TrainConfig, train_generator
+
+    root, data = setup
+    out = root / "bands"
+
+    def run(steps, resume=False, body_speech=None, stop_after=0):
+        tcfg = TrainConfig(steps=steps, batch_size=3, val_every=2, ckpt_every=1, log_every=1, warmup=1,
+                           stop_after=stop_after)
+        return train_generator(str(data), "tiny", str(root / "tok.safetensors"), str(out), tcfg, device="cpu",
+                               resume=resume, feature_fn=fake_feature_fn_path, log=lambda *a: None,
+                               progress_bar=False, body_speech=body_speech)
+
+    run(2, body_speech="bands", stop_after=1)
+    assert load_model(out / "model.safetensors").config.generator.body_speech == "bands"
+    with pytest.raises(EchoMaskError, match="body-speech bands"):
+        run(2, resume=True, body_speech="full")
+    run(2, resume=True)                     # left out: the run keeps what it was trained with
+    resumed = load_model(out / "model.safetensors")
+    assert resumed.meta["step"] == 2 and resumed.config.generator.body_speech == "bands"
+    assert resumed.generator.mam.body_speech == "bands"

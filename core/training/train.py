@@ -446,10 +446,20 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
     local_batch = dist.shard(tcfg.batch_size)
 
     config = get_config(config_name)
-    if dropout is not None:   # the generator's dropout (its bundle records it; resume with the same value)
-        config = dataclasses.replace(config, generator=dataclasses.replace(config.generator, dropout=float(dropout)))
-    if body_speech is not None:   # what the body's MAM speech branch reads (GeneratorConfig.body_speech)
-        config = dataclasses.replace(config, generator=dataclasses.replace(config.generator, body_speech=body_speech))
+    # Generator settings a run chooses (dropout; what the body's speech branch reads): its bundle records
+    # them, a resumed run keeps them, and a different value on resume is refused (it would change the model
+    # mid-run without a trace).
+    chosen = {"dropout": None if dropout is None else float(dropout), "body_speech": body_speech}
+    if resume and state_path.exists() and model_path.exists():
+        recorded = load_model(model_path, expected_config=config_name).config.generator
+        for name, value in chosen.items():
+            if value is not None and value != getattr(recorded, name):
+                raise EchoMaskError(f"{out} was trained with --{name.replace('_', '-')} {getattr(recorded, name)}; "
+                                    f"resume with that value (or leave it out), or train into a new folder.")
+            chosen[name] = getattr(recorded, name)
+    chosen = {k: v for k, v in chosen.items() if v is not None}
+    if chosen:
+        config = dataclasses.replace(config, generator=dataclasses.replace(config.generator, **chosen))
     tokenizers = TokenizerSet.load(tokenizers_path, expected_config=config).to(dev).eval()
     for prm in tokenizers.parameters():
         prm.requires_grad_(False)

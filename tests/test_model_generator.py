@@ -152,6 +152,37 @@ def test_body_speech_bands_hides_fine_spectrum_and_phones_from_the_body_only():
                                                                                    body_speech="bands")))
 
 
+def test_body_speech_window_keeps_the_body_condition_local():
+    """body_speech_window w: a body frame's condition depends on the speech within about 4 w frames (the
+    stacked blocks), not on speech at the other end of the window; the face still reads the whole window."""
+    import dataclasses
+
+    import torch
+
+    from echomask.core.model.config import get_config
+    from echomask.core.model.generator import EchoMaskGenerator
+    from echomask.core.motion.skeleton import PARTS
+
+    cfg = get_config("tiny")
+    cfg = dataclasses.replace(cfg, generator=dataclasses.replace(cfg.generator, body_speech_window=2))
+    torch.manual_seed(0)
+    g = EchoMaskGenerator(cfg).eval()
+    _, low, high = _inputs(g)
+    low2, high2 = low.clone(), high.clone()
+    low2[:, :4] += 3.0          # the first 4 frames' speech only
+    high2[:, :4] += 3.0
+    with torch.no_grad():
+        a, b = g.mam.speech_branch(low, high), g.mam.speech_branch(low2, high2)
+    for p in ("upper", "hands", "lower"):
+        assert (a[p][:, :4] - b[p][:, :4]).abs().max() > 1e-3        # near the change: it follows
+        assert torch.allclose(a[p][:, 20:], b[p][:, 20:], atol=1e-5)  # far away: untouched
+    assert (a["face"][:, 20:] - b["face"][:, 20:]).abs().max() > 1e-4
+    # The MAM losses run with the local motion branch too.
+    latents = {p: torch.randn(B, T // 4, cfg.tokenizer.code_dim) for p in PARTS}
+    losses = g.mam.losses(a, latents)
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
 def test_sqa_mask_top_share_plus_random_share():
     import torch
 

@@ -337,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--body-speech", default=None, choices=("full", "bands"),
                    help="what the body's speech branch reads: full (every built-in feature; the config's default) "
                    "or bands (8 mel bands + prosody, no phones); give the same value with --resume")
+    p.add_argument("--body-speech-window", type=int, default=None, metavar="FRAMES",
+                   help="the body's speech branch attends only to frames within this many of each other "
+                   "(0 = the whole window, the config's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch per process (0: torch's default)")

@@ -93,7 +93,8 @@ class EchoMaskGenerator(nn.Module):
         drop = g.dropout
 
         self.mam = MAM(d, low_dim, high_dim, g.mam_layers, g.mam_heads, g.mam_ff, g.mam_dec_layers, drop,
-                       g.nce_temperature, body_speech=g.body_speech)
+                       g.nce_temperature, body_speech=g.body_speech,
+                       body_speech_window=g.body_speech_window)
         if g.body_speech != "full" and (g.speech_backend != "builtin" or (low_dim, high_dim) != BUILTIN_DIMS):
             raise ValueError(f'body_speech="{g.body_speech}" coarsens the built-in speech features; '
                              f'this config uses the {g.speech_backend!r} backend')

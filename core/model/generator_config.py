@@ -58,6 +58,8 @@ class GeneratorConfig:
     body_speech: str = "full"       # what the body parts' MAM speech branch reads: "full" (paper) or
     #                                 "bands" (ours, built-in features only: 8 mel bands + prosody, no
     #                                 phones; see core/model/mam.py MAM.coarse_speech)
+    body_speech_window: int = 0     # 0 = the body's MAM speech branch attends over the whole window (paper);
+    #                                 w > 0 = only to frames within w of each other (MAM._local_mask)
 
 
 def paper_generator() -> GeneratorConfig:

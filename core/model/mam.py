@@ -58,12 +58,14 @@ class SpeechInput(Standardize):
 
 class MAM(nn.Module):
     def __init__(self, d: int, low_dim: int, high_dim: int, layers: int, heads: int, ff: int, dec_layers: int,
-                 dropout: float, temperature: float = 0.1, body_speech: str = "full"):
+                 dropout: float, temperature: float = 0.1, body_speech: str = "full", body_speech_window: int = 0):
         super().__init__()
         self.d, self.temperature = d, temperature
         if body_speech not in BODY_SPEECH:
             raise ValueError(f"body_speech must be one of {BODY_SPEECH}, not {body_speech!r}")
-        self.body_speech = body_speech
+        if body_speech_window < 0:
+            raise ValueError("body_speech_window must be >= 0 (0 = every frame of the window)")
+        self.body_speech, self.body_speech_window = body_speech, int(body_speech_window)
         self.speech_low = SpeechInput(low_dim, d)
         self.speech_high = SpeechInput(high_dim, d)
         self.position_embeddings_speech = PeriodicPositionalEncoding(d, dropout)  # queries and speech
@@ -88,16 +90,30 @@ class MAM(nn.Module):
             coarse_low, coarse_high = self.coarse_speech(low, high)
             body_low_m, body_high_m = pe(self.speech_low(coarse_low)), pe(self.speech_high(coarse_high))
         b, t = low.shape[:2]
+        local = self._local_mask(t, self.body_speech_window, low.device)
         cond = {}
         for p in PARTS:
             lm, hm = (low_m, high_m) if p == "face" else (body_low_m, body_high_m)
+            mask = None if p == "face" else local
             h = pe(getattr(self, f"speech_query_{p}").expand(b, t, -1))
-            h = self._enc(p, 1)(h)
-            h = getattr(self, f"{p}_decoder_low")(h, lm)
-            h = self._enc(p, 2)(h)
-            h = getattr(self, f"{p}_decoder_high")(h, hm)
-            cond[p] = self._enc(p, 3)(h)
+            h = self._enc(p, 1)(h, mask=mask)
+            h = getattr(self, f"{p}_decoder_low")(h, lm, tgt_mask=mask, memory_mask=mask)
+            h = self._enc(p, 2)(h, mask=mask)
+            h = getattr(self, f"{p}_decoder_high")(h, hm, tgt_mask=mask, memory_mask=mask)
+            cond[p] = self._enc(p, 3)(h, mask=mask)
         return cond
+
+    @staticmethod
+    def _local_mask(n: int, window: int, device) -> torch.Tensor | None:
+        """(n, n) bool attention mask, True = not attended: positions more than `window` apart (None when 0).
+        Why, for the body with body_speech_window > 0: with attention over the whole window its condition came
+        out nearly constant over time, a summary of the window that tells training windows apart and does not
+        carry over to unseen speech (the MAM probe); a local window makes each frame's condition depend on
+        the speech around it (receptive field about 4 windows through the stacked blocks)."""
+        if window <= 0:
+            return None
+        i = torch.arange(n, device=device)
+        return (i[:, None] - i[None, :]).abs() > window
 
     def coarse_speech(self, low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The built-in features as the body reads them with body_speech="bands": the 80 log-mel bins
@@ -116,8 +132,11 @@ class MAM(nn.Module):
     def motion_branch(self, part: str, latent: torch.Tensor) -> torch.Tensor:
         """Ground-truth RVQ latent (B, N, d) -> motion tokens (B, N, d) through the shared encoders."""
         h = self.position_embeddings(latent)
+        # The body's motion tokens (4 frames each) see as far as its speech frames do.
+        window = 0 if part == "face" else -(-self.body_speech_window // 4)
+        mask = self._local_mask(h.shape[1], window, h.device)
         for k in (1, 2, 3):
-            h = self._enc(part, k)(h)
+            h = self._enc(part, k)(h, mask=mask)
         return h
 
     def losses(self, cond: dict[str, torch.Tensor], latents: dict[str, torch.Tensor],

@@ -407,7 +407,8 @@ def _validation_score(probes: dict, tcfg: TrainConfig) -> float | None:
 def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: str, tcfg: TrainConfig,
                     device: str = "auto", resume: bool = False, feature_fn=None, log=print,
                     progress_bar: bool = True, cache_dir: str | None = None, init: str | None = None,
-                    data_options=None, dropout: float | None = None, body_speech: str | None = None) -> dict:
+                    data_options=None, dropout: float | None = None, body_speech: str | None = None,
+                    body_speech_window: int | None = None) -> dict:
     """Train (or resume) a generator; returns the final validation metrics and paths.
 
     Under torchrun (WORLD_SIZE > 1) every process trains its share of each global batch with DDP (core.
@@ -449,7 +450,8 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
     # Generator settings a run chooses (dropout; what the body's speech branch reads): its bundle records
     # them, a resumed run keeps them, and a different value on resume is refused (it would change the model
     # mid-run without a trace).
-    chosen = {"dropout": None if dropout is None else float(dropout), "body_speech": body_speech}
+    chosen = {"dropout": None if dropout is None else float(dropout), "body_speech": body_speech,
+              "body_speech_window": body_speech_window}
     if resume and state_path.exists() and model_path.exists():
         recorded = load_model(model_path, expected_config=config_name).config.generator
         for name, value in chosen.items():
@@ -680,7 +682,8 @@ def run_cli(args) -> int:
     res = train_generator(args.manifest, args.config, args.tokenizers, args.out, tcfg, device=args.device,
                           resume=args.resume, progress_bar=not args.no_progress, init=args.init,
                           data_options=DataOptions.from_args(args), dropout=getattr(args, "dropout", None),
-                          body_speech=getattr(args, "body_speech", None))
+                          body_speech=getattr(args, "body_speech", None),
+                          body_speech_window=getattr(args, "body_speech_window", None))
     if int(os.environ.get("RANK", "0")) == 0:
         val = res.get("val") or {}
         print(f"Trained {res['steps']} steps in {res['minutes']:.1f} min -> {res['model']}"

@@ -7,7 +7,8 @@ windows (no mirroring or stretch) against held-out windows (the tails of the gro
 score of chains drawn from the bundled token bigram prior, against the windows' own motion: whether the
 space could rank speech-blind candidates. And, token by token: the share of speech tokens whose best-scoring
 motion token (among every token of every window) is in the same window, and the share where it sits at the same
-time index of another window (a space that encodes the time within the window, not the speech). Needs
+time index of another window (a space that encodes the time within the window, not the speech); and how much
+of the speech condition varies over time within a window rather than between windows. Needs
 ../shared/data.
 
     python bench/probe_mam_alignment.py [--weights weights/echomask_small.safetensors] [--chains 64]
@@ -44,6 +45,14 @@ def own_motion_auc(sim) -> float:
     return float((sim.diag()[:, None] > sim).float().sum()) / (n * (n - 1))
 
 
+def time_share(cond) -> float:
+    """cond (B, T, d) -> the share of its variance (over windows and frames) that lies within windows, over
+    time: 0 when each window's condition is one constant vector."""
+    within = (cond - cond.mean(1, keepdim=True)).pow(2).mean()
+    total = (cond - cond.mean((0, 1), keepdim=True)).pow(2).mean()
+    return float(within / total.clamp_min(1e-12))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", default=str(ROOT / "weights" / "echomask_small.safetensors"))
@@ -70,7 +79,7 @@ def main(argv=None) -> int:
     prior = m.token_prior if args.chains > 0 else None
 
     print(f"{'windows':9s} {'part':6s} {'N':>4} {'AUC':>6} {'AUC L0':>7} {'top-1':>6} {'own':>6} {'others':>7}"
-          + (f" {'chains':>7} {'best chain':>11}" if prior is not None else "") + f" {'same win':>9} {'same time':>10}")
+          + (f" {'chains':>7} {'best chain':>11}" if prior is not None else "") + f" {'same win':>9} {'same time':>10} {'over time':>10}")
     for name, data in (("training", train), ("held-out", val)):
         b = data.batch(np.arange(len(data)), "cpu")
         with torch.inference_mode():
@@ -92,10 +101,13 @@ def main(argv=None) -> int:
                 same_window = top // n_tok == own // n_tok
                 same_time = (top % n_tok == own % n_tok) & ~same_window
                 row += f" {float(same_window.float().mean()):9.3f} {float(same_time.float().mean()):10.3f}"
+                row += f" {time_share(cond[p]):10.3f}"
                 print(row)
     print("AUC: own motion (every level) scores above another window's; AUC L0 and the scores: level 0 only, "
           "as the prior's chains have; own / others / chains: mean cosine; best chain: mean of each window's best; "
-          f"same win / same time: where each speech token's best motion token is (chance: same window 1/N).")
+          f"same win / same time: where each speech token's best motion token is (chance: same window 1/N); "
+          "over time: the share of the speech condition's variance that is over time within a window (0 = one "
+          "vector per window, a summary of it; 1 = nothing tells windows apart but the frame).")
     return 0
 
 

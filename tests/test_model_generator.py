@@ -154,7 +154,8 @@ def test_body_speech_bands_hides_fine_spectrum_and_phones_from_the_body_only():
 
 def test_body_speech_window_keeps_the_body_condition_local():
     """body_speech_window w: a body frame's condition depends on the speech within about 4 w frames (the
-    stacked blocks), not on speech at the other end of the window; the face still reads the whole window."""
+    stacked blocks), not on speech at the other end of the window, nor on the frame's place in the window; the
+    face still reads the whole window."""
     import dataclasses
 
     import torch
@@ -177,6 +178,12 @@ def test_body_speech_window_keeps_the_body_condition_local():
         assert (a[p][:, :4] - b[p][:, :4]).abs().max() > 1e-3        # near the change: it follows
         assert torch.allclose(a[p][:, 20:], b[p][:, 20:], atol=1e-5)  # far away: untouched
     assert (a["face"][:, 20:] - b["face"][:, 20:]).abs().max() > 1e-4
+    # No position encoding in the body's streams: speech that does not change gives a condition that does not.
+    steady_low, steady_high = low[:, :1].expand(-1, T, -1), high[:, :1].expand(-1, T, -1)
+    with torch.no_grad():
+        steady = g.mam.speech_branch(steady_low, steady_high)
+    for p in ("upper", "hands", "lower"):
+        assert torch.allclose(steady[p], steady[p][:, :1].expand(-1, T, -1), atol=1e-5)
     # The MAM losses run with the local motion branch too.
     latents = {p: torch.randn(B, T // 4, cfg.tokenizer.code_dim) for p in PARTS}
     losses = g.mam.losses(a, latents)

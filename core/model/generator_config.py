@@ -59,7 +59,8 @@ class GeneratorConfig:
     #                                 "bands" (ours, built-in features only: 8 mel bands + prosody, no
     #                                 phones; see core/model/mam.py MAM.coarse_speech)
     body_speech_window: int = 0     # 0 = the body's MAM speech branch attends over the whole window (paper);
-    #                                 w > 0 = only to frames within w of each other (MAM._local_mask)
+    #                                 w > 0 = only to frames within w of each other, without position
+    #                                 encoding (MAM._local_mask, MAM.speech_branch)
 
 
 def paper_generator() -> GeneratorConfig:

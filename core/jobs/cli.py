@@ -333,13 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: the training config's)")
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--dropout", type=float, default=None,
-                   help="the generator's dropout (default: the config's, 0.1 for small); give the same value with --resume")
+                   help="the generator's dropout (default: the config's, 0.1 for small); a resumed run keeps its own")
     p.add_argument("--body-speech", default=None, choices=("full", "bands"),
                    help="what the body's speech branch reads: full (every built-in feature; the config's default) "
-                   "or bands (8 mel bands + prosody, no phones); give the same value with --resume")
+                   "or bands (8 mel bands + prosody, no phones; a research option, docs/TRAINING.md); a resumed run keeps its own")
     p.add_argument("--body-speech-window", type=int, default=None, metavar="FRAMES",
                    help="the body's speech branch attends only to frames within this many of each other "
-                   "(0 = the whole window, the config's default)")
+                   "(0 = the whole window, the config's default; a research option, docs/TRAINING.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch per process (0: torch's default)")

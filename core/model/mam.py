@@ -126,7 +126,9 @@ class MAM(nn.Module):
         averaged into 8 bands of 10 (every bin set to its band's mean), prosody kept, phone posteriors
         set to their training mean (no information). Why: on minutes of one speaker, the MAM's body
         space learnt from the full spectrum and phones did not carry over to unseen speech (held-out
-        AUC 0.47-0.50); with coarse bands it did slightly better (0.54-0.55, bench/experiment_mam_speech_inputs.py)."""
+        AUC 0.47-0.50); a MAM trained alone on coarse bands did slightly better (0.54-0.55,
+        bench/experiment_mam_speech_inputs.py). Trained with the generator, the body's condition collapsed
+        to a constant instead (weights/MODEL_CARD.md): kept as a research option, off by default."""
         low, high = low.clone(), high.clone()
         mel = low[..., MEL]
         bands = mel.reshape(*mel.shape[:-1], COARSE_BANDS, -1).mean(-1, keepdim=True).expand(

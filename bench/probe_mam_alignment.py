@@ -107,7 +107,7 @@ def main(argv=None) -> int:
           "as the prior's chains have; own / others / chains: mean cosine; best chain: mean of each window's best; "
           f"same win / same time: where each speech token's best motion token is (chance: same window 1/N); "
           "over time: the share of the speech condition's variance that is over time within a window (0 = one "
-          "vector per window, a summary of it; 1 = nothing tells windows apart but the frame).")
+          "vector per window, a summary of it; 1 = every window has the same average).")
     return 0
 
 

@@ -62,17 +62,14 @@ def main(argv=None) -> int:
     print(f"training windows {len(train)} (with mirroring and stretch), scored: training {len(train_eval)}, "
           f"held-out {len(val)}")
 
-    def blind(low, high, inputs):
+    def blind(mam, low, high, inputs):
         """Speech features with the columns this variant does not read set to their training mean."""
+        if inputs == "bands":   # the generator's own coarsening (GeneratorConfig.body_speech = "bands")
+            return mam.coarse_speech(low, high)
         low, high = low.clone(), high.clone()
-        if inputs in ("prosody", "bands"):
-            mel = low[..., MEL]
-            if inputs == "bands":   # 8 bands of 10 mel bins each, every bin of a band set to the band's mean
-                banded = mel.reshape(*mel.shape[:-1], 8, -1).mean(-1, keepdim=True).expand(*mel.shape[:-1], 8, 10)
-                low[..., MEL] = banded.reshape(mel.shape)
-            else:
-                low[..., MEL] = torch.as_tensor(lm[MEL], dtype=low.dtype)
-        if inputs in ("prosody", "bands", "nophones"):
+        if inputs == "prosody":
+            low[..., MEL] = torch.as_tensor(lm[MEL], dtype=low.dtype)
+        if inputs in ("prosody", "nophones"):
             high[..., PHONE_POSTERIORS] = torch.as_tensor(hm[PHONE_POSTERIORS], dtype=high.dtype)
         return low, high
 
@@ -81,7 +78,7 @@ def main(argv=None) -> int:
         for name, data in (("training", train_eval), ("held-out", val)):
             b = data.batch(np.arange(len(data)), "cpu")
             with torch.inference_mode():
-                cond = mam.speech_branch(*blind(b["low"], b["high"], inputs))
+                cond = mam.speech_branch(*blind(mam, b["low"], b["high"], inputs))
                 for p in PARTS:
                     sim = speech_motion_scores(mam, m.tokenizers[p], p, cond[p], b["codes"][p])
                     out[name, p] = own_motion_auc(sim)
@@ -101,7 +98,7 @@ def main(argv=None) -> int:
             mam.train()
             idx = torch.randint(len(train), (args.batch_size,), generator=gen).numpy()
             b = train.batch(idx, "cpu")
-            low, high = blind(b["low"], b["high"], inputs)
+            low, high = blind(mam, b["low"], b["high"], inputs)
             cond = mam.speech_branch(low, high)
             with torch.no_grad():
                 latents = {p: m.tokenizers[p].latent_per_level(b["codes"][p]).sum(2) for p in PARTS}

@@ -140,3 +140,16 @@ def test_body_speech_is_recorded_kept_on_resume_and_a_change_refused(setup):
     resumed = load_model(out / "model.safetensors")
     assert resumed.meta["step"] == 2 and resumed.config.generator.body_speech == "bands"
     assert resumed.generator.mam.body_speech == "bands"
+
+
+def test_impossible_body_speech_is_refused_before_anything_is_written(setup):
+    from echomask.core.errors import EchoMaskError
+    from echomask.core.training.train import TrainConfig, train_generator
+
+    root, data = setup
+    out = root / "never"
+    with pytest.raises(EchoMaskError, match="body speech window"):
+        train_generator(str(data), "tiny", str(root / "tok.safetensors"), str(out), TrainConfig(steps=1),
+                        device="cpu", feature_fn=fake_feature_fn_path, log=lambda *a: None, progress_bar=False,
+                        body_speech_window=-1)
+    assert not out.exists()

@@ -34,6 +34,7 @@ from ..motion.skeleton import PARTS
 from ..speech.builtin import HIGH_DIM as BUILTIN_HIGH_DIM
 from ..speech.builtin import LOW_DIM as BUILTIN_LOW_DIM
 from .gen_layers import MLP, ConvMotionEncoder, HalveTime, PeriodicPositionalEncoding, decoder, encoder
+from .generator_config import body_speech_problem
 from .mam import MAM, Standardize
 from .sqa import SQA_PARTS, SQABlock
 
@@ -92,12 +93,14 @@ class EchoMaskGenerator(nn.Module):
         self.low_dim, self.high_dim = low_dim, high_dim
         drop = g.dropout
 
+        problem = body_speech_problem(g)
+        if problem is None and g.body_speech != "full" and (low_dim, high_dim) != BUILTIN_DIMS:
+            problem = f"body speech {g.body_speech!r} needs the built-in feature sizes {BUILTIN_DIMS}"
+        if problem:
+            raise ValueError(problem)
         self.mam = MAM(d, low_dim, high_dim, g.mam_layers, g.mam_heads, g.mam_ff, g.mam_dec_layers, drop,
                        g.nce_temperature, body_speech=g.body_speech,
                        body_speech_window=g.body_speech_window)
-        if g.body_speech != "full" and (g.speech_backend != "builtin" or (low_dim, high_dim) != BUILTIN_DIMS):
-            raise ValueError(f'body_speech="{g.body_speech}" coarsens the built-in speech features; '
-                             f'this config uses the {g.speech_backend!r} backend')
         self.motion_input = Standardize(MOTION_DIM)
         self.mask_embeddings = nn.Parameter(torch.randn(1, 1, MOTION_DIM) * 0.02)
         self.motion_encoder = ConvMotionEncoder(MOTION_DIM, d, g.motion_stages)

@@ -63,6 +63,21 @@ class GeneratorConfig:
     #                                 encoding (MAM._local_mask, MAM.speech_branch)
 
 
+BODY_SPEECH = ("full", "bands")   # GeneratorConfig.body_speech values (core/model/mam.py)
+
+
+def body_speech_problem(g: GeneratorConfig) -> str | None:
+    """Why this config's body-speech choices cannot be built, in a user's terms; None when they can."""
+    if g.body_speech not in BODY_SPEECH:
+        return f"body speech must be one of {', '.join(BODY_SPEECH)}, not {g.body_speech!r}"
+    if g.body_speech_window < 0:
+        return f"the body speech window must be 0 (the whole window) or more frames, not {g.body_speech_window}"
+    if g.body_speech != "full" and g.speech_backend != "builtin":
+        return (f'body speech "{g.body_speech}" coarsens the built-in speech features; this config reads the '
+                f"{g.speech_backend!r} backend's")
+    return None
+
+
 def paper_generator() -> GeneratorConfig:
     # Official: speech features are HuBERT projected to 256-d; with the builtin backend a Linear adapts
     # them (the only blocks the official layout lacks, and they are absent when the width already fits).

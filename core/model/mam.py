@@ -21,10 +21,7 @@ from ..motion.skeleton import PARTS
 from ..speech.builtin import MEL, PHONE_POSTERIORS
 from .gen_layers import MLP, PeriodicPositionalEncoding, decoder, encoder
 
-# What the body parts' speech branch reads: "full" = every feature (paper); "bands" = the built-in
-# features coarsened (MAM.coarse_speech), the face still reading them all.
-BODY_SPEECH = ("full", "bands")
-COARSE_BANDS = 8
+COARSE_BANDS = 8   # body_speech="bands": mel bins averaged into this many bands (MAM.coarse_speech)
 
 
 class Standardize(nn.Module):
@@ -59,12 +56,10 @@ class SpeechInput(Standardize):
 class MAM(nn.Module):
     def __init__(self, d: int, low_dim: int, high_dim: int, layers: int, heads: int, ff: int, dec_layers: int,
                  dropout: float, temperature: float = 0.1, body_speech: str = "full", body_speech_window: int = 0):
+        """body_speech / body_speech_window: GeneratorConfig's (checked there, body_speech_problem): what the
+        body parts' speech branch reads ("full" or "bands") and how far it attends (0 = the whole window)."""
         super().__init__()
         self.d, self.temperature = d, temperature
-        if body_speech not in BODY_SPEECH:
-            raise ValueError(f"body_speech must be one of {BODY_SPEECH}, not {body_speech!r}")
-        if body_speech_window < 0:
-            raise ValueError("body_speech_window must be >= 0 (0 = every frame of the window)")
         self.body_speech, self.body_speech_window = body_speech, int(body_speech_window)
         self.speech_low = SpeechInput(low_dim, d)
         self.speech_high = SpeechInput(high_dim, d)

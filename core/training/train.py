@@ -423,6 +423,7 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
     from .. import precision as amp
     from .distributed import DistContext
     from ..model.config import get_config
+    from ..model.generator_config import body_speech_problem
     from ..model.ema import EMATeacher
     from ..model.generator import EchoMaskGenerator, count_parameters
     from ..model.tokenizer import TokenizerSet
@@ -435,7 +436,6 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
     if not main:
         log, progress_bar = (lambda *a, **k: None), False
     out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     model_path, state_path = out / "model.safetensors", out / "train_state.pt"
     best_path = out / "best.safetensors"
     log_path = out / "train_log.jsonl"
@@ -462,6 +462,10 @@ def train_generator(manifest, config_name: str, tokenizers_path: str, out_dir: s
     chosen = {k: v for k, v in chosen.items() if v is not None}
     if chosen:
         config = dataclasses.replace(config, generator=dataclasses.replace(config.generator, **chosen))
+    problem = body_speech_problem(config.generator)
+    if problem:
+        raise EchoMaskError(f"Cannot train the {config_name!r} config: {problem}.")
+    out.mkdir(parents=True, exist_ok=True)
     tokenizers = TokenizerSet.load(tokenizers_path, expected_config=config).to(dev).eval()
     for prm in tokenizers.parameters():
         prm.requires_grad_(False)

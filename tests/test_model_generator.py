@@ -152,6 +152,38 @@ def test_body_speech_bands_hides_fine_spectrum_and_phones_from_the_body_only():
                                                                                    body_speech="bands")))
 
 
+def test_body_speech_prosody_leaves_the_body_only_onset_loudness_pitch_and_voicing():
+    """body_speech="prosody": the body's condition ignores the spectrum and the phones entirely, yet follows
+    loudness and pitch; the face still reads the spectrum."""
+    import dataclasses
+
+    import torch
+
+    from echomask.core.model.config import get_config
+    from echomask.core.model.generator import EchoMaskGenerator
+    from echomask.core.speech.builtin import LOG_F0, MEL, PHONE_POSTERIORS, RMS
+
+    cfg = get_config("tiny")
+    cfg = dataclasses.replace(cfg, generator=dataclasses.replace(cfg.generator, body_speech="prosody"))
+    torch.manual_seed(0)
+    g = EchoMaskGenerator(cfg).eval()
+    _, low, high = _inputs(g)
+    other_spectrum = low.clone()
+    other_spectrum[..., MEL] = torch.randn_like(low[..., MEL])
+    other_phones = high.clone()
+    other_phones[..., PHONE_POSTERIORS] = torch.randn_like(high[..., PHONE_POSTERIORS])
+    louder, higher = low.clone(), low.clone()
+    louder[..., RMS] += 1.0
+    higher[..., LOG_F0] += 1.0
+    with torch.no_grad():
+        a, b, c, d, e = (g.mam.speech_branch(*x) for x in ((low, high), (other_spectrum, high), (low, other_phones),
+                                                             (louder, high), (higher, high)))
+    for p in ("upper", "hands", "lower"):
+        assert torch.allclose(a[p], b[p], atol=1e-5) and torch.allclose(a[p], c[p], atol=1e-5)
+        assert (a[p] - d[p]).abs().max() > 1e-3 and (a[p] - e[p]).abs().max() > 1e-3
+    assert (a["face"] - b["face"]).abs().max() > 1e-3
+
+
 def test_body_speech_window_keeps_the_body_condition_local():
     """body_speech_window w: a body frame's condition depends on the speech within about 4 w frames (the
     stacked blocks), not on speech at the other end of the window, nor on the frame's place in the window; the

@@ -334,9 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--dropout", type=float, default=None,
                    help="the generator's dropout (default: the config's, 0.1 for small); a resumed run keeps its own")
-    p.add_argument("--body-speech", default=None, choices=("full", "bands"),
-                   help="what the body's speech branch reads: full (every built-in feature; the config's default) "
-                   "or bands (8 mel bands + prosody, no phones; a research option, docs/TRAINING.md); a resumed run keeps its own")
+    p.add_argument("--body-speech", default=None, choices=("full", "bands", "prosody"),
+                   help="what the body's speech branch reads: full (every built-in feature; the config's default), "
+                   "bands (8 mel bands + prosody, no phones) or prosody (onset, loudness, pitch, voicing); research "
+                   "options, docs/TRAINING.md; a resumed run keeps its own")
     p.add_argument("--body-speech-window", type=int, default=None, metavar="FRAMES",
                    help="the body's speech branch attends only to frames within this many of each other "
                    "(0 = the whole window, the config's default; a research option, docs/TRAINING.md)")

@@ -57,13 +57,14 @@ class GeneratorConfig:
     nce_temperature: float = 0.1    # MAM InfoNCE
     body_speech: str = "full"       # what the body parts' MAM speech branch reads: "full" (paper) or
     #                                 "bands" (ours, built-in features only: 8 mel bands + prosody, no
-    #                                 phones; see core/model/mam.py MAM.coarse_speech)
+    #                                 phones) or "prosody" (onset, loudness, pitch, voicing, speech flag
+    #                                 only); see core/model/mam.py MAM.coarse_speech
     body_speech_window: int = 0     # 0 = the body's MAM speech branch attends over the whole window (paper);
     #                                 w > 0 = only to frames within w of each other, without position
     #                                 encoding (MAM._local_mask, MAM.speech_branch)
 
 
-BODY_SPEECH = ("full", "bands")   # GeneratorConfig.body_speech values (core/model/mam.py)
+BODY_SPEECH = ("full", "bands", "prosody")   # GeneratorConfig.body_speech values (core/model/mam.py)
 
 
 def body_speech_problem(g: GeneratorConfig) -> str | None:

@@ -57,7 +57,7 @@ class MAM(nn.Module):
     def __init__(self, d: int, low_dim: int, high_dim: int, layers: int, heads: int, ff: int, dec_layers: int,
                  dropout: float, temperature: float = 0.1, body_speech: str = "full", body_speech_window: int = 0):
         """body_speech / body_speech_window: GeneratorConfig's (checked there, body_speech_problem): what the
-        body parts' speech branch reads ("full" or "bands") and how far it attends (0 = the whole window)."""
+        body parts' speech branch reads ("full", "bands" or "prosody") and how far it attends (0 = the whole window)."""
         super().__init__()
         self.d, self.temperature = d, temperature
         self.body_speech, self.body_speech_window = body_speech, int(body_speech_window)
@@ -84,7 +84,7 @@ class MAM(nn.Module):
         # window was the best match for 99 % of tokens). The mask gives the structure instead.
         body_pe = pe.dropout if self.body_speech_window > 0 else pe
         low_m, high_m = pe(self.speech_low(low)), pe(self.speech_high(high))
-        body_low, body_high = self.coarse_speech(low, high) if self.body_speech == "bands" else (low, high)
+        body_low, body_high = self.coarse_speech(low, high) if self.body_speech != "full" else (low, high)
         if body_pe is pe and self.body_speech == "full":
             body_low_m, body_high_m = low_m, high_m
         else:
@@ -117,18 +117,24 @@ class MAM(nn.Module):
         return (i[:, None] - i[None, :]).abs() > window
 
     def coarse_speech(self, low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The built-in features as the body reads them with body_speech="bands": the 80 log-mel bins
-        averaged into 8 bands of 10 (every bin set to its band's mean), prosody kept, phone posteriors
-        set to their training mean (no information). Why: on minutes of one speaker, the MAM's body
-        space learnt from the full spectrum and phones did not carry over to unseen speech (held-out
-        AUC 0.47-0.50); a MAM trained alone on coarse bands did slightly better (0.54-0.55,
-        bench/experiment_mam_speech_inputs.py). Trained with the generator, the body's condition collapsed
-        to a constant instead (weights/MODEL_CARD.md): kept as a research option, off by default."""
+        """The built-in features as the body reads them with body_speech "bands" or "prosody". bands: the
+        80 log-mel bins averaged into 8 bands of 10 (every bin set to its band's mean), prosody kept, phone
+        posteriors set to their training mean (no information). prosody: the mel bins at their training mean
+        too, so only onset, loudness, pitch, voicing and the speech flag remain (5 numbers a frame). Why: on
+        minutes of one speaker, the MAM's body space learnt from the full spectrum and phones did not carry
+        over to unseen speech (held-out AUC 0.47-0.50); a MAM trained alone on coarse bands did slightly
+        better (0.54-0.55, bench/experiment_mam_speech_inputs.py). Trained with the generator, the body's
+        condition collapsed to a constant over the whole window and, frame-local, learnt its training speech
+        by heart (weights/MODEL_CARD.md); prosody is the poorest signal a beat gesture can follow, too poor to
+        tell 2 minutes of speech apart by. Research options, off by default."""
         low, high = low.clone(), high.clone()
         mel = low[..., MEL]
-        bands = mel.reshape(*mel.shape[:-1], COARSE_BANDS, -1).mean(-1, keepdim=True).expand(
-            *mel.shape[:-1], COARSE_BANDS, mel.shape[-1] // COARSE_BANDS)
-        low[..., MEL] = bands.reshape(mel.shape)
+        if self.body_speech == "prosody":
+            low[..., MEL] = self.speech_low.mean[MEL]
+        else:
+            bands = mel.reshape(*mel.shape[:-1], COARSE_BANDS, -1).mean(-1, keepdim=True).expand(
+                *mel.shape[:-1], COARSE_BANDS, mel.shape[-1] // COARSE_BANDS)
+            low[..., MEL] = bands.reshape(mel.shape)
         high[..., PHONE_POSTERIORS] = self.speech_high.mean[PHONE_POSTERIORS]
         return low, high
 

@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     from echomask.core.model.checkpoint import load_model
     from echomask.core.model.generator import EchoMaskGenerator
     from echomask.core.motion.skeleton import PARTS
-    from echomask.core.speech.builtin import MEL, PHONE_POSTERIORS   # the other columns: onset, RMS, pitch, voicing
+    from echomask.core.speech.builtin import PHONE_POSTERIORS
     from echomask.core.training import train as T
     from echomask.core.training.data import shared_training_manifest
 
@@ -64,12 +64,10 @@ def main(argv=None) -> int:
 
     def blind(mam, low, high, inputs):
         """Speech features with the columns this variant does not read set to their training mean."""
-        if inputs == "bands":   # the generator's own coarsening (GeneratorConfig.body_speech = "bands")
-            return mam.coarse_speech(low, high)
+        if inputs in ("bands", "prosody"):   # the generator's own coarsening (GeneratorConfig.body_speech)
+            return mam.coarse_speech(low, high, inputs)
         low, high = low.clone(), high.clone()
-        if inputs == "prosody":
-            low[..., MEL] = torch.as_tensor(lm[MEL], dtype=low.dtype)
-        if inputs in ("prosody", "nophones"):
+        if inputs == "nophones":
             high[..., PHONE_POSTERIORS] = torch.as_tensor(hm[PHONE_POSTERIORS], dtype=high.dtype)
         return low, high
 

@@ -116,8 +116,10 @@ class MAM(nn.Module):
         i = torch.arange(n, device=device)
         return (i[:, None] - i[None, :]).abs() > window
 
-    def coarse_speech(self, low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The built-in features as the body reads them with body_speech "bands" or "prosody". bands: the
+    def coarse_speech(self, low: torch.Tensor, high: torch.Tensor,
+                      mode: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The built-in features as the body reads them with body_speech `mode` ("bands" or "prosody"; default
+        this MAM's own, "bands" when it reads the full features). bands: the
         80 log-mel bins averaged into 8 bands of 10 (every bin set to its band's mean), prosody kept, phone
         posteriors set to their training mean (no information). prosody: the mel bins at their training mean
         too, so only onset, loudness, pitch, voicing and the speech flag remain (5 numbers a frame). Why: on
@@ -127,11 +129,12 @@ class MAM(nn.Module):
         condition collapsed to a constant over the whole window and, frame-local, learnt its training speech
         by heart (weights/MODEL_CARD.md); prosody is the poorest signal a beat gesture can follow, too poor to
         tell 2 minutes of speech apart by. Research options, off by default."""
+        mode = mode or (self.body_speech if self.body_speech != "full" else "bands")
         low, high = low.clone(), high.clone()
-        mel = low[..., MEL]
-        if self.body_speech == "prosody":
+        if mode == "prosody":
             low[..., MEL] = self.speech_low.mean[MEL]
         else:
+            mel = low[..., MEL]
             bands = mel.reshape(*mel.shape[:-1], COARSE_BANDS, -1).mean(-1, keepdim=True).expand(
                 *mel.shape[:-1], COARSE_BANDS, mel.shape[-1] // COARSE_BANDS)
             low[..., MEL] = bands.reshape(mel.shape)
